@@ -1,0 +1,1 @@
+"""Pure-Python backends of Movie Director. Nothing below this package imports bpy."""

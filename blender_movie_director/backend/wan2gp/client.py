@@ -1,0 +1,503 @@
+"""Wan2GPClient: the facade over one WanGP web UI (v6.31 and v12.x alike).
+
+Example::
+
+    from blender_movie_director.backend.wan2gp import Wan2GPClient, GenerationSettings
+
+    with Wan2GPClient("http://127.0.0.1:7860", output_dir="shots") as client:
+        job = client.submit(GenerationSettings(prompt="a red fox running through snow", frames=33, steps=8))
+        job.add_progress_callback(lambda job, p: print(f"{p.status.value} {p.fraction:.0%} {p.phase}"))
+        print(job.result().video_path)
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from .config import ClientSettings, Retries, Timeouts
+from .endpoints import ServerApi
+from .enums import HIGH_QUALITY_MODEL, QUICK_MODEL, ModelCategory, catalog, categories_of
+from .errors import (
+    JobFailedError,
+    Wan2GPConnectionError,
+    Wan2GPError,
+    Wan2GPValidationError,
+    did_you_mean,
+    redact,
+    translate,
+)
+from .files import RemoteFile, download
+from .form import ModelForm
+from .jobs import Wan2GPJob
+from .schemas import GenerationResult, GenerationSettings, ModelInfo, QueueItem, ServerStatus
+from .session import GradioSession
+
+log = logging.getLogger(__name__)
+
+
+class Wan2GPClient:
+    """A client of one WanGP web UI. Thread-safe; jobs run on its own worker threads.
+
+    Parameters:
+        server_address: the WanGP web UI URL (default ``WAN2GP_URL``, then ``http://127.0.0.1:7860``).
+        timeouts: bounded waits (:class:`Timeouts`); every wait has one.
+        retries: retries of idempotent steps (connect, downloads); a generation is never resubmitted.
+        output_dir: where finished shots are saved (default ``WAN2GP_OUTPUT_DIR``, then ``~/MovieDirector/shots``).
+        auth: ``(user, password)`` when WanGP runs with gradio auth.
+        max_jobs: how many jobs run their chain at once; more wait on our side.
+
+    Nothing happens on construction; :meth:`connect` (or the first call that needs the server) connects.
+    """
+
+    def __init__(
+        self,
+        server_address: str | None = None,
+        *,
+        timeouts: Timeouts | None = None,
+        retries: Retries | None = None,
+        output_dir: str | Path | None = None,
+        auth: tuple[str, str] | None = None,
+        max_jobs: int | None = None,
+        settings: ClientSettings | None = None,
+    ) -> None:
+        given: dict[str, Any] = {
+            "url": server_address, "timeouts": timeouts, "retries": retries, "output_dir": output_dir,
+            "max_jobs": max_jobs,
+        }
+        if auth is not None:
+            given["username"], given["password"] = auth
+        if settings is None:
+            settings = ClientSettings(**{k: v for k, v in given.items() if v is not None})
+        self.settings = settings
+        self.server_address = redact(settings.url.rstrip("/"))
+        self._lock = threading.RLock()  # guards the connection and the admin session
+        self._root: GradioSession | None = None
+        self._api: ServerApi | None = None
+        self._forms: dict[str, ModelForm] = {}
+        self._jobs: dict[str, Wan2GPJob] = {}
+        self._pool: ThreadPoolExecutor | None = None
+        self._http: httpx.Client | None = None
+
+    # --- connection -----------------------------------------------------------------------------------
+
+    def connect(self) -> bool:
+        """Connect: read the server's ``/config`` and API description once and resolve WanGP's chain.
+
+        Returns True when connected. Raises :class:`Wan2GPConnectionError` (unreachable, after retries),
+        :class:`UnsupportedServerError` (not WanGP, or its chain can't be resolved).
+        """
+        with self._lock:
+            if self._api is not None:
+                return True
+            root = self._open_with_retries()
+            try:
+                api = ServerApi(root.config, root._info, self.server_address)
+            except Wan2GPError:
+                root.close()
+                raise
+            self._root, self._api = root, api
+            self._pool = ThreadPoolExecutor(self.settings.max_jobs, thread_name_prefix="wan2gp-job")
+            auth = None
+            if self.settings.username and self.settings.password:
+                auth = (self.settings.username, self.settings.password.get_secret_value())
+            self._http = httpx.Client(
+                headers=root.headers, cookies=root.cookies, auth=auth,
+                timeout=httpx.Timeout(self.settings.timeouts.download, connect=self.settings.timeouts.connect),
+            )
+            log.info("connected to WanGP %s at %s (%d endpoints)", api.wangp_version, self.server_address,
+                     len(api.endpoints))
+            return True
+
+    def _open_with_retries(self) -> GradioSession:
+        retries, timeouts = self.settings.retries, self.settings.timeouts
+        auth = None
+        if self.settings.username and self.settings.password:
+            auth = (self.settings.username, self.settings.password.get_secret_value())
+        delay = retries.backoff
+        for attempt in range(1, retries.attempts + 1):
+            try:
+                return GradioSession.open(
+                    self.settings.url, auth=auth, connect_timeout=timeouts.connect, call_timeout=timeouts.call,
+                    describe_timeout=timeouts.describe, max_workers=16 + 8 * self.settings.max_jobs,
+                )
+            except Exception as exc:  # noqa: BLE001 - translated below
+                error = translate(exc, server=self.server_address, what="connecting")
+                if not isinstance(error, Wan2GPConnectionError) or attempt == retries.attempts:
+                    raise error from exc
+                sleep = min(delay, retries.max_backoff) * (0.5 + random.random())
+                log.info("connect attempt %d to %s failed (%s); retrying in %.1f s", attempt,
+                         self.server_address, error, sleep)
+                time.sleep(sleep)
+                delay *= 2
+        raise AssertionError("unreachable")
+
+    def disconnect(self, *, cancel_jobs: bool = True) -> None:
+        """Close the connection. Unfinished jobs are cancelled on the server first (nothing is orphaned)."""
+        with self._lock:
+            jobs = [j for j in self._jobs.values() if not j.done()]
+        if cancel_jobs:
+            for job in jobs:
+                job.cancel()
+        deadline = time.monotonic() + self.settings.timeouts.call
+        for job in jobs:
+            job._done.wait(max(0.0, deadline - time.monotonic()))
+        with self._lock:
+            if self._pool is not None:
+                self._pool.shutdown(wait=False, cancel_futures=True)
+            if self._root is not None:
+                self._root.close()
+            if self._http is not None:
+                self._http.close()
+            self._root = self._api = self._pool = self._http = None
+            self._forms.clear()
+
+    close = disconnect
+
+    def __enter__(self) -> Wan2GPClient:
+        self.connect()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.disconnect()
+
+    @property
+    def connected(self) -> bool:
+        return self._api is not None
+
+    def _require_api(self) -> ServerApi:
+        if self._api is None:
+            self.connect()
+        assert self._api is not None
+        return self._api
+
+    def _fork_session(self, session_hash: str | None = None) -> GradioSession:
+        self._require_api()
+        assert self._root is not None
+        return self._root.fork(session_hash)
+
+    # --- generic endpoint access -----------------------------------------------------------------------
+
+    @property
+    def endpoints(self) -> dict[str, dict[str, Any]]:
+        """Every named endpoint of the server with its parameters (names, types, defaults) and returns."""
+        api = self._require_api()
+        return {
+            name: {
+                "parameters": [
+                    {"name": p.name, "type": p.python_type, "component": p.component,
+                     "required": not p.has_default, "default": p.default}
+                    for p in e.parameters
+                ],
+                "returns": len(e.returns),
+            }
+            for name, e in sorted(api.endpoints.items())
+        }
+
+    def call(self, endpoint: str, **params: Any) -> Any:
+        """Call any named endpoint, checked against the server's own API description before sending.
+
+        Runs on the client's own session (not a job's). Example: ``client.call("/refresh_gallery")``.
+        """
+        api = self._require_api()
+        name = endpoint if endpoint.startswith("/") else "/" + endpoint
+        if name not in api.endpoints:
+            raise Wan2GPValidationError(
+                f"the server has no endpoint {name}{did_you_mean(name, api.endpoints)}", field="endpoint")
+        args = api.endpoints[name].bind(params)
+        with self._lock:
+            assert self._root is not None
+            return self._root.call(name, args, timeout=self.settings.timeouts.call).value
+
+    # --- models -----------------------------------------------------------------------------------------
+
+    def _model_form(self, model: str) -> ModelForm:
+        """The server's form for ``model`` (switching the client's own session to it); cached."""
+        with self._lock:
+            if model in self._forms:
+                return self._forms[model]
+            api = self._require_api()
+            assert self._root is not None
+            call = self.settings.timeouts.call
+            chain = api.chain
+            offered = api.model_dropdown_choices()
+            if len(chain.model_switch) == 2:
+                families = self._root.call(chain.model_switch[0], [model], timeout=call, what="finding the model")
+                variants = _choices(families.value, 2)
+                if model not in variants:
+                    known = set(catalog()) | set(variants)
+                    raise Wan2GPValidationError(
+                        f"WanGP {api.wangp_version} has no model {model!r}{did_you_mean(model, known)}",
+                        field="model")
+                self._root.call(chain.model_switch[1], [model], timeout=call, what="switching model")
+            else:
+                if offered and model not in offered:
+                    raise Wan2GPValidationError(
+                        f"WanGP {api.wangp_version} has no model {model!r}{did_you_mean(model, offered)}",
+                        field="model")
+                self._root.call(chain.model_switch[0], [model], timeout=call, what="switching model")
+            outputs = self._root.call(chain.fill, [], timeout=call, what="reading the model's form").value
+            form = ModelForm.from_fill(api, model, outputs if isinstance(outputs, tuple) else (outputs,))
+            self._forms[model] = form
+            return form
+
+    def get_model_info(self, model: str) -> ModelInfo:
+        """A model's rules from the server's form: fps, frame rule, resolutions, defaults."""
+        return self._model_form(str(model)).info()
+
+    def list_models(self, *, family: str | None = None, category: ModelCategory | str | None = None) -> list[ModelInfo]:
+        """Models of the connected server, with catalog metadata; filter by family or category.
+
+        On v6 the server's model dropdown lists every model. On v12 there is no list endpoint: the result is
+        the built-in catalog (WanGP 12.60's 217 models) restricted to the families the server offers.
+        """
+        api = self._require_api()
+        offered = api.model_dropdown_choices()
+        families = {f for _label, f in api.family_choices()}
+        entries = catalog()
+        if len(api.chain.model_switch) < 2 and offered:  # v6: the dropdown is the whole list
+            names = offered
+        else:
+            names = [m for m, e in entries.items() if "12" in e.get("versions", []) and
+                     (not families or e.get("family") in families)]
+        wanted = ModelCategory(category) if category else None
+        result = []
+        for name in names:
+            entry = entries.get(name, {})
+            cats = categories_of(name, entry)
+            if family and entry.get("family") != family:
+                continue
+            if wanted and wanted not in cats:
+                continue
+            result.append(ModelInfo(
+                model_type=name, name=entry.get("name", name), family=entry.get("family", ""),
+                categories=sorted(c.value for c in cats), inputs=entry.get("inputs", []),
+                outputs=entry.get("outputs", []), on_server=name in offered if offered else None,
+            ))
+        return result
+
+    # --- jobs -------------------------------------------------------------------------------------------
+
+    def submit(self, settings: GenerationSettings | dict[str, Any] | None = None, /, **kwargs: Any) -> Wan2GPJob:
+        """Start a generation and return its job at once; the chain runs on a worker thread.
+
+        ``settings`` may be a :class:`GenerationSettings`, a dict of them, or keyword arguments.
+        Raises :class:`Wan2GPValidationError` at once for settings that can't be right.
+        """
+        settings = _as_settings(settings, kwargs)
+        self._require_api()
+        if settings.model in self._forms:  # the model's rules are known: check them before returning
+            from .form import check_settings
+
+            api = self._require_api()
+            check_settings(settings, self._forms[settings.model],
+                           [p.name for p in api.endpoints[api.chain.save_inputs].parameters], api.wangp_version)
+        job = Wan2GPJob(self, settings)
+        with self._lock:
+            self._jobs[job.id] = job
+            pool = self._pool
+        assert pool is not None
+        pool.submit(job.run)
+        return job
+
+    def generate(self, settings: GenerationSettings | dict[str, Any] | None = None, /, *,
+                 timeout: float | None = None, **kwargs: Any) -> GenerationResult:
+        """Generate and wait: ``submit(...).result()``. On timeout the job is cancelled on the server."""
+        job = self.submit(settings, **kwargs)
+        try:
+            return job.result(timeout=timeout if timeout is not None else self.settings.timeouts.job + 60)
+        except Wan2GPError:
+            if not job.done():
+                job.cancel()
+            raise
+        except BaseException:  # Ctrl-C while waiting: don't leave the GPU working for nobody
+            job.cancel()
+            raise
+
+    def generate_quick(self, prompt: str, **kwargs: Any) -> GenerationResult:
+        """A fast preview: Wan 2.1 1.3B, 2 s (33 frames), 10 steps, unless overridden."""
+        kwargs.setdefault("model", QUICK_MODEL)
+        if "video_length" not in kwargs and "frames" not in kwargs and "seconds" not in kwargs:
+            kwargs["frames"] = 33
+        kwargs.setdefault("steps", 10)
+        return self.generate(prompt=prompt, **kwargs)
+
+    def generate_high_quality(self, prompt: str, **kwargs: Any) -> GenerationResult:
+        """The 14B Wan 2.1 model with its own default steps, frames and resolution, unless overridden."""
+        kwargs.setdefault("model", HIGH_QUALITY_MODEL)
+        return self.generate(prompt=prompt, **kwargs)
+
+    def resume_job(self, record: dict[str, Any]) -> Wan2GPJob:
+        """Track again a job saved with :meth:`Wan2GPJob.to_record` (after a restart of this program).
+
+        The job re-attaches to its own session on the server: a finished output is fetched; a task still in
+        the session's queue is run and followed; a job the server no longer has fails with "lost: ...".
+        A job that never reached the server's queue is submitted again only if it was never sent.
+        """
+        settings = GenerationSettings(**record["settings"])
+        job = Wan2GPJob(self, settings)
+        job.id = str(record.get("job_id") or job.id)
+        job.client_id = str(record.get("client_id") or job.client_id)
+        job.submitted_at = float(record.get("submitted_at") or job.submitted_at)
+        session_hash, sent = record.get("session_hash"), record.get("sent_settings")
+        if session_hash and sent and record.get("task_queued"):
+            job._resume = True
+            job._session_hash = session_hash
+            job._sent = GenerationSettings(**sent)
+            job._task_queued = True
+        elif record.get("status") not in (None, "queued"):
+            job._finish(error=JobFailedError(
+                f"lost: job {job.id} was interrupted before WanGP queued it", job_id=job.id,
+                server=self.server_address, hint="submit the shot again"))
+            return job
+        self._require_api()
+        with self._lock:
+            self._jobs[job.id] = job
+            pool = self._pool
+        assert pool is not None
+        pool.submit(job.run)
+        return job
+
+    def jobs(self) -> list[Wan2GPJob]:
+        with self._lock:
+            return list(self._jobs.values())
+
+    def get_queue_status(self) -> list[QueueItem]:
+        """This client's unfinished jobs, in order, with what the server says of each (position, progress)."""
+        items = []
+        waiting = 0
+        for job in sorted(self.jobs(), key=lambda j: j.submitted_at):
+            if job.done():
+                continue
+            p = job.progress
+            position = p.queue_position
+            if p.status.value == "queued" and position is None and not job._task_queued:
+                position = waiting
+                waiting += 1
+            items.append(QueueItem(job_id=job.id, client_id=job.client_id, prompt=job.settings.prompt,
+                                   model=job.settings.model, status=p.status, position=position,
+                                   progress=p.fraction))
+        return items
+
+    def abort_generation(self) -> int:
+        """Stop this client's running generations on the server. Returns how many were stopped."""
+        running = [j for j in self.jobs() if j.status().value in ("running", "uploading", "downloading")]
+        for job in running:
+            job.cancel()
+        return len(running)
+
+    def clear_queue(self) -> int:
+        """Cancel all of this client's unfinished jobs, queued and running. Returns how many."""
+        pending = [j for j in self.jobs() if not j.done()]
+        for job in pending:
+            job.cancel()
+        return len(pending)
+
+    # --- status -------------------------------------------------------------------------------------------
+
+    def get_server_status(self) -> ServerStatus:
+        """Reachability, latency, versions, this client's queue and the admin session's model. Never raises."""
+        status = ServerStatus(url=self.server_address, reachable=False)
+        started = time.perf_counter()
+        try:
+            response = httpx.get(self.settings.url.rstrip("/") + "/gradio_api/app_id",
+                                 timeout=self.settings.timeouts.connect)
+            status.latency_ms = (time.perf_counter() - started) * 1000
+            response.raise_for_status()
+            self._require_api()
+        except Exception as exc:  # noqa: BLE001 - status reports, it does not raise
+            status.error = str(translate(exc, server=self.server_address, what="the status check"))
+            return status
+        api = self._api
+        assert api is not None
+        jobs = [j for j in self.jobs() if not j.done()]
+        status.reachable = True
+        status.wangp_version = api.wangp_version
+        status.gradio_version = api.gradio_version
+        status.endpoint_count = len(api.endpoints)
+        status.queue_length = len(jobs)
+        status.busy = any(j.status().value == "running" for j in jobs)
+        running = [j for j in jobs if j.status().value == "running"]
+        status.current_model = running[0].settings.model if running else next(iter(reversed(self._forms)), None)
+        return status
+
+    # --- files --------------------------------------------------------------------------------------------
+
+    def _download(self, remote: RemoteFile, dest: Path) -> Path:
+        """Download with bounded retries (a download is idempotent)."""
+        retries = self.settings.retries
+        assert self._http is not None
+        delay = retries.backoff
+        for attempt in range(1, retries.attempts + 1):
+            try:
+                return download(remote, dest, client=self._http, max_bytes=self.settings.max_download_bytes,
+                                timeout=self.settings.timeouts.download)
+            except Wan2GPConnectionError:
+                if attempt == retries.attempts:
+                    raise
+                time.sleep(min(delay, retries.max_backoff) * (0.5 + random.random()))
+                delay *= 2
+        raise AssertionError("unreachable")
+
+
+def _choices(outputs: Any, index: int) -> list[str]:
+    """Values of a Dropdown update's choices among an endpoint's outputs."""
+    if not isinstance(outputs, tuple) or index >= len(outputs):
+        return []
+    update = outputs[index]
+    choices = update.get("choices") if isinstance(update, dict) else None
+    return [str(c[1]) if isinstance(c, list | tuple) else str(c) for c in choices or []]
+
+
+def _as_settings(settings: GenerationSettings | dict[str, Any] | None, kwargs: dict[str, Any]) -> GenerationSettings:
+    from pydantic import ValidationError
+
+    if isinstance(settings, GenerationSettings):
+        return settings.model_copy(update=kwargs) if kwargs else settings
+    data = dict(settings or {})
+    data.update(kwargs)
+    try:
+        return GenerationSettings(**data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first.get("loc", ()))
+        message = str(first.get("msg", "invalid")).removeprefix("Value error, ")
+        where = f"{field}: " if field and not message.startswith(field) else ""
+        if first.get("type") == "extra_forbidden":
+            names = [n for n in GenerationSettings.model_fields]
+            message = f"unknown setting{did_you_mean(field, names)}; put WanGP-only settings in extra={{...}}"
+        raise Wan2GPValidationError(f"{where}{message}", field=field or None) from None
+
+
+_shared: dict[str, Wan2GPClient] = {}
+_shared_lock = threading.Lock()
+
+
+def get_wan2gp_client(server_address: str | None = None) -> Wan2GPClient:
+    """A shared client per server address (thread-safe); connects on first use."""
+    key = server_address or ClientSettings().url
+    with _shared_lock:
+        client = _shared.get(key)
+        if client is None:
+            client = _shared[key] = Wan2GPClient(server_address)
+        return client
+
+
+def generate_quick_video(prompt: str, **kwargs: Any) -> str:
+    """Generate a quick preview shot with the shared client; returns the saved video's path."""
+    server = kwargs.pop("server_address", None)
+    return str(get_wan2gp_client(server).generate_quick(prompt, **kwargs).video_path)
+
+
+def generate_high_quality_video(prompt: str, **kwargs: Any) -> str:
+    """Generate a high-quality shot with the shared client; returns the saved video's path."""
+    server = kwargs.pop("server_address", None)
+    return str(get_wan2gp_client(server).generate_high_quality(prompt, **kwargs).video_path)
+

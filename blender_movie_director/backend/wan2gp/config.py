@@ -1,0 +1,64 @@
+"""Configuration: arguments, then ``WAN2GP_*`` environment variables, then the defaults below.
+
+Every default lives here, with the reason for its number. Library code never reads ``os.environ``
+itself; this settings object does, once, when it is built.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_SERVER = "http://127.0.0.1:7860"  # WanGP's default port (wgp.py --server-port)
+
+
+class Timeouts(BaseModel):
+    """Bounded waits, in seconds. Connection set-up is separate from the wall-clock wait for a job."""
+
+    model_config = SettingsConfigDict(frozen=True)
+
+    connect: float = Field(10.0, gt=0, description="TCP connect and the first /config read")
+    # /config + API description of the real v12 UI is ~7 MB and took ~2.5 s on loopback; leave room
+    # for a remote server.
+    describe: float = Field(60.0, gt=0, description="downloading /config and the API description")
+    call: float = Field(120.0, gt=0, description="one short chain call (model switch, form fill, add task)")
+    # A real generation is minutes; a long one on a small GPU can be an hour or more.
+    job: float = Field(6 * 3600.0, gt=0, description="whole generation, from submit to the saved file")
+    # With no word at all from the server for this long while a job runs, it is taken as gone.
+    stall: float = Field(900.0, gt=0, description="longest silence from the server during a job")
+    download: float = Field(600.0, gt=0, description="downloading one output file")
+
+
+class Retries(BaseModel):
+    """Retries for idempotent steps only (connect, status, download). A generation is never resubmitted."""
+
+    model_config = SettingsConfigDict(frozen=True)
+
+    attempts: int = Field(3, ge=1, le=10)
+    backoff: float = Field(0.5, ge=0, description="first delay; doubles each attempt, with jitter")
+    max_backoff: float = Field(8.0, ge=0)
+
+
+class ClientSettings(BaseSettings):
+    """Settings of a :class:`~blender_movie_director.backend.wan2gp.Wan2GPClient`.
+
+    Environment variables: ``WAN2GP_URL``, ``WAN2GP_OUTPUT_DIR``, ``WAN2GP_USERNAME``, ``WAN2GP_PASSWORD``,
+    ``WAN2GP_MAX_JOBS``, ``WAN2GP_TIMEOUTS__JOB`` (nested with ``__``) and so on.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="WAN2GP_", env_nested_delimiter="__", extra="ignore")
+
+    url: str = DEFAULT_SERVER
+    output_dir: Path = Field(default_factory=lambda: Path.home() / "MovieDirector" / "shots")
+    username: str | None = None
+    password: SecretStr | None = None
+    timeouts: Timeouts = Timeouts()
+    retries: Retries = Retries()
+    # Jobs whose chain runs at once; more wait on our side. WanGP runs one generation at a time anyway.
+    max_jobs: int = Field(8, ge=1, le=64)
+    # Largest output file accepted: a 10 s 1080p H.264 clip is ~30 MB; 2 GiB leaves a wide margin.
+    max_download_bytes: int = Field(2 * 1024**3, ge=1)
+    # Check each saved video's frames, size and fps against what was asked.
+    verify_outputs: bool = True

@@ -1,0 +1,348 @@
+"""Find WanGP's endpoints from the server's own ``/config`` and API description: roles, not numbers.
+
+WanGP sets no ``api_name``; Gradio names each endpoint after its Python function and numbers repeats
+(``save_inputs_15``) in UI build order, which moves between versions, plugins and options. So the client
+knows *roles* (which step of the generation chain does what) and resolves them on the dependency graph:
+``process_prompt_and_add_tasks`` is found by name, the ``save_inputs_N`` it follows (``trigger_after``) is the
+form writer, the ``validate_wizard_prompt_N`` before that the validator, and so on (see the reference, §4).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import UnsupportedServerError, Wan2GPValidationError, did_you_mean
+from .fingerprint import gradio_version, is_wangp, wangp_version
+
+_SUFFIX = re.compile(r"_\d+$")
+
+
+def base_name(api_name: str) -> str:
+    """``"/save_inputs_15"`` -> ``"save_inputs"``."""
+    return _SUFFIX.sub("", api_name.lstrip("/"))
+
+
+@dataclass(frozen=True)
+class Parameter:
+    name: str
+    component: str
+    python_type: str
+    has_default: bool
+    default: Any
+
+    def check(self, value: Any, endpoint: str) -> None:
+        """Raise :class:`Wan2GPValidationError` when ``value`` can't be this parameter's type."""
+        if value is None:
+            return  # gradio passes None through; components treat it as empty
+        kind = self.python_type
+        where = f"{endpoint}: parameter {self.name!r}"
+        if kind in ("float", "int"):
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise Wan2GPValidationError(f"{where} takes a number, not {type(value).__name__}", field=self.name)
+        elif kind == "bool":
+            if not isinstance(value, bool):
+                raise Wan2GPValidationError(f"{where} takes true/false, not {type(value).__name__}", field=self.name)
+        elif kind == "str" or kind.startswith("Literal["):
+            # Dropdown choices are checked by the server per session (they change with the model).
+            if not isinstance(value, str | int | float):
+                raise Wan2GPValidationError(f"{where} takes text, not {type(value).__name__}", field=self.name)
+        elif kind.startswith("list"):
+            if not isinstance(value, list | tuple):
+                raise Wan2GPValidationError(f"{where} takes a list, not {type(value).__name__}", field=self.name)
+        elif kind == "filepath" or kind.startswith("dict(path") or "filepath" in kind:
+            if isinstance(value, str | Path) and not str(value).startswith(("http://", "https://")):
+                if not Path(value).is_file():
+                    raise Wan2GPValidationError(f"{where}: file not found: {value}", field=self.name)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One named endpoint of the connected server, as its API description gives it."""
+
+    api_name: str  # "/save_inputs_15"
+    dep_id: int
+    parameters: tuple[Parameter, ...]
+    returns: tuple[dict[str, Any], ...]
+    queue: bool = True
+
+    @property
+    def base(self) -> str:
+        return base_name(self.api_name)
+
+    def param(self, name: str) -> Parameter | None:
+        return next((p for p in self.parameters if p.name == name), None)
+
+    def bind(self, params: dict[str, Any]) -> list[Any]:
+        """Order keyword values as the endpoint takes them, with defaults; check names and types."""
+        names = [p.name for p in self.parameters]
+        unknown = [k for k in params if k not in names]
+        if unknown:
+            raise Wan2GPValidationError(
+                f"{self.api_name} has no parameter {unknown[0]!r}{did_you_mean(unknown[0], names)}; "
+                f"it takes: {', '.join(names) or 'nothing'}",
+                field=unknown[0],
+            )
+        args = []
+        for p in self.parameters:
+            if p.name in params:
+                p.check(params[p.name], self.api_name)
+                args.append(params[p.name])
+            elif p.has_default:
+                args.append(p.default)
+            else:
+                raise Wan2GPValidationError(f"{self.api_name}: parameter {p.name!r} is required", field=p.name)
+        return args
+
+
+@dataclass
+class Chain:
+    """The endpoints of each role in WanGP's generation flow, resolved on the connected server."""
+
+    model_switch: list[str]  # v12: goto_model_type_with_filter, change_model_from_target; v6: change_model
+    fill: str
+    validate: str | None
+    save_inputs: str
+    add_tasks: str
+    activate: str
+    process: str
+    status: str | None
+    gallery: str
+    gallery_index: int
+    finalize: str | None
+    abort: str
+    abort_by_client_id: str | None
+    clear_queue: str
+    save_queue: str | None
+    export_settings: str | None
+    load_settings: str | None
+    pause: str | None
+    resume: str | None
+    # save_inputs parameter name -> index of fill's API-visible outputs holding that field's form value
+    form_index: dict[str, int] = field(default_factory=dict)
+
+
+class ServerApi:
+    """Everything learnt from one read of ``/config`` and the API description."""
+
+    def __init__(self, config: dict[str, Any], info: dict[str, Any], url: str = "") -> None:
+        self.url = url
+        self.config = config
+        if not is_wangp(config):
+            title = config.get("title") or "untitled"
+            raise UnsupportedServerError(
+                f"{url or 'the server'} is a Gradio app ({title!r}) but not a WanGP web UI",
+                missing=["WanGP header"], server=url,
+                hint="point the client at WanGP's web UI (python wgp.py), usually http://127.0.0.1:7860",
+            )
+        self.wangp_version = wangp_version(config)
+        self.gradio_version = gradio_version(config)
+        self._components = {c["id"]: c for c in config.get("components", [])}
+        self._deps = {d.get("id", i): d for i, d in enumerate(config.get("dependencies", []))}
+        self.endpoints: dict[str, Endpoint] = {}
+        by_dep = {d.get("api_name"): dep_id for dep_id, d in self._deps.items() if d.get("api_name")}
+        for api_name, spec in (info.get("named_endpoints") or {}).items():
+            dep_id = by_dep.get(api_name.lstrip("/"))
+            if dep_id is None:
+                continue
+            params = tuple(
+                Parameter(
+                    name=p.get("parameter_name") or p.get("label", f"param_{i}"),
+                    component=p.get("component", ""),
+                    python_type=(p.get("python_type") or {}).get("type", ""),
+                    has_default=bool(p.get("parameter_has_default")),
+                    default=p.get("parameter_default"),
+                )
+                for i, p in enumerate(spec.get("parameters", []))
+            )
+            self.endpoints[api_name] = Endpoint(
+                api_name, dep_id, params, tuple(spec.get("returns", [])), bool(self._deps[dep_id].get("queue", True))
+            )
+        self.chain = self._resolve_chain()
+
+    # --- graph helpers --------------------------------------------------------------------------------
+
+    def _named(self, base: str) -> list[Endpoint]:
+        return sorted((e for e in self.endpoints.values() if e.base == base), key=lambda e: e.dep_id)
+
+    def _after(self, endpoint: Endpoint | None) -> Endpoint | None:
+        """The endpoint this one runs after (``trigger_after``), if it is a named one."""
+        if endpoint is None:
+            return None
+        prev = self._deps[endpoint.dep_id].get("trigger_after")
+        return next((e for e in self.endpoints.values() if e.dep_id == prev), None)
+
+    def _descendants(self, dep_id: int) -> set[int]:
+        children: dict[int, list[int]] = {}
+        for i, d in self._deps.items():
+            if d.get("trigger_after") is not None:
+                children.setdefault(d["trigger_after"], []).append(i)
+        seen: set[int] = set()
+        stack = [dep_id]
+        while stack:
+            for child in children.get(stack.pop(), []):
+                if child not in seen:
+                    seen.add(child)
+                    stack.append(child)
+        return seen
+
+    def _api_outputs(self, endpoint: Endpoint) -> list[int]:
+        return [c for c in self._deps[endpoint.dep_id].get("outputs", []) if not self._skip(c)]
+
+    def _api_inputs(self, endpoint: Endpoint) -> list[int]:
+        return [c for c in self._deps[endpoint.dep_id].get("inputs", []) if not self._skip(c)]
+
+    def _skip(self, component_id: int) -> bool:
+        comp = self._components.get(component_id, {})
+        return bool(comp.get("skip_api", comp.get("type") == "state"))
+
+    def component(self, component_id: int) -> dict[str, Any]:
+        return self._components.get(component_id, {})
+
+    # --- chain ------------------------------------------------------------------------------------------
+
+    def _resolve_chain(self) -> Chain:
+        missing: list[str] = []
+
+        # Adding a task: process_prompt_and_add_tasks right after a save_inputs that follows a validator.
+        adds = [a for a in self._named("process_prompt_and_add_tasks")
+                if (s := self._after(a)) is not None and s.base == "save_inputs"]
+        add = adds[0] if adds else None
+        save = self._after(add)
+        validate = self._after(save)
+        if validate is not None and validate.base != "validate_wizard_prompt":
+            validate = None
+        if add is None or save is None:
+            missing.append("process_prompt_and_add_tasks after save_inputs")
+
+        # Model switch: v12 goto_model_type_with_filter -> change_model_from_target; v6 change_model.
+        switch: list[Endpoint] = []
+        for target in self._named("change_model_from_target"):
+            before = self._after(target)
+            if before is not None and before.base == "goto_model_type_with_filter":
+                switch = [before, target]
+                break
+        if not switch:
+            switch = [e for e in self._named("change_model") if e.parameters][:1]
+        if not switch:
+            missing.append("model switch (change_model_from_target or change_model)")
+
+        # Form fill: the fill_inputs that follows the model switch.
+        fill = next((f for f in self._named("fill_inputs") if switch and self._after(f) == switch[-1]), None)
+        if fill is None and save is not None:
+            wanted = set(self._api_inputs(save))
+            fill = next((f for f in self._named("fill_inputs")
+                         if not f.parameters and len(wanted - set(self._api_outputs(f))) <= 1), None)
+        if fill is None:
+            missing.append("fill_inputs")
+
+        # Processing: the steps that follow an add-task chain (Generate button).
+        chain_deps: set[int] = set()
+        for a in adds:
+            chain_deps |= self._descendants(a.dep_id)
+
+        def in_chain(base: str) -> Endpoint | None:
+            named = self._named(base)
+            return next((e for e in named if e.dep_id in chain_deps), named[0] if named else None)
+
+        activate = in_chain("activate_status")
+        process = in_chain("process_tasks")
+        finalize = in_chain("finalize_generation")
+        if activate is None:
+            missing.append("activate_status")
+        if process is None:
+            missing.append("process_tasks")
+        galleries = self._named("refresh_gallery") or ([finalize] if finalize else [])
+        gallery = galleries[0] if galleries else None
+        gallery_index = self._gallery_index(gallery) if gallery else -1
+        if gallery is None or gallery_index < 0:
+            missing.append("refresh_gallery (with a Gallery output)")
+
+        aborts = self._named("abort_generation")
+        abort = next((e for e in aborts if not e.parameters), None)
+        abort_cid = next((e for e in aborts if [p.name for p in e.parameters] == ["client_id"]), None)
+        if abort is None:
+            missing.append("abort_generation")
+        queue_display = set(self._api_outputs(add)) if add else set()
+        clears = self._named("clear_queue_action")
+        clear = next((c for c in clears if queue_display & set(self._api_outputs(c))), clears[0] if clears else None)
+        if clear is None:
+            missing.append("clear_queue_action")
+
+        if missing:
+            raise UnsupportedServerError(
+                f"WanGP {self.wangp_version or '(unknown version)'} at {self.url or 'the server'}: "
+                f"cannot resolve its generation chain; missing: {', '.join(missing)}",
+                missing=missing, server=self.url,
+                hint="this WanGP version is not supported yet; please report it with its version",
+            )
+        assert add and save and fill and activate and process and abort and clear and gallery
+
+        def first(base: str) -> str | None:
+            named = self._named(base)
+            return named[0].api_name if named else None
+
+        chain = Chain(
+            model_switch=[e.api_name for e in switch],
+            fill=fill.api_name,
+            validate=validate.api_name if validate else None,
+            save_inputs=save.api_name,
+            add_tasks=add.api_name,
+            activate=activate.api_name,
+            process=process.api_name,
+            status=first("refresh_status_async"),
+            gallery=gallery.api_name,
+            gallery_index=gallery_index,
+            finalize=finalize.api_name if finalize else None,
+            abort=abort.api_name,
+            abort_by_client_id=abort_cid.api_name if abort_cid else None,
+            clear_queue=clear.api_name,
+            save_queue=first("save_queue_action"),
+            export_settings=first("export_settings"),
+            load_settings=first("load_settings_from_file"),
+            pause=first("pause_generation"),
+            resume=first("resume_generation"),
+        )
+        # Map each save_inputs parameter to the fill_inputs output that holds its value (same component).
+        fill_outputs = {cid: i for i, cid in enumerate(self._api_outputs(fill))}
+        for param, cid in zip(save.parameters, self._api_inputs(save), strict=False):
+            if cid in fill_outputs:
+                chain.form_index[param.name] = fill_outputs[cid]
+        return chain
+
+    def _gallery_index(self, endpoint: Endpoint) -> int:
+        for i, cid in enumerate(self._api_outputs(endpoint)):
+            if self.component(cid).get("type") == "gallery":
+                return i
+        return -1
+
+    def save_inputs_component(self, name: str) -> dict[str, Any]:
+        """The /config component behind a save_inputs parameter (for its initial props)."""
+        save = self.endpoints[self.chain.save_inputs]
+        for param, cid in zip(save.parameters, self._api_inputs(save), strict=False):
+            if param.name == name:
+                return self.component(cid)
+        return {}
+
+    def family_choices(self) -> list[tuple[str, str]]:
+        """(label, family) pairs of the model family dropdown (v12), from the first switch output."""
+        if len(self.chain.model_switch) < 2:
+            return []
+        goto = self.endpoints[self.chain.model_switch[0]]
+        outputs = self._api_outputs(goto)
+        if not outputs:
+            return []
+        choices = self.component(outputs[0]).get("props", {}).get("choices") or []
+        return [(str(c[0]), str(c[1])) for c in choices if isinstance(c, list | tuple) and len(c) == 2]
+
+    def model_dropdown_choices(self) -> list[str]:
+        """Model types offered by the model dropdown the add-task step checks (all models on v6)."""
+        add = self.endpoints[self.chain.add_tasks]
+        param = add.param("model_choice")
+        if param is None:
+            return []
+        cid = dict(zip([p.name for p in add.parameters], self._api_inputs(add), strict=False)).get("model_choice")
+        choices = self.component(cid).get("props", {}).get("choices") or [] if cid is not None else []
+        return [str(c[1]) if isinstance(c, list | tuple) else str(c) for c in choices]

@@ -1,0 +1,52 @@
+"""Recognise a WanGP web UI from its Gradio ``/config``.
+
+WanGP sets no API names and no version endpoint; what identifies it is the page itself: the Blocks title is
+``"WanGP"`` and the header markdown reads ``Wan<SUP ...>GP</SUP> v12.60 by DeepBeepMeep`` (v6.31 the same
+without the style attribute). Both were seen in the captured real ``/config`` of 12.60 and 6.31.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+# "Wan<SUP style=...>GP</SUP> v12.60" (12.x) and "Wan<SUP>GP</SUP> v6.31" (6.x); also tolerate plain "WanGP v7.0".
+_HEADER_VERSION = re.compile(r"Wan\s*(?:<SUP[^>]*>\s*)?GP\s*(?:</SUP>)?\s*v(\d+(?:\.\d+)*)", re.IGNORECASE)
+
+
+def wangp_version(config: dict[str, Any]) -> str | None:
+    """The WanGP version a Gradio ``/config`` announces (``"12.60"``), or ``None`` if it is not WanGP."""
+    for component in config.get("components") or ():
+        if not isinstance(component, dict) or component.get("type") not in ("markdown", "html"):
+            continue
+        value = (component.get("props") or {}).get("value")
+        if isinstance(value, str):
+            match = _HEADER_VERSION.search(value)
+            if match:
+                return match.group(1)
+    return None
+
+
+def is_wangp(config: dict[str, Any]) -> bool:
+    """True when the config is WanGP's web UI (title and header), whatever its version."""
+    title = str(config.get("title") or "")
+    return "wangp" in title.lower().replace(" ", "") or wangp_version(config) is not None
+
+
+def gradio_version(config: dict[str, Any]) -> str | None:
+    """The Gradio version of the server (``config["version"]``), e.g. ``"5.29.0"``."""
+    version = config.get("version")
+    return str(version) if version else None
+
+
+def version_tuple(version: str | None) -> tuple[int, ...]:
+    """``"12.60"`` -> ``(12, 60)``; anything unparsable -> ``()``."""
+    if not version:
+        return ()
+    parts = []
+    for piece in version.split("."):
+        digits = re.match(r"\d+", piece)
+        if not digits:
+            break
+        parts.append(int(digits.group()))
+    return tuple(parts)

@@ -1,0 +1,175 @@
+"""gradio_client sessions: one per job, forked from one connection without downloading anything again.
+
+A gradio_client ``Client`` is one Gradio session, and WanGP keeps its whole state (model, form, queue, gallery)
+per session. ``Client()`` downloads ``/config`` and the API description (~7 MB on WanGP 12) and builds an
+``Endpoint`` per dependency: about 2.5 s. :meth:`GradioSession.fork` makes a new session from an existing one
+in a few milliseconds by copying what was learnt and giving it a new ``session_hash``.
+
+gradio_client keeps only the *latest* status of a call, so WanGP's ``gr.Info`` toasts (its only channel for
+validation failures) and most progress updates are overwritten before anyone reads them.
+:class:`_ObservedJobStatus` stands in for gradio_client's ``JobStatus`` and hands every update to a listener.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import threading
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import httpx
+from gradio_client import Client
+from gradio_client.utils import Communicator, StatusUpdate
+
+from .errors import Wan2GPTimeoutError, translate
+
+log = logging.getLogger(__name__)
+
+StatusListener = Callable[[StatusUpdate, list[Any]], None]  # (update, outputs so far)
+
+
+class _ObservedJobStatus:
+    """gradio_client's ``JobStatus`` (``latest_status`` + ``outputs``), reporting every status update."""
+
+    def __init__(self, listener: StatusListener | None) -> None:
+        from gradio_client.utils import create_initial_status_update
+
+        self.outputs: list[Any] = []
+        self.logs: list[tuple[str, str]] = []
+        self._latest = create_initial_status_update()
+        self._listener = listener
+
+    @property
+    def latest_status(self) -> StatusUpdate:
+        return self._latest
+
+    @latest_status.setter
+    def latest_status(self, update: StatusUpdate) -> None:
+        self._latest = update
+        if update.log:
+            self.logs.append(update.log)
+        if self._listener is not None:
+            try:
+                self._listener(update, self.outputs)
+            except Exception:  # a listener's bug must not break the SSE reader thread
+                log.exception("status listener failed")
+
+
+class CallResult:
+    """What one call returned, and the toasts (``gr.Info``/``gr.Warning``) the server sent with it."""
+
+    def __init__(self, value: Any, logs: list[tuple[str, str]]) -> None:
+        self.value = value
+        self.logs = logs
+
+    @property
+    def messages(self) -> list[str]:
+        return [text for text, _level in self.logs]
+
+
+class GradioSession(Client):
+    """A gradio_client ``Client`` that can fork sessions, observes status, and never phones home."""
+
+    _local = threading.local()
+
+    @classmethod
+    def open(
+        cls,
+        url: str,
+        *,
+        auth: tuple[str, str] | None,
+        connect_timeout: float,
+        call_timeout: float,
+        describe_timeout: float,
+        max_workers: int,
+        headers: dict[str, str] | None = None,
+    ) -> GradioSession:
+        """Connect: read ``/config`` and the API description once."""
+        # The read timeout also bounds the SSE stream: gradio sends a heartbeat every ~15 s, so a stream
+        # that says nothing for call_timeout seconds belongs to a frozen or vanished server.
+        timeout = httpx.Timeout(max(call_timeout, describe_timeout), connect=connect_timeout)
+        return cls(
+            url,
+            max_workers=max_workers,
+            verbose=False,
+            auth=auth,
+            httpx_kwargs={"timeout": timeout},
+            headers=headers,
+            download_files=False,  # outputs are fetched by our own checked downloader
+            analytics_enabled=False,
+        )
+
+    def _telemetry_thread(self) -> None:  # gradio_client would send the server URL to Hugging Face
+        return None
+
+    def new_helper(self, fn_index: int) -> Communicator:  # called by submit(), on the caller's thread
+        listener = getattr(self._local, "listener", None)
+        return Communicator(
+            threading.Lock(),
+            _ObservedJobStatus(listener),  # type: ignore[arg-type]
+            self.endpoints[fn_index].process_predictions,
+            self.reset_url,
+        )
+
+    def fork(self, session_hash: str | None = None) -> GradioSession:
+        """A new WanGP session on the same server, with nothing downloaded again.
+
+        With ``session_hash``, the fork re-attaches to that existing session (its queue and gallery), which
+        the server keeps while it runs.
+        """
+        clone = object.__new__(type(self))
+        clone.__dict__.update(self.__dict__)
+        clone.session_hash = session_hash or str(uuid.uuid4())
+        clone.cookies = dict(self.cookies)
+        clone.endpoints = {}
+        for key, endpoint in self.endpoints.items():
+            copied = copy.copy(endpoint)
+            copied.client = clone
+            clone.endpoints[key] = copied
+        # Per-session SSE stream bookkeeping (one stream per session_hash); the thread pool is shared.
+        clone.stream_open = False
+        clone.streaming_future = None
+        clone.pending_messages_per_event = {}
+        clone.pending_event_ids = set()
+        clone._refresh_heartbeat = threading.Event()
+        clone._kill_heartbeat = threading.Event()
+        clone._kill_heartbeat.set()  # forks open no heartbeat stream
+        clone._is_fork = True
+        return clone
+
+    @property
+    def executor_pool(self) -> ThreadPoolExecutor:
+        return self.executor
+
+    def submit_observed(self, api_name: str, args: list[Any], listener: StatusListener | None = None):
+        """``submit`` with every status update sent to ``listener``; returns gradio_client's ``Job``."""
+        self._local.listener = listener
+        try:
+            return self.submit(*args, api_name=api_name)
+        finally:
+            self._local.listener = None
+
+    def call(self, api_name: str, args: list[Any], *, timeout: float, what: str | None = None) -> CallResult:
+        """Run one endpoint to completion within ``timeout`` seconds; foreign errors are translated."""
+        what = what or api_name
+        try:
+            job = self.submit_observed(api_name, args)
+        except Exception as exc:
+            raise translate(exc, server=self.src, what=what) from exc
+        try:
+            value = job.result(timeout=timeout)
+        except TimeoutError as exc:
+            job.cancel()
+            raise Wan2GPTimeoutError(f"{what} did not answer within {timeout:.0f} s", server=self.src,
+                                     hint="the server is busy or frozen") from exc
+        except BaseException as exc:
+            raise translate(exc, server=self.src, what=what) from exc
+        return CallResult(value, list(job.communicator.job.logs) if job.communicator else [])
+
+    def close(self) -> None:
+        self._kill_heartbeat.set()
+        if not getattr(self, "_is_fork", False):
+            self.executor.shutdown(wait=False, cancel_futures=True)
