@@ -29,6 +29,7 @@ from .errors import (
     JobFailedError,
     Wan2GPConnectionError,
     Wan2GPError,
+    Wan2GPServerError,
     Wan2GPValidationError,
     did_you_mean,
     redact,
@@ -229,13 +230,16 @@ class Wan2GPClient:
             chain = api.chain
             offered = api.model_dropdown_choices()
             if len(chain.model_switch) == 2:
-                families = self._root.call(chain.model_switch[0], [model], timeout=call, what="finding the model")
-                variants = _choices(families.value, 2)
-                if model not in variants:
-                    known = set(catalog()) | set(variants)
-                    raise Wan2GPValidationError(
-                        f"WanGP {api.wangp_version} has no model {model!r}{did_you_mean(model, known)}",
-                        field="model")
+                unknown = Wan2GPValidationError(
+                    f"WanGP {api.wangp_version} has no model {model!r}{did_you_mean(model, catalog())}",
+                    field="model", hint="client.list_models() lists the models")
+                try:  # WanGP 12 crashes (a generic error) on a model type it does not know
+                    families = self._root.call(chain.model_switch[0], [model], timeout=call,
+                                               what="finding the model")
+                except Wan2GPServerError as exc:
+                    raise unknown from exc
+                if model not in _choices(families.value, 2):
+                    raise unknown
                 self._root.call(chain.model_switch[1], [model], timeout=call, what="switching model")
             else:
                 if offered and model not in offered:

@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 ProgressCallback = Callable[["Wan2GPJob", JobProgress], None]
 DoneCallback = Callable[["Wan2GPJob"], None]
 
-_STEP_IN_TEXT = re.compile(r"(\d+)\s*/\s*(\d+)")
+_STEP_IN_TEXT = re.compile(r"(?<![\d.])(\d+)\s*/\s*(\d+)(?![\d.]|\s*s\b)")
 # How the overall fraction is shared between the job's phases.
 _PREPARE_SHARE, _DOWNLOAD_SHARE = 0.05, 0.05
 
@@ -211,7 +211,8 @@ class Wan2GPJob:
         if code in ("PROCESSING", "ITERATING", "PROGRESS") and not self._processing_started:
             self._processing_started = True
             self._update(status=JobStatus.RUNNING, queue_position=None)
-        self._on_status(update, outputs)
+        # process_tasks yields refresh triggers (timestamps), not status text: only its codes and progress count
+        self._on_status(update, [])
 
     def _eta(self, step: int, total: int) -> float | None:
         now = time.monotonic()
