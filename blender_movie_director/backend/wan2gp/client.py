@@ -12,10 +12,13 @@ Example::
 
 from __future__ import annotations
 
+import io
+import json
 import logging
 import random
 import threading
 import time
+import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -36,6 +39,7 @@ from .errors import (
     translate,
 )
 from .files import RemoteFile, download
+from .fingerprint import version_tuple
 from .form import ModelForm
 from .jobs import Wan2GPJob
 from .schemas import GenerationResult, GenerationSettings, ModelInfo, QueueItem, ServerStatus
@@ -86,6 +90,7 @@ class Wan2GPClient:
         self._jobs: dict[str, Wan2GPJob] = {}
         self._pool: ThreadPoolExecutor | None = None
         self._http: httpx.Client | None = None
+        self.poll_interval = 0.5  # seconds between gallery polls while re-attached to an interrupted run
 
     # --- connection -----------------------------------------------------------------------------------
 
@@ -356,6 +361,7 @@ class Wan2GPClient:
             job._session_hash = session_hash
             job._sent = GenerationSettings(**sent)
             job._task_queued = True
+            job._processing_started = bool(record.get("processing_started"))
         elif record.get("status") not in (None, "queued"):
             job._finish(error=JobFailedError(
                 f"lost: job {job.id} was interrupted before WanGP queued it", job_id=job.id,
@@ -368,6 +374,39 @@ class Wan2GPClient:
         assert pool is not None
         pool.submit(job.run)
         return job
+
+    def _session_queue(self, session: GradioSession) -> list[dict[str, Any]] | None:
+        """The tasks in a session's WanGP queue (their params), or None where the server can't tell.
+
+        WanGP 12's ``save_queue_action`` returns a one-use download link to ``queue.zip`` holding
+        ``queue.json``; 6.x returns the zip inline and only for two tasks or more, so it can't tell.
+        """
+        chain = self._require_api().chain
+        if not chain.save_queue:
+            return None
+        try:
+            answer = session.call(chain.save_queue, [], timeout=self.settings.timeouts.call, what="reading the queue")
+        except Wan2GPError:
+            return None
+        if isinstance(answer.value, str) and not answer.value:
+            # "Queue is empty. Nothing to save.": true on 12.x, which saves one-task queues; 6.x needs two tasks
+            # before it saves anything, so there an empty answer says nothing.
+            return [] if version_tuple(self._require_api().wangp_version) >= (12,) else None
+        try:
+            link = json.loads(answer.value) if isinstance(answer.value, str) else None
+        except ValueError:
+            return None
+        if not isinstance(link, dict) or not str(link.get("url", "")).startswith("/"):
+            return None
+        assert self._http is not None
+        try:
+            response = self._http.get(self.settings.url.rstrip("/") + link["url"], timeout=self.settings.timeouts.call)
+            response.raise_for_status()
+            with zipfile.ZipFile(io.BytesIO(response.content)) as archive:
+                tasks = json.loads(archive.read("queue.json"))
+        except (httpx.HTTPError, zipfile.BadZipFile, KeyError, ValueError):
+            return None
+        return [t.get("params", {}) for t in tasks if isinstance(t, dict)]
 
     def jobs(self) -> list[Wan2GPJob]:
         with self._lock:

@@ -29,6 +29,9 @@ class Timeouts(BaseModel):
     # With no word at all from the server for this long while a job runs, it is taken as gone.
     stall: float = Field(900.0, gt=0, description="longest silence from the server during a job")
     download: float = Field(600.0, gt=0, description="downloading one output file")
+    # Re-attaching to a job whose program stopped mid-generation, on a WanGP that can't show its queue (6.x):
+    # how long to wait for that run's output before running the task again.
+    resume_wait: float = Field(900.0, gt=0, description="wait for an interrupted run's output (WanGP 6.x)")
 
 
 class Retries(BaseModel):

@@ -147,6 +147,7 @@ class Wan2GPJob:
             "submitted_at": self.submitted_at,
             "status": self.status().value,
             "task_queued": self._task_queued,
+            "processing_started": self._processing_started,
         }
 
     def __repr__(self) -> str:
@@ -332,6 +333,14 @@ class Wan2GPJob:
         chain = client._require_api().chain
         call = client.settings.timeouts.call
         remote = self._gallery(session, client) if self._resume else []
+        if not remote and self._resume and self._processing_started:
+            # The previous program's generation goes on in WanGP's worker thread even though its stream is
+            # gone; starting process_tasks again would run the task twice. Wait for that run's output.
+            remote, queue_known = self._await_orphan(session, client)
+            if not remote and queue_known:
+                raise JobFailedError(
+                    f"lost: job {self.id} was running when its program stopped, and the server no longer has it",
+                    server=client.server_address, job_id=self.id, hint="submit the shot again")
         if not remote:
             try:
                 self._check_cancel()
@@ -356,6 +365,33 @@ class Wan2GPJob:
                 hint="check the settings against the model (frame count, resolution, start image)",
             )
         return self._save_outputs(client, sent, form, remote, started)
+
+    def _await_orphan(self, session: GradioSession, client: Wan2GPClient) -> tuple[list[Any], bool]:
+        """Wait for the interrupted run's output. Returns (files, whether the server's queue was readable).
+
+        WanGP 12 shows the session's queue: wait while the task is in it, then read the gallery. WanGP 6 can't
+        show a one-task queue: wait up to ``timeouts.resume_wait`` for the output, then let the caller run the
+        session's queue again (a task still there runs; an empty queue means the job is lost).
+        """
+        timeouts = client.settings.timeouts
+        self._update(status=JobStatus.RUNNING, phase="Generating (re-attached; no step progress)")
+        deadline = time.monotonic() + timeouts.resume_wait
+        polls, queue_known = 0, False
+        while time.monotonic() < deadline:
+            self._check_cancel()
+            remote = self._gallery(session, client)
+            if remote:
+                return remote, True
+            if polls % 4 == 0:
+                tasks = client._session_queue(session)
+                if tasks is not None:
+                    queue_known = True
+                    if not any(t.get("client_id") == self.client_id for t in tasks):
+                        return self._gallery(session, client), True  # finished meanwhile, or gone
+                    deadline = time.monotonic() + timeouts.stall  # still queued: it is running
+            polls += 1
+            self._cancel.wait(client.poll_interval)
+        return [], queue_known
 
     def _gallery(self, session: GradioSession, client: Wan2GPClient) -> list[Any]:
         chain = client._require_api().chain

@@ -1,0 +1,79 @@
+"""A job saved with to_record() is tracked again by a new client (a restarted program) through its session."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+
+from blender_movie_director.backend.wan2gp import JobFailedError, JobStatus, Wan2GPClient
+from blender_movie_director.backend.wan2gp.config import Timeouts
+
+FAST = Timeouts(connect=5, call=30, job=120, stall=60, download=30, resume_wait=30)
+
+
+def _wait(predicate, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while not predicate() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert predicate()
+
+
+_FIRST_PROGRAM = """
+import json, sys, time
+from blender_movie_director.backend.wan2gp import Wan2GPClient, JobStatus
+client = Wan2GPClient(sys.argv[1], output_dir=sys.argv[2])
+job = client.submit(prompt="resume me [[slow]]", frames=9, steps=8)
+while job.status() != JobStatus.RUNNING:
+    time.sleep(0.02)
+print(json.dumps(job.to_record()), flush=True)
+time.sleep(60)
+"""
+
+
+def test_resume_a_running_job_in_a_new_client(emulator, out_dir):
+    # The first program submits, then dies mid-generation (as when Blender is closed or crashes).
+    first = subprocess.Popen([sys.executable, "-c", _FIRST_PROGRAM, emulator.url, str(out_dir)],
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        record = json.loads(first.stdout.readline())
+    finally:
+        first.kill()
+        first.wait(10)
+    assert record["session_hash"] and record["task_queued"]
+
+    with Wan2GPClient(emulator.url, output_dir=out_dir, timeouts=FAST) as second:
+        resumed = second.resume_job(record)
+        result = resumed.result(timeout=60)
+    assert resumed.id == record["job_id"] and result.video_path.exists()
+    assert result.settings.seed == record["sent_settings"]["seed"]
+    events = [e for e in emulator.events() if e["session"] == record["session_hash"]]
+    # Gradio stops a session's running event when its stream disconnects (the first program died), while
+    # WanGP keeps the task in the session's queue: the resumed job runs that same task, never a second one.
+    assert len({e["task_id"] for e in events if e["event"] == "started"}) == 1
+    assert len([e for e in events if e["event"] == "queued"]) == 1
+    assert len([e for e in events if e["event"] == "completed"]) == 1
+
+
+def test_resume_a_finished_job_fetches_its_output(emulator_v12, out_dir):
+    with Wan2GPClient(emulator_v12.url, output_dir=out_dir, timeouts=FAST) as client:
+        job = client.submit(prompt="finished while away", frames=5, steps=1)
+        job.result(timeout=60)
+        record = job.to_record()
+    fresh = out_dir / "again"
+    with Wan2GPClient(emulator_v12.url, output_dir=fresh, timeouts=FAST) as client:
+        result = client.resume_job(record).result(timeout=60)
+    assert result.video_path.parent == fresh and result.video_path.exists()
+
+
+def test_resume_a_job_the_server_no_longer_has(emulator_v12, out_dir):
+    with Wan2GPClient(emulator_v12.url, output_dir=out_dir, timeouts=FAST) as client:
+        job = client.submit(prompt="will be forgotten", frames=5, steps=1)
+        job.result(timeout=60)
+        record = job.to_record()
+        record["session_hash"] = "0" * 32  # a session the server never had (as after a restart)
+        with pytest.raises(JobFailedError, match="lost"):
+            client.resume_job(record).result(timeout=60)
