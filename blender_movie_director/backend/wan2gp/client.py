@@ -38,7 +38,7 @@ from .errors import (
     redact,
     translate,
 )
-from .files import RemoteFile, download
+from .files import RemoteFile, download, sweep_partial_files
 from .fingerprint import version_tuple
 from .form import ModelForm
 from .jobs import Wan2GPJob
@@ -46,6 +46,8 @@ from .schemas import GenerationResult, GenerationSettings, ModelInfo, QueueItem,
 from .session import GradioSession
 
 log = logging.getLogger(__name__)
+
+KEEP_FINISHED_JOBS = 50  # finished jobs still listed by jobs(); older ones are forgotten (no growth per job)
 
 
 class Wan2GPClient:
@@ -115,9 +117,10 @@ class Wan2GPClient:
             if self.settings.username and self.settings.password:
                 auth = (self.settings.username, self.settings.password.get_secret_value())
             self._http = httpx.Client(
-                headers=root.headers, cookies=root.cookies, auth=auth,
+                headers=root.headers, cookies=root.cookies, auth=auth, verify=root.ssl_verify,
                 timeout=httpx.Timeout(self.settings.timeouts.download, connect=self.settings.timeouts.connect),
             )
+            sweep_partial_files(Path(self.settings.output_dir))
             log.info("connected to WanGP %s at %s (%d endpoints)", api.wangp_version, self.server_address,
                      len(api.endpoints))
             return True
@@ -309,12 +312,19 @@ class Wan2GPClient:
             check_settings(settings, self._forms[settings.model],
                            [p.name for p in api.endpoints[api.chain.save_inputs].parameters], api.wangp_version)
         job = Wan2GPJob(self, settings)
+        self._track(job)
+        return job
+
+    def _track(self, job: Wan2GPJob) -> None:
+        """Run the job on the pool; keep it listed while unfinished, and the last finished ones."""
         with self._lock:
             self._jobs[job.id] = job
+            finished = [j for j in self._jobs.values() if j.done()]
+            for old in finished[: max(0, len(finished) - KEEP_FINISHED_JOBS)]:
+                del self._jobs[old.id]
             pool = self._pool
         assert pool is not None
         pool.submit(job.run)
-        return job
 
     def generate(self, settings: GenerationSettings | dict[str, Any] | None = None, /, *,
                  timeout: float | None = None, **kwargs: Any) -> GenerationResult:
@@ -368,11 +378,7 @@ class Wan2GPClient:
                 server=self.server_address, hint="submit the shot again"))
             return job
         self._require_api()
-        with self._lock:
-            self._jobs[job.id] = job
-            pool = self._pool
-        assert pool is not None
-        pool.submit(job.run)
+        self._track(job)
         return job
 
     def _session_queue(self, session: GradioSession) -> list[dict[str, Any]] | None:

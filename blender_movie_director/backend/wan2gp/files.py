@@ -107,8 +107,6 @@ def download(
                     if written > max_bytes:
                         raise JobFailedError(f"the download exceeded the {max_bytes} byte limit; stopped")
                     f.write(chunk)
-                f.flush()
-                os.fsync(f.fileno())
             if announced >= 0 and written != announced:
                 raise JobFailedError(f"the download is incomplete ({written} of {announced} bytes)")
         os.replace(tmp, dest)
@@ -121,6 +119,23 @@ def download(
         raise Wan2GPConnectionError(f"the connection dropped while downloading {remote.name}") from exc
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def sweep_partial_files(folder: Path, older_than: float = 3600.0) -> int:
+    """Remove ``.*.part`` files a killed process left in ``folder``; returns how many were removed."""
+    import time
+
+    removed = 0
+    if not folder.is_dir():
+        return 0
+    for part in folder.glob(".*.part"):
+        try:
+            if time.time() - part.stat().st_mtime > older_than:
+                part.unlink()
+                removed += 1
+        except OSError:
+            continue
+    return removed
 
 
 def check_video(path: Path, *, frames: int | None, fps: float | None, size: tuple[int, int] | None) -> VideoInfo:

@@ -79,6 +79,7 @@ class Wan2GPJob:
         self._last_server_word = time.monotonic()
         self._step_times: list[tuple[float, int]] = []
         self._session_hash: str | None = None
+        self._last_progress: tuple[Any, ...] | None = None
         self._sent: GenerationSettings | None = None  # the settings as sent (frames, seed fixed)
         self._resume: bool = False  # re-attaching to a session that already holds the task
         self.submitted_at = time.time()
@@ -191,6 +192,10 @@ class Wan2GPJob:
                 changes["step"], changes["total"] = int(match.group(1)), int(match.group(2))
         if update.progress_data:
             unit = update.progress_data[-1]
+            key = (unit.index, unit.length, unit.progress, unit.desc)
+            if key == self._last_progress and not outputs:
+                return  # delivered early by the SSE reader already
+            self._last_progress = key
             if unit.index is not None and unit.length:
                 changes["step"], changes["total"] = int(unit.index), int(unit.length)
             elif unit.progress is not None:
@@ -440,8 +445,11 @@ class Wan2GPJob:
                         job_id=self.id, hint=hint_for_server_message(message)) from exc
                 raise error from exc
         finally:
-            if status_job is not None and not status_job.done():
-                status_job.cancel()
+            # The status stream ends by itself once process_tasks has finished (WanGP resets its status flag).
+            # It is never cancelled: with gradio 5.29 a cancel can break the session's event stream (a KeyError
+            # in the server's sse_stream) and with it the session's next calls.
+            if status_job is not None:
+                _wait_done(status_job, 2.0)
 
     def _stop_on_server(self, session: GradioSession, client: Wan2GPClient) -> None:
         """Make sure nothing of this job is left on the server: abort it if running, empty its queue."""
@@ -456,9 +464,7 @@ class Wan2GPJob:
             if self._task_queued:
                 session.call(chain.clear_queue, [], timeout=call, what="clearing the job's queue")
             if process_job is not None:
-                deadline = time.monotonic() + call
-                while not process_job.done() and time.monotonic() < deadline:
-                    time.sleep(0.05)
+                _wait_done(process_job, call)
         except Wan2GPError as exc:
             log.warning("job %s: stopping it on the server: %s", self.id, exc)
 
@@ -505,3 +511,8 @@ class Wan2GPJob:
             sent_settings=sent.to_wangp_json(),
         )
 
+
+def _wait_done(job: Any, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while not job.done() and time.monotonic() < deadline:
+        time.sleep(0.01)

@@ -58,6 +58,37 @@ class _ObservedJobStatus:
                 log.exception("status listener failed")
 
 
+class _NotifyingList(list):
+    """gradio_client's per-event message list; hands progress messages over as soon as they arrive.
+
+    gradio_client's reader polls this list every 50 ms; a progress message is also delivered at once, from
+    the SSE reader thread, to the call's listener (the regular, later delivery repeats it harmlessly).
+    """
+
+    def __init__(self, items: list[Any], deliver: Callable[[dict[str, Any]], None]) -> None:
+        super().__init__(items)
+        self._deliver = deliver
+
+    def append(self, message: Any) -> None:
+        super().append(message)
+        if isinstance(message, dict) and message.get("msg") == "progress":
+            self._deliver(message)
+
+
+class _MessageLists(dict):
+    """``pending_messages_per_event`` whose lists report progress messages at once."""
+
+    def __init__(self, session: GradioSession) -> None:
+        super().__init__()
+        self._session = session
+
+    def __setitem__(self, event_id: str, messages: list[Any]) -> None:
+        def deliver(message: dict[str, Any], event_id: str = event_id) -> None:
+            self._session._deliver_progress(event_id, message)
+
+        super().__setitem__(event_id, _NotifyingList(messages, deliver))
+
+
 class CallResult:
     """What one call returned, and the toasts (``gr.Info``/``gr.Warning``) the server sent with it."""
 
@@ -91,7 +122,7 @@ class GradioSession(Client):
         # The read timeout also bounds the SSE stream: gradio sends a heartbeat every ~15 s, so a stream
         # that says nothing for call_timeout seconds belongs to a frozen or vanished server.
         timeout = httpx.Timeout(max(call_timeout, describe_timeout), connect=connect_timeout)
-        return cls(
+        session = cls(
             url,
             max_workers=max_workers,
             verbose=False,
@@ -99,20 +130,49 @@ class GradioSession(Client):
             httpx_kwargs={"timeout": timeout},
             headers=headers,
             download_files=False,  # outputs are fetched by our own checked downloader
+            # Plain http:// has no TLS to verify; with verification on, gradio_client would still load the
+            # certifi store into a new SSL context on every request (memory and ~ms per call).
+            ssl_verify=not url.startswith("http://"),
             analytics_enabled=False,
         )
+        session._watch_messages()
+        return session
 
     def _telemetry_thread(self) -> None:  # gradio_client would send the server URL to Hugging Face
         return None
 
     def new_helper(self, fn_index: int) -> Communicator:  # called by submit(), on the caller's thread
         listener = getattr(self._local, "listener", None)
-        return Communicator(
+        helper = Communicator(
             threading.Lock(),
             _ObservedJobStatus(listener),  # type: ignore[arg-type]
             self.endpoints[fn_index].process_predictions,
             self.reset_url,
         )
+        if listener is not None:
+            self._observed = [h for h in self._observed if not h.thread_complete] + [helper]
+        return helper
+
+    def _deliver_progress(self, event_id: str, message: dict[str, Any]) -> None:
+        from gradio_client.utils import ProgressUnit, Status
+
+        helper = next((h for h in self._observed if h.event_id == event_id), None)
+        if helper is None or "progress_data" not in message:
+            return
+        update = StatusUpdate(
+            code=Status.PROGRESS, rank=None, queue_size=None, eta=None, success=None, time=None,
+            progress_data=ProgressUnit.from_msg(message["progress_data"]),
+        )
+        status: _ObservedJobStatus = helper.job  # type: ignore[assignment]
+        if status._listener is not None:
+            try:
+                status._listener(update, [])
+            except Exception:
+                log.exception("status listener failed")
+
+    def _watch_messages(self) -> None:
+        self._observed: list[Communicator] = []
+        self.pending_messages_per_event = _MessageLists(self)  # type: ignore[assignment]
 
     def fork(self, session_hash: str | None = None) -> GradioSession:
         """A new WanGP session on the same server, with nothing downloaded again.
@@ -132,7 +192,7 @@ class GradioSession(Client):
         # Per-session SSE stream bookkeeping (one stream per session_hash); the thread pool is shared.
         clone.stream_open = False
         clone.streaming_future = None
-        clone.pending_messages_per_event = {}
+        clone._watch_messages()
         clone.pending_event_ids = set()
         clone._refresh_heartbeat = threading.Event()
         clone._kill_heartbeat = threading.Event()
@@ -173,3 +233,8 @@ class GradioSession(Client):
         self._kill_heartbeat.set()
         if not getattr(self, "_is_fork", False):
             self.executor.shutdown(wait=False, cancel_futures=True)
+
+    def __del__(self) -> None:
+        # gradio_client's __del__ shuts its thread pool down; forks share the root's pool, and the root's
+        # pool is shut down by close(). Nothing to do here.
+        return None
