@@ -161,6 +161,9 @@ def test_cancel_running_job_stops_the_server_work(emulator, out_dir):
 def test_cancel_queued_job_removes_it_on_the_server(emulator, out_dir):
     with _client(emulator, out_dir) as client:
         first = client.submit(prompt="first [[slow]]", frames=9, steps=12)
+        deadline = time.monotonic() + 30
+        while first.status() != JobStatus.RUNNING and time.monotonic() < deadline:
+            time.sleep(0.02)
         second = client.submit(prompt="second waits", frames=5, steps=1)
         deadline = time.monotonic() + 30
         while second.progress.queue_position is None and time.monotonic() < deadline:

@@ -80,6 +80,7 @@ class Wan2GPJob:
         self._step_times: list[tuple[float, int]] = []
         self._session_hash: str | None = None
         self._last_progress: tuple[Any, ...] | None = None
+        self._stopped_on_server = False
         self._sent: GenerationSettings | None = None  # the settings as sent (frames, seed fixed)
         self._resume: bool = False  # re-attaching to a session that already holds the task
         self.submitted_at = time.time()
@@ -416,6 +417,7 @@ class Wan2GPJob:
         try:
             while not process_job.done():
                 if self._cancel.wait(0.05):
+                    self._stop_on_server(session, client)  # first, before waiting for any stream
                     raise JobCancelledError(f"job {self.id} was cancelled", job_id=self.id)
                 now = time.monotonic()
                 if now - started > timeouts.job:
@@ -453,6 +455,9 @@ class Wan2GPJob:
 
     def _stop_on_server(self, session: GradioSession, client: Wan2GPClient) -> None:
         """Make sure nothing of this job is left on the server: abort it if running, empty its queue."""
+        if self._stopped_on_server:
+            return
+        self._stopped_on_server = True
         chain = client._require_api().chain
         call = client.settings.timeouts.call
         process_job = self._process_job

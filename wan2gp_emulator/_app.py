@@ -1,0 +1,251 @@
+"""Build the Gradio Blocks of an emulated WanGP from the captured component and dependency data.
+
+Components are created from the real ``/config`` props (type, label, value, choices, min/max/step, ...), so that
+gradio derives the same API description. Handlers are generated per dependency: their ``__name__`` is WanGP's
+function name (gradio names endpoints ``fn.__name__`` plus ``_1``, ``_2``... by registration order) and their
+``__signature__`` lists WanGP's parameter names, hidden ``gr.State`` inputs included at their real positions.
+
+The registration order is the emulator's own (:data:`CHAINS`): the generation chain gets other ``_N`` numbers than
+on the real servers, and decoy chains (``save_inputs`` with target ``"settings"``, save-preset and tab chains,
+another ``fill_inputs``) sit before it, as in the real UI, so a client must resolve names from ``/config``.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import gradio as gr
+
+from . import _spec
+from ._components import HierarchySelector, WanGPImageEditor
+from ._wangp import STATE_FIELDS, Call, WanGP
+
+COMPONENT_TYPES: dict[str, Any] = {
+    "textbox": gr.Textbox, "dropdown": gr.Dropdown, "slider": gr.Slider, "number": gr.Number,
+    "checkbox": gr.Checkbox, "markdown": gr.Markdown, "html": gr.HTML, "button": gr.Button,
+    "gallery": gr.Gallery, "video": gr.Video, "image": gr.Image, "audio": gr.Audio, "file": gr.File,
+    "radio": gr.Radio, "uploadbutton": gr.UploadButton, "downloadbutton": gr.DownloadButton,
+    "dataframe": gr.Dataframe, "checkboxgroup": gr.CheckboxGroup, "wangpimageeditor": WanGPImageEditor,
+    "hierarchyselector": HierarchySelector,
+}
+LAYOUT_TYPES: dict[str, Any] = {
+    "row": gr.Row, "column": gr.Column, "tabitem": gr.Tab, "tabs": gr.Tabs, "group": gr.Group,
+    "accordion": gr.Accordion,
+}
+
+# Registration order: lists of real dependency ids; the first of each list has its real trigger, the others are
+# its `.then` steps. A dict entry replaces the first step's trigger by an emulator-made button ("extra").
+CHAINS: dict[str, list[list[Any]]] = {
+    "v12": [
+        [118, 119],  # Save Settings: validate_wizard_prompt -> save_inputs (target "settings")
+        [206, 207, 208, 209, 210, 211, 212],  # model switch: ... goto_model_type_with_filter ... fill_inputs
+        [312, 313, 314],  # refresh form: fill_inputs_1 -> validate_wizard_prompt_2
+        [194, 195, 196, 197, 198],  # Export Settings
+        [203, 204, 205],  # Load Settings From File
+        [184, 185, 186],  # save preset (decoy)
+        [189, 190],  # apply preset (decoy)
+        [321], [322],  # Generate / Add To Queue buttons write a fresh id into hidden trigger textboxes
+        [323, 324, 325, 326],  # add to queue: ... save_inputs_6 -> process_prompt_and_add_tasks -> update_status
+        [327, 328, 329, 330, 331, 332, 333, 334, 335],  # generate: ... process_tasks -> finalize_generation
+        [336, 337, 338, 339, 340, 341, 342],  # Load Queue / autoload
+        [93], [94], [90], [319],  # status stream, gallery refresh, preview, model dropdown refresh
+        [111], [112], [113],
+        [{"dep": 113, "extra": "abort_edit"}],  # second Abort button (the Edit tab's): abort_generation_1
+        [114], [115], [116], [117],  # abort_generation_2(client_id), early stop, one more sample/window
+        [351, 352, 353], [354, 355],  # Save Queue, Clear Queue
+        [629, 630], [632, 633],  # plugin tab selects (decoys): validate_wizard_prompt_N -> save_inputs_N
+    ],
+    "v6": [
+        [46, 47, 48, 49, 50],  # model dropdown: validate -> save_inputs -> change_model -> fill_inputs
+        [44, 45],  # refresh form: fill_inputs_1 -> validate_wizard_prompt_1
+        [37, 38, 39, 40],  # Export Settings
+        [41, 42, 43],  # Load Settings
+        [34, 35, 36],  # use settings of a gallery video (decoy)
+        [51, 52, 53, 54, 55, 56, 57, 58, 59, 60],  # generate: ... save_inputs_4 -> process_prompt_and_add_tasks
+        [32, 33],  # Save Settings (decoy): validate_wizard_prompt_6 -> save_inputs_5 (target "settings")
+        [80, 81, 82, 83, 84],  # add to queue
+        [15, 16],  # save preset (decoy)
+        [61, 62, 63, 64, 65, 66, 67],  # Load Queue / autoload
+        [25], [26], [27], [29], [30], [31],
+        [76, 77], [78, 79],  # Save Queue, Clear Queue
+    ],
+}
+
+# Browser-side steps of the real UI (their source was stripped from the capture): trigger the download of a
+# {"url", "filename"} answer (12.x) or of a base64 payload (6.x).
+JS_DOWNLOAD_URL = """(value) => { try { const o = JSON.parse(value); if (o && o.url) {
+ const a = document.createElement('a'); a.href = o.url; a.download = o.filename || '';
+ document.body.appendChild(a); a.click(); a.remove(); } } catch (e) {} return value; }"""
+JS_DOWNLOAD_B64 = """(data, name) => { if (data) { const a = document.createElement('a');
+ a.href = 'data:application/octet-stream;base64,' + data; a.download = name || 'queue.zip';
+ document.body.appendChild(a); a.click(); a.remove(); } return []; }"""
+CSS = ".wangp-emulator-note {opacity: 0.7; font-size: 0.85em}"
+
+
+def _filtered(cls: Any, props: dict) -> dict:
+    params = inspect.signature(cls.__init__).parameters
+    kwargs = {k: v for k, v in props.items() if k in params}
+    kwargs.pop("render", None)
+    kwargs.pop("mirror_webcam", None)  # deprecated in gradio 5.29 (a 5.23 prop of the 6.31 capture)
+    return kwargs
+
+
+def _make_component(kind: str, props: dict, initial_state: Any = None) -> Any:
+    if kind == "state":
+        return gr.State(value=initial_state)
+    cls = COMPONENT_TYPES[kind]
+    kwargs = _filtered(cls, props)
+    if kind == "dropdown" and kwargs.get("choices") is not None:
+        values = [c[1] if isinstance(c, (list, tuple)) else c for c in kwargs["choices"]]
+        value = kwargs.get("value")
+        if not kwargs.get("allow_custom_value") and not kwargs.get("multiselect") and value not in values:
+            kwargs["value"] = None  # the real startup values were valid for the real choices
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError):
+        minimal = {k: v for k, v in kwargs.items() if k in ("label", "visible", "value", "elem_id")}
+        return cls(**minimal)
+
+
+def _signature(dep: _spec.Dependency, *, progress: bool, event: bool) -> inspect.Signature:
+    params = [
+        inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                          default=None if default_none else inspect.Parameter.empty)
+        for name, default_none in zip(dep.params, dep.param_default_none, strict=True)
+    ]
+    if progress:
+        params.append(inspect.Parameter("progress", inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                        default=gr.Progress()))
+    if event:
+        params.append(inspect.Parameter("evt", inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                        annotation=gr.EventData, default=None))
+    params.append(inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                    annotation=gr.Request, default=None))
+    return inspect.Signature(params)
+
+
+def make_handler(engine: WanGP, dep: _spec.Dependency) -> Any:
+    """A function gradio registers as WanGP's ``dep.fn``: same name, same parameter names."""
+    assert dep.fn is not None
+    impl = getattr(engine, f"h_{dep.fn}", None)
+    name = dep.fn
+    progress = dep.fn == "refresh_status_async"
+    event = dep.fn == "load_queue_action"
+    signature = _signature(dep, progress=progress, event=event)
+    state_name = f"state_{engine.main_state_id}"
+
+    def prepare(args: tuple, kwargs: dict) -> tuple[dict, Call]:
+        bound = signature.bind(*args, **kwargs)
+        values = dict(bound.arguments)
+        request = values.pop("request", None)
+        call = Call(state=values.get(state_name) if state_name in values else None, request=request,
+                    progress=values.pop("progress", None), event=values.pop("evt", None))
+        if call.state is not None:
+            engine.attach(call.state, request)
+        for cid in STATE_FIELDS:
+            values.setdefault(f"state_{cid}", None)
+        return values, call
+
+    if impl is None:
+        def handler(*args: Any, **kwargs: Any) -> Any:
+            return engine.noop(dep)
+    elif dep.generator:
+        def handler(*args: Any, **kwargs: Any) -> Any:  # type: ignore[misc]
+            values, call = prepare(args, kwargs)
+            result = impl(dep, values, call)
+            if inspect.isgenerator(result):
+                yield from result
+            elif result is not None:
+                yield result
+    else:
+        def handler(*args: Any, **kwargs: Any) -> Any:  # type: ignore[misc]
+            values, call = prepare(args, kwargs)
+            return impl(dep, values, call)
+
+    handler.__name__ = handler.__qualname__ = name
+    handler.__signature__ = signature  # type: ignore[attr-defined]
+    handler.__annotations__ = {"request": gr.Request, **({"evt": gr.EventData} if event else {})}
+    handler.__doc__ = None
+    return handler
+
+
+def build_app(engine: WanGP) -> tuple[gr.Blocks, dict[int, Any]]:
+    spec = engine.spec
+    flavour = engine.flavour
+    theme = gr.themes.Soft() if spec.theme == "soft" else None
+    with gr.Blocks(title=spec.title, theme=theme, fill_width=spec.fill_width, analytics_enabled=False,
+                   css=CSS) as demo:
+        comps: dict[Any, Any] = {}
+        header = spec.components[spec.header_id]
+        comps[spec.header_id] = gr.Markdown(**_filtered(gr.Markdown, header["props"]))
+        gr.Markdown("Emulated WanGP: a test server that writes synthetic videos; no model weights are used.",
+                    elem_classes=["wangp-emulator-note"])
+        states = {engine.main_state_id: engine.initial_state(), 447: [], 42: {}, 821: ""}
+        layout_ids = []
+        for cid in sorted(spec.components):
+            if cid == spec.header_id:
+                continue
+            comp = spec.components[cid]
+            if comp["type"] in LAYOUT_TYPES:
+                layout_ids.append(cid)
+                continue
+            if comp["type"] == "state":
+                comps[cid] = gr.State(value=states.get(cid))
+                continue
+            comps[cid] = _make_component(comp["type"], comp["props"])
+        with gr.Column(visible=False):  # layout blocks the real handlers update (their children are elsewhere)
+            for cid in layout_ids:
+                comp = spec.components[cid]
+                cls = LAYOUT_TYPES[comp["type"]]
+                with cls(**_filtered(cls, comp["props"])) as block:
+                    pass
+                comps[cid] = block
+            comps["abort_edit"] = gr.Button("Abort", visible=False)
+        for chain in CHAINS[flavour]:
+            _register_chain(engine, demo, comps, chain)
+    return demo, comps
+
+
+def _listener_kwargs(dep: _spec.Dependency, comps: dict[Any, Any]) -> dict:
+    kwargs: dict[str, Any] = {
+        "inputs": [comps[c] for c in dep.inputs],
+        "outputs": [comps[c] for c in dep.outputs],
+        "queue": dep.queue,
+        "show_progress": dep.show_progress,
+        "trigger_mode": dep.trigger_mode,
+    }
+    if dep.show_progress_on:
+        kwargs["show_progress_on"] = [comps[c] for c in dep.show_progress_on]
+    return kwargs
+
+
+def _fn_and_js(engine: WanGP, dep: _spec.Dependency) -> tuple[Any, str | None]:
+    if dep.fn is not None:
+        return make_handler(engine, dep), None
+    if engine.v6:
+        return None, JS_DOWNLOAD_B64 if len(dep.inputs) == 2 else "() => []"
+    return None, JS_DOWNLOAD_URL if dep.inputs else "() => []"
+
+
+def _register_chain(engine: WanGP, demo: gr.Blocks, comps: dict[Any, Any], chain: list[Any]) -> None:
+    spec = engine.spec
+    previous = None
+    for entry in chain:
+        extra = None
+        if isinstance(entry, dict):
+            extra, entry = entry["extra"], entry["dep"]
+        dep = spec.dep(entry)
+        fn, js = _fn_and_js(engine, dep)
+        kwargs = _listener_kwargs(dep, comps)
+        if previous is None:
+            triggers = []
+            if extra is not None:
+                triggers.append(comps[extra].click)
+            else:
+                for target, event in dep.targets:
+                    block = demo if target in (0, None) else comps[target]
+                    triggers.append(getattr(block, event))
+            previous = gr.on(triggers=triggers, fn=fn, js=js, **kwargs)
+        else:
+            previous = previous.then(fn=fn, js=js, **kwargs)

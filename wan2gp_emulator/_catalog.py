@@ -1,0 +1,312 @@
+"""Model catalog and per-family rules of the emulated WanGP.
+
+The model lists come from the real servers (``data/catalog.json``: the 217 model definitions of WanGP 12.60 from
+``list_model_metadata()``, and the 31 entries of WanGP 6.31's model dropdown). What a model *does* (frame rule,
+frame rate, outputs, default form values) is decided here, in one table per flavour.
+
+Sources of the numbers in :data:`FAMILY_RULES` (checked against WanGP's public sources where noted):
+
+* Wan 2.1 / 2.2: 16 fps, frames ``4n+1``, minimum 5 (``head_model_schema_t2v_1.3B.json``: fps 16, minimum 5,
+  step 4). The form slider's maximum for ``t2v_1.3B`` is 337 (``head_fill_inputs_t2v_1.3B.json``).
+* LTX-2: 24 fps, ``8n+1``, minimum 17 (``models/ltx2/ltx2_handler.py``: ``"fps": 24, "frames_minimum": 17,
+  "frames_steps": 8``).
+* LTX Video: 30 fps, ``8n+1`` (WanGP 6.31 ``generate_video``: ``fps = 30``, ``latent_size = 8`` for ltxv).
+* Hunyuan Video: 24 fps, ``4n+1``; Hunyuan Avatar / Custom Audio 25 fps; SkyReels2 diffusion forcing 24 fps;
+  Fantasy Talking 23 fps (WanGP 6.31 ``generate_video``).
+* Hunyuan 1.5, Kandinsky 5, LongCat, Magi Human, MiniMax H3, Wan 2.2 5B models: not looked up; the values below
+  are assumptions (marked ``assumed``) that keep each family's frame rule self-consistent.
+* Image families (Flux, Qwen, Z-Image, ...) write still images; Music and TTS write audio.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
+
+# Resolution groups of the v12 "Resolution Budget" dropdown. The 480p group is the captured one.
+RESOLUTION_GROUPS: dict[str, list[tuple[str, str]]] = {
+    "480p": [("832x624 (4:3)", "832x624"), ("624x832 (3:4)", "624x832"), ("720x720 (1:1)", "720x720"),
+             ("832x480 (16:9)", "832x480"), ("480x832 (9:16)", "480x832")],
+    "720p": [("1280x960 (4:3)", "1280x960"), ("960x1280 (3:4)", "960x1280"), ("1024x1024 (1:1)", "1024x1024"),
+             ("1280x720 (16:9)", "1280x720"), ("720x1280 (9:16)", "720x1280")],
+    "1080p": [("1920x1440 (4:3)", "1920x1440"), ("1440x1920 (3:4)", "1440x1920"),
+              ("1440x1440 (1:1)", "1440x1440"), ("1920x1080 (16:9)", "1920x1080"),
+              ("1080x1920 (9:16)", "1080x1920")],
+}
+
+
+@dataclass(frozen=True)
+class FamilyRule:
+    fps: int
+    frames_minimum: int
+    frames_steps: int
+    frames_maximum: int
+    default_frames: int
+    output: str = "video"  # "video" | "image" | "audio"
+    resolution: str = "832x480"
+    steps: int = 30
+
+
+_VIDEO = FamilyRule(16, 5, 4, 337, 81)
+FAMILY_RULES: dict[str, FamilyRule] = {
+    "wan": _VIDEO,
+    "wan2_2": _VIDEO,
+    "hunyuan": FamilyRule(24, 5, 4, 337, 97, resolution="1280x720"),
+    "hunyuan_1_5": FamilyRule(24, 5, 4, 337, 121),  # assumed
+    "ltxv": FamilyRule(30, 17, 8, 737, 97),
+    "ltx2": FamilyRule(24, 17, 8, 737, 121),
+    "kandinsky5": FamilyRule(24, 5, 4, 337, 121),  # assumed
+    "longcat": FamilyRule(15, 5, 4, 337, 93),  # assumed
+    "magi_human": FamilyRule(25, 5, 4, 337, 121),  # assumed
+    "minimax_h3": FamilyRule(24, 5, 4, 337, 121),  # assumed
+    "flux": FamilyRule(1, 1, 1, 1, 1, output="image", resolution="1024x1024", steps=28),
+    "flux2": FamilyRule(1, 1, 1, 1, 1, output="image", resolution="1024x1024", steps=28),
+    "qwen": FamilyRule(1, 1, 1, 1, 1, output="image", resolution="1024x1024", steps=30),
+    "z_image": FamilyRule(1, 1, 1, 1, 1, output="image", resolution="1024x1024", steps=8),
+    "hidream": FamilyRule(1, 1, 1, 1, 1, output="image", resolution="1024x1024", steps=28),
+    "ideogram4": FamilyRule(1, 1, 1, 1, 1, output="image", resolution="1024x1024", steps=20),
+    "krea2": FamilyRule(1, 1, 1, 1, 1, output="image", resolution="1024x1024", steps=20),
+    "music": FamilyRule(1, 1, 1, 1, 1, output="audio", resolution="832x480", steps=8),
+    "tts": FamilyRule(1, 1, 1, 1, 1, output="audio", resolution="832x480", steps=8),
+}
+
+# Per-model frame rates that differ from the family's (regex on the model type).
+FPS_OVERRIDES: list[tuple[str, int]] = [
+    (r"^sky_df", 24),
+    (r"^fantasy", 23),
+    (r"multitalk|infinitetalk", 25),
+    (r"^hunyuan_(avatar|custom_audio)", 25),
+    (r"^(ti2v_2_2|ovi|lucy_edit|kiwi_edit)", 24),  # Wan 2.2 5B models, assumed
+]
+# Models that need a start image (image-to-video): their default image_prompt_type is "S" ("SE" for FLF2V).
+START_IMAGE_MODELS = re.compile(r"(^|_)i2v($|_)|flf2v|fun_inp|^k5_.*_i2v|^hunyuan_1_5_.*i2v")
+FAST_STEPS: list[tuple[str, int]] = [
+    (r"lightning|lightx2v|4-step|nvfp4|schnell|_sf$|^t2v_sf|accvideo|fast", 4),
+    (r"distill|turbo", 8),
+    (r"fusionix|cocktail", 10),
+]
+
+# WanGP 6.31: the frame rate and latent size come from generate_video's model-name tests.
+V6_RESOLUTIONS = [
+    ("1920x832 (21:9, 1080p)", "1920x832"), ("832x1920 (9:21, 1080p)", "832x1920"),
+    ("1280x720 (16:9, 720p)", "1280x720"), ("720x1280 (9:16, 720p)", "720x1280"),
+    ("1024x1024 (1:1, 720p)", "1024x1024"), ("1280x544 (21:9, 720p)", "1280x544"),
+    ("544x1280 (9:21, 720p)", "544x1280"), ("1104x832 (4:3, 720p)", "1104x832"),
+    ("832x1104 (3:4, 720p)", "832x1104"), ("960x960 (1:1, 720p)", "960x960"),
+    ("832x480 (16:9, 480p)", "832x480"), ("480x832 (9:16, 480p)", "480x832"),
+    ("832x624 (4:3, 480p)", "832x624"), ("624x832 (3:4, 480p)", "624x832"),
+    ("720x720 (1:1, 480p)", "720x720"), ("512x512 (1:1, 480p)", "512x512"),
+]
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the emulator knows about one model type."""
+
+    model_type: str
+    name: str
+    family: str
+    family_label: str
+    base_model_type: str
+    main_output: tuple[str, ...]
+    inputs: tuple[str, ...]
+    fps: int
+    frames_minimum: int
+    frames_steps: int
+    frames_maximum: int
+    default_frames: int
+    output: str  # "video" | "image" | "audio"
+    default_resolution: str
+    default_steps: int
+    needs_start_image: bool
+    needs_end_image: bool = False
+    extra: dict = field(default_factory=dict)
+
+    def valid_frames(self, frames: int) -> bool:
+        return (self.frames_minimum <= frames <= self.frames_maximum
+                and (frames - self.frames_minimum) % self.frames_steps == 0)
+
+    def nearest_frames(self, frames: int) -> int:
+        k = max(0, round((frames - self.frames_minimum) / self.frames_steps))
+        return min(self.frames_minimum + k * self.frames_steps, self.frames_maximum)
+
+    @property
+    def default_image_prompt_type(self) -> str:
+        if self.needs_end_image:
+            return "SE"
+        return "S" if self.needs_start_image else ""
+
+    @property
+    def image_mode(self) -> int:
+        return 1 if self.output == "image" else 0
+
+
+@cache
+def _raw() -> dict:
+    text = resources.files("wan2gp_emulator").joinpath("data/catalog.json").read_text(encoding="utf-8")
+    return json.loads(text)
+
+
+def _steps_for(model_type: str, name: str, default: int) -> int:
+    key = f"{model_type} {name}".lower()
+    for pattern, steps in FAST_STEPS:
+        if re.search(pattern, key):
+            return steps
+    return default
+
+
+def _resolution_for(model_type: str, name: str, rule: FamilyRule) -> str:
+    if rule.output == "image":
+        return rule.resolution
+    key = f"{model_type} {name}".lower()
+    if "1080" in key:
+        return "1920x1080"
+    if "720p" in key:
+        return "1280x720"
+    return rule.resolution
+
+
+def _v12_info(entry: dict) -> ModelInfo:
+    model_type, family = entry["model_type"], entry["family"]
+    rule = FAMILY_RULES.get(family, _VIDEO)
+    main_output = tuple(entry["main_output"])
+    output = rule.output
+    if output == "video" and main_output == ("image",):
+        output = "image"  # e.g. Chrono Edit: an image model in the Wan family
+    fps = rule.fps
+    for pattern, value in FPS_OVERRIDES:
+        if re.search(pattern, model_type):
+            fps = value
+            break
+    needs_start = output == "video" and bool(START_IMAGE_MODELS.search(model_type))
+    return ModelInfo(
+        model_type=model_type, name=entry["name"].strip(), family=family, family_label=entry["family_label"],
+        base_model_type=entry["base_model_type"], main_output=main_output, inputs=tuple(entry["inputs"]),
+        fps=fps if output == "video" else 1,
+        frames_minimum=rule.frames_minimum if output == "video" else 1,
+        frames_steps=rule.frames_steps if output == "video" else 1,
+        frames_maximum=rule.frames_maximum if output == "video" else 1,
+        default_frames=rule.default_frames if output == "video" else 1,
+        output=output,
+        default_resolution=_resolution_for(model_type, entry["name"], FAMILY_RULES.get(family, _VIDEO)
+                                           if output != "image" else FamilyRule(1, 1, 1, 1, 1, "image",
+                                                                                  "1024x1024")),
+        default_steps=_steps_for(model_type, entry["name"], rule.steps),
+        needs_start_image=needs_start,
+        needs_end_image=model_type.startswith("flf2v"),
+    )
+
+
+def _v6_info(entry: dict) -> ModelInfo:
+    model_type, name = entry["model_type"], entry["name"]
+    if model_type.startswith("hunyuan"):
+        family, label = "hunyuan", "Hunyuan Video"
+    elif model_type.startswith("ltxv"):
+        family, label = "ltxv", "LTX Video"
+    else:
+        family, label = "wan", "Wan2.1"
+    # WanGP 6.31 generate_video: avatar / custom audio 25, diffusion forcing and Hunyuan 24, fantasy 23,
+    # LTX Video 30, everything else 16; latent size 8 for LTX Video, else 4.
+    if model_type in ("hunyuan_avatar", "hunyuan_custom_audio"):
+        fps = 25
+    elif model_type.startswith("sky_df") or family == "hunyuan":
+        fps = 24
+    elif model_type == "fantasy":
+        fps = 23
+    elif family == "ltxv":
+        fps = 30
+    else:
+        fps = 16
+    step = 8 if family == "ltxv" else 4
+    minimum = 17 if family == "ltxv" else 5
+    maximum = 193 if step == 4 else 257
+    default_frames = 97 if family in ("ltxv", "hunyuan") else 81
+    inputs = ["text"]
+    needs_start = bool(re.search(r"i2v|flf2v|fun_inp", model_type))
+    if needs_start or model_type.startswith(("vace", "phantom", "hunyuan_custom", "hunyuan_avatar")):
+        inputs.append("image")
+    if model_type.startswith(("vace", "recam", "sky_df", "hunyuan_custom_edit")):
+        inputs.append("video")
+    if model_type in ("fantasy", "hunyuan_avatar", "hunyuan_custom_audio"):
+        inputs.append("audio")
+    return ModelInfo(
+        model_type=model_type, name=name, family=family, family_label=label, base_model_type=model_type,
+        main_output=("video",), inputs=tuple(inputs), fps=fps, frames_minimum=minimum, frames_steps=step,
+        frames_maximum=maximum, default_frames=default_frames, output="video",
+        default_resolution="1280x720" if ("720p" in name or family == "hunyuan") else "832x480",
+        default_steps=_steps_for(model_type, name, 30), needs_start_image=needs_start,
+        needs_end_image=model_type.startswith("flf2v"),
+    )
+
+
+@cache
+def models(flavour: str) -> dict[str, ModelInfo]:
+    """All model types the flavour knows, in the real server's order."""
+    raw = _raw()
+    if flavour == "v6":
+        return {e["model_type"]: _v6_info(e) for e in raw["v6"]}
+    return {e["model_type"]: _v12_info(e) for e in raw["v12"]}
+
+
+def model(flavour: str, model_type: str) -> ModelInfo | None:
+    return models(flavour).get(model_type)
+
+
+@cache
+def v12_families() -> list[tuple[str, str]]:
+    """The 19 families of v12's family dropdown, as (label, value)."""
+    return [(label, value) for label, value in _raw()["v12_families"]]
+
+
+def resolution_choices(flavour: str, resolution: str) -> list[tuple[str, str]]:
+    """Choices the resolution dropdown shows when ``resolution`` is selected."""
+    if flavour == "v6":
+        return list(V6_RESOLUTIONS)
+    for group in RESOLUTION_GROUPS.values():
+        if any(value == resolution for _, value in group):
+            return list(group)
+    return list(RESOLUTION_GROUPS["480p"])
+
+
+def base_type_choices(model_type: str) -> tuple[list[tuple[str, str]], str]:
+    """(choices, value) of v12's second dropdown: the base model types of the model's family."""
+    info = models("v12")[model_type]
+    all_models = models("v12")
+    bases: dict[str, str] = {}
+    for m in all_models.values():
+        if m.family != info.family:
+            continue
+        base = m.base_model_type
+        if base not in bases:
+            base_model = all_models.get(base)
+            bases[base] = _short_label(base_model.name if base_model else m.name, info.family_label)
+    choices = sorted(((f"\u2b1b {label}", base) for base, label in bases.items()), key=lambda c: c[0].lower())
+    return choices, info.base_model_type
+
+
+def variant_choices(model_type: str) -> tuple[list[tuple[str, str]], str]:
+    """(choices, value) of v12's model dropdown: the models sharing the model's base type."""
+    info = models("v12")[model_type]
+    base_model = models("v12").get(info.base_model_type)
+    base_name = base_model.name if base_model else ""
+    choices = []
+    for m in models("v12").values():
+        if m.base_model_type != info.base_model_type:
+            continue
+        label = "Default" if m.model_type == info.base_model_type else _variant_label(m.name, base_name)
+        choices.append((f"\u2b1b {label}", m.model_type))
+    return choices, model_type
+
+
+def _short_label(name: str, family_label: str) -> str:
+    if name.startswith(family_label + " "):
+        return name[len(family_label) + 1:]
+    return name
+
+
+def _variant_label(name: str, base_name: str) -> str:
+    words = [w for w in name.split() if w not in set(base_name.split())]
+    return " ".join(words) or name
