@@ -257,3 +257,10 @@ def test_env_configuration(monkeypatch, emulator_v12, out_dir):
     assert Wan2GPClient("http://127.0.0.1:1").settings.url == "http://127.0.0.1:1"  # arguments win
     with client:
         assert client.get_server_status().reachable
+
+
+def test_duration_in_seconds_becomes_the_models_frame_count(emulator_v12, out_dir):
+    with _client(emulator_v12, out_dir) as client:
+        result = client.generate(prompt="two seconds", seconds=2, steps=1)
+    assert result.frames == 33 and result.settings.video_length == 33  # 16 fps, 4n+1
+    assert result.settings.seconds is None

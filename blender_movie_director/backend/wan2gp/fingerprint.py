@@ -29,8 +29,8 @@ def wangp_version(config: dict[str, Any]) -> str | None:
 
 def is_wangp(config: dict[str, Any]) -> bool:
     """True when the config is WanGP's web UI (title and header), whatever its version."""
-    title = str(config.get("title") or "")
-    return "wangp" in title.lower().replace(" ", "") or wangp_version(config) is not None
+    title = str(config.get("title") or "").strip().lower()
+    return title in ("wangp", "wan2gp") or wangp_version(config) is not None
 
 
 def gradio_version(config: dict[str, Any]) -> str | None:

@@ -202,12 +202,13 @@ def build_save_args(
         else:
             args[name] = param.default if param.has_default else None
 
-    updates: dict[str, Any] = {"video_length": form.frames_for(settings)}
+    # What is sent is a frame count; a duration given in seconds has become that count.
+    updates: dict[str, Any] = {"video_length": form.frames_for(settings), "seconds": None}
     if settings.seed == -1:
         updates["seed"] = random.randint(0, 2**31 - 1)
     sent = settings.model_copy(update=updates)
 
-    for name in settings.model_fields_set | set(updates):
+    for name in (settings.model_fields_set | set(updates)) - {"seconds"}:
         if name in _NOT_FORM_FIELDS or name == "client_id":
             continue
         param = _PARAM_FOR_FIELD.get(name, name)
