@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from blender_movie_director.backend.wan2gp import JobFailedError, JobStatus, Wan2GPClient
+from blender_movie_director.backend.wan2gp import JobFailedError, JobStatus, Wan2GPClient, Wan2GPError
 from blender_movie_director.backend.wan2gp.config import Timeouts
 
 FAST = Timeouts(connect=5, call=30, job=120, stall=60, download=30, resume_wait=30)
@@ -27,9 +27,9 @@ import json, sys, time
 from blender_movie_director.backend.wan2gp import Wan2GPClient, JobStatus
 client = Wan2GPClient(sys.argv[1], output_dir=sys.argv[2])
 job = client.submit(prompt="resume me [[slow]]", frames=9, steps=8)
-while job.status() != JobStatus.RUNNING:
+while job.status() != JobStatus.RUNNING and not job.done():
     time.sleep(0.02)
-print(json.dumps(job.to_record()), flush=True)
+print(json.dumps(job.to_record() if not job.done() else {"error": str(job.exception())}), flush=True)
 time.sleep(60)
 """
 
@@ -39,10 +39,12 @@ def test_resume_a_running_job_in_a_new_client(emulator, out_dir):
     first = subprocess.Popen([sys.executable, "-c", _FIRST_PROGRAM, emulator.url, str(out_dir)],
                              stdout=subprocess.PIPE, text=True)
     try:
-        record = json.loads(first.stdout.readline())
+        line = first.stdout.readline()
     finally:
         first.kill()
         first.wait(10)
+    record = json.loads(line)
+    assert "error" not in record, record
     assert record["session_hash"] and record["task_queued"]
 
     with Wan2GPClient(emulator.url, output_dir=out_dir, timeouts=FAST) as second:
@@ -77,3 +79,19 @@ def test_resume_a_job_the_server_no_longer_has(emulator_v12, out_dir):
         record["session_hash"] = "0" * 32  # a session the server never had (as after a restart)
         with pytest.raises(JobFailedError, match="lost"):
             client.resume_job(record).result(timeout=60)
+
+
+def test_detach_lets_go_at_once_and_the_job_goes_on_on_the_server(emulator_v12, out_dir):
+    with Wan2GPClient(emulator_v12.url, output_dir=out_dir, timeouts=FAST) as first:
+        job = first.submit(prompt="detach me [[slow]]", frames=9, steps=6)
+        _wait(lambda: job.status() == JobStatus.RUNNING)
+        record = job.to_record()
+        started = time.monotonic()
+        assert job.detach()
+        with pytest.raises(Wan2GPError, match="detached"):
+            job.result(timeout=5)
+        assert time.monotonic() - started < 1.0
+        assert job.status() == JobStatus.RUNNING  # not cancelled: nothing was stopped on the server
+    assert not [e for e in emulator_v12.events() if e["event"] == "aborted" and e["session"] == record["session_hash"]]
+    with Wan2GPClient(emulator_v12.url, output_dir=out_dir, timeouts=FAST) as second:
+        assert second.resume_job(record).result(timeout=60).video_path.exists()

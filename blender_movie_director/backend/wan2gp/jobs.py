@@ -68,6 +68,7 @@ class Wan2GPJob:
         self._progress = JobProgress()
         self._done = threading.Event()
         self._cancel = threading.Event()
+        self._detach = threading.Event()
         self._result: GenerationResult | None = None
         self._error: Wan2GPError | None = None
         self._progress_callbacks: list[ProgressCallback] = []
@@ -120,6 +121,22 @@ class Wan2GPJob:
         if self.done():
             return False
         self._cancel.set()
+        return True
+
+    def detach(self) -> bool:
+        """Stop following the job here, without cancelling it: it goes on on the server.
+
+        For a program that is closing (Blender quitting) with :meth:`to_record` saved: a later
+        :meth:`Wan2GPClient.resume_job` follows it again. Returns False if the job had already finished.
+        Afterwards ``done()`` is true and ``result()`` raises a :class:`Wan2GPError` saying it was detached.
+        """
+        if self.done():
+            return False
+        self._detach.set()
+        self._cancel.set()  # wakes the waits; the detach flag makes them leave the server alone
+        session = self._session
+        if session is not None:
+            session.close_streams()  # nothing of ours keeps reading, so a closing program exits at once
         return True
 
     def add_progress_callback(self, callback: ProgressCallback) -> None:
@@ -235,12 +252,15 @@ class Wan2GPJob:
 
     # --- the run --------------------------------------------------------------------------------------
 
-    def _finish(self, *, result: GenerationResult | None = None, error: Wan2GPError | None = None) -> None:
+    def _finish(self, *, result: GenerationResult | None = None, error: Wan2GPError | None = None,
+                keep_status: bool = False) -> None:
         with self._lock:
             if self._done.is_set():
                 return
             self._result, self._error = result, error
-            if result is not None:
+            if keep_status:
+                pass
+            elif result is not None:
                 self._progress = self._progress.model_copy(update={"status": JobStatus.COMPLETED, "fraction": 1.0})
             elif isinstance(error, JobCancelledError):
                 self._progress = self._progress.model_copy(update={"status": JobStatus.CANCELLED})
@@ -263,8 +283,14 @@ class Wan2GPJob:
                 log.exception("done callback failed for job %s", self.id)
 
     def _check_cancel(self) -> None:
+        if self._detach.is_set():
+            raise _Detached()
         if self._cancel.is_set():
             raise JobCancelledError(f"job {self.id} was cancelled", job_id=self.id)
+
+    def _check_cancel_detached(self) -> None:
+        if self._detach.is_set():
+            raise _Detached()
 
     def run(self) -> None:
         """Run the whole job (called on a worker thread of the client)."""
@@ -274,6 +300,10 @@ class Wan2GPJob:
             self._check_cancel()
             result = self._run_chain(client, started)
             self._finish(result=result)
+        except _Detached:
+            self._finish(error=Wan2GPError(
+                f"job {self.id} was detached: it goes on on the server; Wan2GPClient.resume_job(record) follows "
+                "it again", job_id=self.id), keep_status=True)
         except JobCancelledError as exc:
             self._finish(error=exc)
         except Wan2GPError as exc:
@@ -417,6 +447,7 @@ class Wan2GPJob:
         try:
             while not process_job.done():
                 if self._cancel.wait(0.05):
+                    self._check_cancel_detached()
                     self._stop_on_server(session, client)  # first, before waiting for any stream
                     raise JobCancelledError(f"job {self.id} was cancelled", job_id=self.id)
                 now = time.monotonic()
@@ -450,7 +481,7 @@ class Wan2GPJob:
             # The status stream ends by itself once process_tasks has finished (WanGP resets its status flag).
             # It is never cancelled: with gradio 5.29 a cancel can break the session's event stream (a KeyError
             # in the server's sse_stream) and with it the session's next calls.
-            if status_job is not None:
+            if status_job is not None and not self._detach.is_set():
                 _wait_done(status_job, 2.0)
 
     def _stop_on_server(self, session: GradioSession, client: Wan2GPClient) -> None:
@@ -521,3 +552,7 @@ def _wait_done(job: Any, seconds: float) -> None:
     deadline = time.monotonic() + seconds
     while not job.done() and time.monotonic() < deadline:
         time.sleep(0.01)
+
+
+class _Detached(Exception):  # noqa: N818 - internal signal, never leaves the job
+    """Raised inside the job's thread when detach() was called."""

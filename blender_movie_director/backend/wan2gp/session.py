@@ -8,11 +8,26 @@ in a few milliseconds by copying what was learnt and giving it a new ``session_h
 gradio_client keeps only the *latest* status of a call, so WanGP's ``gr.Info`` toasts (its only channel for
 validation failures) and most progress updates are overwritten before anyone reads them.
 :class:`_ObservedJobStatus` stands in for gradio_client's ``JobStatus`` and hands every update to a listener.
+
+With gradio_client 1.x the session also reads the server's event stream (SSE) itself, because gradio_client's
+reader (``Client.stream_messages``/``send_data``) has faults that matter over hours of jobs:
+
+* an event that completes before its id is registered kills the stream (``KeyError`` in ``pending_event_ids``),
+  and every call in flight on the session fails; an event sent while the server closes the stream is stranded;
+* a line of any length is buffered (memory is unbounded against a broken or hostile server), a malformed line
+  prints a traceback and kills the stream; nothing says when the server was last heard from;
+* a dropped stream is silent, and a session's stream can't be closed from outside.
+
+Here event ids are registered under a lock shared with the reader, lines are bounded, every line (heartbeats
+included) stamps :attr:`GradioSession.last_heard`, a protocol violation is recorded in
+:attr:`GradioSession.stream_failure`, and :meth:`GradioSession.close` ends the stream at once. ``/config`` and the
+API description are downloaded with a size cap and a wall-clock deadline.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import threading
 import uuid
@@ -29,6 +44,17 @@ from .errors import Wan2GPTimeoutError, translate
 log = logging.getLogger(__name__)
 
 StatusListener = Callable[[StatusUpdate, list[Any]], None]  # (update, outputs so far)
+
+# Our own event-stream reader replaces gradio_client 1.x's; other majors keep theirs (untested here).
+_OWN_STREAM = gradio_client.__version__.split(".")[0] == "1"
+# One SSE line is one message; WanGP's largest (a whole form from fill_inputs) is ~100 KB. Past this the
+# server is broken or hostile, and the stream is dropped rather than buffered.
+MAX_EVENT_BYTES = 32 * 1024 * 1024
+# /config and the API description of WanGP 12.60 are 2.6 MB and 4.5 MB; 25x that is no WanGP answer.
+MAX_DESCRIBE_BYTES = 128 * 1024 * 1024
+# gradio sends a heartbeat on an idle event stream every 15 s; a read that waits longer than this for any byte
+# means the connection or the server is gone.
+MIN_STREAM_READ = 30.0
 
 
 class _ObservedJobStatus:
@@ -86,7 +112,15 @@ class _MessageLists(dict):
         def deliver(message: dict[str, Any], event_id: str = event_id) -> None:
             self._session._deliver_progress(event_id, message)
 
-        super().__setitem__(event_id, _NotifyingList(messages, deliver))
+        existing = self.get(event_id)
+        if existing is not None and not messages:
+            # gradio_client sets an empty list after sending; messages the reader already stored for this
+            # event (it can complete before the POST returns) must not be thrown away.
+            return
+        items = list(messages)
+        if self._session._take_failed(event_id):
+            items.append(None)  # the stream died before this call started waiting: wake it at once
+        super().__setitem__(event_id, _NotifyingList(items, deliver))
 
 
 class CallResult:
@@ -141,6 +175,70 @@ class GradioSession(Client):
     def _telemetry_thread(self) -> None:  # gradio_client would send the server URL to Hugging Face
         return None
 
+    def stream_messages(self, protocol: str) -> None:  # type: ignore[override]
+        """Read the session's SSE stream into the per-event message lists (gradio's sse_v1..v3 protocol).
+
+        Our own reader rather than gradio_client's, so that a session can close its stream (a detached job,
+        a closing program) and so that a repeated ``process_completed`` (seen after cancels with gradio
+        5.29) does not end the whole stream with a KeyError.
+        """
+        kwargs = dict(self.httpx_kwargs)
+        kwargs.setdefault("timeout", httpx.Timeout(None))
+        try:
+            with httpx.Client(verify=self.ssl_verify, **kwargs) as http, http.stream(
+                "GET", self.sse_url, params={"session_hash": self.session_hash}, headers=self.headers,
+                cookies=self.cookies,
+            ) as response:
+                self._stream_response = response
+                if self._streams_closed:
+                    return
+                for line in response.iter_lines():
+                    if not line.strip():
+                        continue
+                    if not line.startswith("data:"):
+                        raise ValueError(f"unexpected line in the server's event stream: {line[:80]!r}")
+                    message = json.loads(line[5:])
+                    kind = message.get("msg")
+                    if kind == "heartbeat":
+                        continue
+                    if message.get("message") == "Server stopped unexpectedly.":
+                        for pending in self.pending_messages_per_event.values():
+                            pending.append(message)
+                        return
+                    if kind == "close_stream":
+                        self.stream_open = False
+                        return
+                    event_id = message["event_id"]
+                    self.pending_messages_per_event.setdefault(event_id, [])
+                    self.pending_messages_per_event[event_id].append(message)
+                    if kind == "process_completed":
+                        self.pending_event_ids.discard(event_id)
+                    if not self.pending_event_ids and protocol != "sse_v3":
+                        self.stream_open = False
+                        return
+        except (httpx.RemoteProtocolError, httpx.StreamClosed, httpx.ReadError):
+            return  # the stream was closed (by us, or the server went away): pending calls learn it below
+        except BaseException:
+            if self._streams_closed:
+                return
+            raise
+        finally:
+            self._stream_response = None
+
+    def close_streams(self) -> None:
+        """Close this session's event stream: its pending calls end (cancelled) and nothing waits on it.
+
+        The server sees the session disconnect and stops following it; WanGP's own worker finishes the task
+        in progress, which :meth:`Wan2GPClient.resume_job` can collect later.
+        """
+        self._streams_closed = True
+        response = self._stream_response
+        if response is not None:
+            try:
+                response.close()
+            except Exception:  # noqa: BLE001 - closing a stream another thread reads may race; that is fine
+                log.debug("closing the event stream", exc_info=True)
+
     def new_helper(self, fn_index: int) -> Communicator:  # called by submit(), on the caller's thread
         listener = getattr(self._local, "listener", None)
         helper = Communicator(
@@ -171,6 +269,8 @@ class GradioSession(Client):
                 log.exception("status listener failed")
 
     def _watch_messages(self) -> None:
+        self._stream_response: httpx.Response | None = None
+        self._streams_closed = False
         self._observed: list[Communicator] = []
         self.pending_messages_per_event = _MessageLists(self)  # type: ignore[assignment]
 
@@ -231,6 +331,7 @@ class GradioSession(Client):
 
     def close(self) -> None:
         self._kill_heartbeat.set()
+        self.close_streams()
         if not getattr(self, "_is_fork", False):
             self.executor.shutdown(wait=False, cancel_futures=True)
 
