@@ -1,0 +1,506 @@
+"""Operators. ``execute`` works headless (scripts, tests, background mode); nothing here waits on the network:
+work goes to worker threads and comes back through the pump.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from typing import Any
+
+import bpy
+from bpy.props import BoolProperty, StringProperty
+
+from . import convert, persistence, pump, vse
+from .preferences import DEFAULT_SERVER, connection, prefs
+from .properties import request_rules, rules_for
+
+
+def _running(cls: type, context: Any) -> bool:
+    if not pump.running():
+        cls.poll_message_set("Movie Director is not enabled")
+        return False
+    if context.scene is None:
+        cls.poll_message_set("No scene")
+        return False
+    return True
+
+
+def find_job(scene: Any, key: str) -> Any:
+    for item in pump.job_items(scene):
+        if item.key == key:
+            return item
+    return None
+
+
+def _reservations(scene: Any) -> list[tuple[int, int, int]]:
+    """Slots of shots on their way: two jobs submitted at the same frame don't pick the same channel."""
+    return [(i.channel, i.frame_start, i.frame_start + max(1, i.expected_length)) for i in pump.job_items(scene)
+            if i.status in convert.ACTIVE or (i.status == "completed" and not i.placed)]
+
+
+def expected_length(context: Any, scene: Any, model: str, seconds: float | None = None, *,
+                    frames: int | None = None, clip_fps: float | None = None) -> int:
+    """Timeline frames a shot will take, from the model's rules when known (else the scene's fps)."""
+    fps = vse.scene_fps(scene)
+    if frames is None:
+        known = convert.frames_for(seconds or 0.0, rules_for(context, model))
+        if known is None:
+            return max(1, round((seconds or 0.0) * fps))
+        frames, clip_fps = known
+    return convert.timeline_length(frames, clip_fps, fps, scene.movie_director.fps_policy)
+
+
+def submit(context: Any, scene: Any, *, kind: str, request: dict[str, Any], channel: int, frame_start: int,
+           length: int) -> Any:
+    """Add the job to the scene (saved with the .blend) and hand it to a worker. Returns the job item."""
+    st = pump.state()
+    p = prefs(context)
+    conn = connection(p)
+    state = scene.movie_director
+    prompt, model = convert.request_summary(request)
+    item = state.jobs.add()
+    item.key = uuid.uuid4().hex[:12]
+    item.kind = kind
+    item.server = conn.url
+    item.output_dir = conn.output_dir
+    item.prompt = prompt
+    item.model = model
+    item.request = convert.dumps(request)
+    item.status = "submitting"
+    item.phase = "Sending to the server"
+    item.channel = channel
+    item.frame_start = frame_start
+    item.expected_length = length
+    item.fps_policy = state.fps_policy
+    item.created = time.time()
+    state.job_index = len(state.jobs) - 1
+    st.pending.add(item.key)
+    st.where[item.key] = scene.name
+    st.run(pump.submit_worker, st, item.key, conn, request)
+    pump.tag_redraw()
+    return item
+
+
+def _inputs_dir(context: Any) -> str:
+    folder = os.path.join(connection(prefs(context)).output_dir, "inputs")
+    os.makedirs(folder, exist_ok=True)
+    return folder
+
+
+class _ShotOperator:
+    bl_options = {"REGISTER"}
+
+    def _request(self, context: Any) -> dict[str, Any] | None:
+        request = convert.shot_request(context.scene.movie_director)
+        problem = convert.quick_check(request)
+        if problem:
+            self.report({"ERROR"}, problem)
+            return None
+        return request
+
+    def _queue(self, context: Any, kind: str, request: dict[str, Any], frame: int, channel: int | None = None,
+               length: int | None = None) -> set[str]:
+        scene = context.scene
+        state = scene.movie_director
+        if length is None:
+            length = expected_length(context, scene, request["model"], request.get("seconds"))
+        if channel is None:
+            channel = vse.first_free_channel(scene, state.channel, frame, frame + length,
+                                             reserved=_reservations(scene))
+        item = submit(context, scene, kind=kind, request=request, channel=channel, frame_start=frame, length=length)
+        self.report({"INFO"}, f"Shot queued for channel {item.channel}, frame {item.frame_start}")
+        return {"FINISHED"}
+
+
+class MD_OT_generate(_ShotOperator, bpy.types.Operator):
+    """Generate a shot from the prompt (text to video) at the current frame"""
+
+    bl_idname = "movie_director.generate"
+    bl_label = "Generate"
+
+    @classmethod
+    def poll(cls, context):
+        return _running(cls, context)
+
+    def execute(self, context):
+        request = self._request(context)
+        if request is None:
+            return {"CANCELLED"}
+        return self._queue(context, "generate", request, context.scene.frame_current)
+
+
+class MD_OT_generate_from_frame(_ShotOperator, bpy.types.Operator):
+    """Image to video: the selected image strip, or the scene rendered at the current frame, starts the shot"""
+
+    bl_idname = "movie_director.generate_from_frame"
+    bl_label = "From Frame"
+
+    @classmethod
+    def poll(cls, context):
+        return _running(cls, context)
+
+    def execute(self, context):
+        request = self._request(context)
+        if request is None:
+            return {"CANCELLED"}
+        scene = context.scene
+        frame = scene.frame_current
+        strip = vse.active_strip(scene)
+        if vse.is_image(strip) and strip.select:
+            image = vse.image_strip_path(strip, frame)
+        else:
+            image = os.path.join(_inputs_dir(context), f"frame_{scene.name}_{frame}_{uuid.uuid4().hex[:6]}.png")
+            try:
+                vse.render_frame(scene, frame, image)
+            except Exception as exc:
+                self.report({"ERROR"}, f"Could not render frame {frame}: {exc}. Add a camera or strips to the "
+                            "scene, or select an image strip to start from")
+                return {"CANCELLED"}
+        request["image_start"] = image
+        return self._queue(context, "from_frame", request, frame)
+
+
+class MD_OT_extend(_ShotOperator, bpy.types.Operator):
+    """Continue the selected movie strip: its last frame starts a new shot, placed right after it"""
+
+    bl_idname = "movie_director.extend"
+    bl_label = "Extend"
+
+    @classmethod
+    def poll(cls, context):
+        if not _running(cls, context):
+            return False
+        if not vse.is_movie(vse.active_strip(context.scene)):
+            cls.poll_message_set("Select a movie strip to extend")
+            return False
+        return True
+
+    def execute(self, context):
+        scene = context.scene
+        strip = vse.active_strip(scene)
+        request = convert.shot_request(scene.movie_director)
+        if not request["prompt"].strip():  # nothing typed: continue with the strip's own prompt
+            meta = vse.get_shot_metadata(strip) or {}
+            request["prompt"] = (meta.get("settings") or {}).get("prompt", "")
+        problem = convert.quick_check(request)
+        if problem:
+            self.report({"ERROR"}, problem)
+            return {"CANCELLED"}
+        image = os.path.join(_inputs_dir(context), f"extend_{vse.strip_span(strip)[1]}_{uuid.uuid4().hex[:6]}.png")
+        try:
+            vse.movie_frame_to_png(strip, vse.last_frame(strip), image)
+        except Exception as exc:
+            self.report({"ERROR"}, f"Could not read the last frame of {strip.name}: {exc}")
+            return {"CANCELLED"}
+        request["image_start"] = image
+        start, end = vse.strip_span(strip)
+        return self._queue(context, "extend", request, end, channel=strip.channel)
+
+
+class MD_OT_regenerate(_ShotOperator, bpy.types.Operator):
+    """Make the selected shot again from the settings stored on its strip (Variation: with a new seed)"""
+
+    bl_idname = "movie_director.regenerate"
+    bl_label = "Regenerate"
+
+    variation: BoolProperty(name="Variation", default=False, description="Use a new seed")
+
+    @classmethod
+    def description(cls, context, properties):
+        if properties.variation:
+            return "Make a variation of the selected shot: the same settings with a new seed"
+        return "Make the selected shot again with exactly the settings (and seed) stored on its strip"
+
+    @classmethod
+    def poll(cls, context):
+        if not _running(cls, context):
+            return False
+        if vse.get_shot_metadata(vse.active_strip(context.scene)) is None:
+            cls.poll_message_set("Select a strip made by Movie Director")
+            return False
+        return True
+
+    def execute(self, context):
+        scene = context.scene
+        strip = vse.active_strip(scene)
+        meta = vse.get_shot_metadata(strip) or {}
+        stored = meta.get("settings")
+        if not isinstance(stored, dict) or not stored.get("prompt"):
+            self.report({"ERROR"}, f"{strip.name} carries no generation settings")
+            return {"CANCELLED"}
+        request = convert.rerun_request(stored, variation=self.variation)
+        start, end = vse.strip_span(strip)
+        length = end - start
+        channel = vse.first_free_channel(scene, strip.channel + 1, start, start + length,
+                                         reserved=_reservations(scene))
+        return self._queue(context, "variation" if self.variation else "regenerate", request, start,
+                           channel=channel, length=length)
+
+
+class MD_OT_load_strip_settings(bpy.types.Operator):
+    """Copy the settings stored on the selected strip into the shot settings"""
+
+    bl_idname = "movie_director.load_strip_settings"
+    bl_label = "Load Settings"
+    bl_options = {"REGISTER", "UNDO"}
+
+    @classmethod
+    def poll(cls, context):
+        if not _running(cls, context):
+            return False
+        if vse.get_shot_metadata(vse.active_strip(context.scene)) is None:
+            cls.poll_message_set("Select a strip made by Movie Director")
+            return False
+        return True
+
+    def execute(self, context):
+        meta = vse.get_shot_metadata(vse.active_strip(context.scene)) or {}
+        convert.shot_from_settings(context.scene.movie_director, meta.get("settings") or {})
+        return {"FINISHED"}
+
+
+class _JobOperator:
+    bl_options = {"REGISTER", "INTERNAL"}
+
+    key: StringProperty(options={"HIDDEN", "SKIP_SAVE"})
+
+    def _item(self, context: Any) -> Any:
+        item = find_job(context.scene, self.key)
+        if item is None:
+            self.report({"ERROR"}, f"No job {self.key} in this scene")
+        return item
+
+
+class MD_OT_cancel_job(_JobOperator, bpy.types.Operator):
+    """Cancel this job: it is removed from WanGP's queue, or its generation is stopped on the server"""
+
+    bl_idname = "movie_director.cancel_job"
+    bl_label = "Cancel Job"
+
+    @classmethod
+    def poll(cls, context):
+        return _running(cls, context)
+
+    def execute(self, context):
+        item = self._item(context)
+        if item is None:
+            return {"CANCELLED"}
+        if item.status not in convert.ACTIVE:
+            self.report({"WARNING"}, f"The job is already {item.status}")
+            return {"CANCELLED"}
+        st = pump.state()
+        job = st.jobs.get(item.key)
+        if job is not None:
+            job.cancel()  # sets a flag: the job's own thread stops the work on the server
+            item.status = "cancelling"
+            item.phase = "Stopping on the server"
+        elif item.key in st.pending:
+            st.cancel_requested.add(item.key)  # cancelled as soon as the server has it
+            item.status = "cancelling"
+        else:
+            item.status = "cancelled"
+        pump.tag_redraw()
+        return {"FINISHED"}
+
+
+class MD_OT_remove_job(_JobOperator, bpy.types.Operator):
+    """Remove this finished job from the list (its strip and file stay)"""
+
+    bl_idname = "movie_director.remove_job"
+    bl_label = "Remove Job"
+
+    def execute(self, context):
+        state = context.scene.movie_director
+        for index, item in enumerate(state.jobs):
+            if item.key == self.key:
+                if item.status in convert.ACTIVE:
+                    self.report({"ERROR"}, "Cancel the job first")
+                    return {"CANCELLED"}
+                state.jobs.remove(index)
+                state.job_index = min(state.job_index, max(0, len(state.jobs) - 1))
+                return {"FINISHED"}
+        return {"CANCELLED"}
+
+
+class MD_OT_clear_finished(bpy.types.Operator):
+    """Remove finished jobs from the list (their strips and files stay)"""
+
+    bl_idname = "movie_director.clear_finished"
+    bl_label = "Clear Finished"
+    bl_options = {"REGISTER"}
+
+    def execute(self, context):
+        state = context.scene.movie_director
+        for index in reversed(range(len(state.jobs))):
+            if state.jobs[index].status in convert.FINISHED:
+                state.jobs.remove(index)
+        state.job_index = min(state.job_index, max(0, len(state.jobs) - 1))
+        return {"FINISHED"}
+
+
+class MD_OT_retry_job(_JobOperator, bpy.types.Operator):
+    """Try again: reconnect a lost job to the server, or submit a failed one again"""
+
+    bl_idname = "movie_director.retry_job"
+    bl_label = "Retry"
+
+    @classmethod
+    def poll(cls, context):
+        return _running(cls, context)
+
+    def execute(self, context):
+        item = self._item(context)
+        if item is None:
+            return {"CANCELLED"}
+        if item.status == "lost" and convert.loads(item.record):
+            persistence.retry(pump.state(), item)
+            return {"FINISHED"}
+        if item.status in ("failed", "cancelled", "lost"):
+            request = convert.loads(item.request)
+            if not request:
+                self.report({"ERROR"}, "This job has no stored request")
+                return {"CANCELLED"}
+            submit(context, context.scene, kind=item.kind, request=request, channel=item.channel,
+                   frame_start=item.frame_start, length=item.expected_length)
+            return {"FINISHED"}
+        self.report({"WARNING"}, f"The job is {item.status}")
+        return {"CANCELLED"}
+
+
+class MD_OT_copy_error(_JobOperator, bpy.types.Operator):
+    """Copy the job's full error message to the clipboard"""
+
+    bl_idname = "movie_director.copy_error"
+    bl_label = "Copy Error"
+
+    def execute(self, context):
+        item = self._item(context)
+        if item is None:
+            return {"CANCELLED"}
+        context.window_manager.clipboard = item.error or item.message
+        return {"FINISHED"}
+
+
+class MD_OT_check_server(bpy.types.Operator):
+    """Connect to the server: its version, model and load, and its model catalog"""
+
+    bl_idname = "movie_director.check_server"
+    bl_label = "Connect"
+    bl_options = {"REGISTER"}
+
+    @classmethod
+    def poll(cls, context):
+        return _running(cls, context)
+
+    def execute(self, context):
+        st = pump.state()
+        conn = connection(prefs(context))
+        st.checking.add(conn.url)
+        st.run(pump.check_worker, st, conn)
+        self.report({"INFO"}, f"Contacting {conn.url}")
+        return {"FINISHED"}
+
+
+class MD_OT_find_servers(bpy.types.Operator):
+    """Look for WanGP servers: the listed URLs and the usual ports on this machine"""
+
+    bl_idname = "movie_director.find_servers"
+    bl_label = "Find Servers"
+    bl_options = {"REGISTER"}
+
+    @classmethod
+    def poll(cls, context):
+        return _running(cls, context)
+
+    def execute(self, context):
+        st = pump.state()
+        urls = [s.url for s in prefs(context).servers if s.url.strip()]
+        st.finding = True
+        st.found, st.found_error = None, ""
+        st.run(pump.find_worker, st, urls)
+        return {"FINISHED"}
+
+
+class MD_OT_use_server(bpy.types.Operator):
+    """Use this server"""
+
+    bl_idname = "movie_director.use_server"
+    bl_label = "Use Server"
+    bl_options = {"REGISTER", "INTERNAL"}
+
+    url: StringProperty()
+    label: StringProperty()
+
+    def execute(self, context):
+        p = prefs(context)
+        url = self.url.rstrip("/")
+        for index, server in enumerate(p.servers):
+            if server.url.rstrip("/") == url:
+                p.server_index = index
+                break
+        else:
+            server = p.servers.add()
+            server.url, server.label = url, self.label
+            p.server_index = len(p.servers) - 1
+        return {"FINISHED"}
+
+
+class MD_OT_server_add(bpy.types.Operator):
+    """Add a server URL"""
+
+    bl_idname = "movie_director.server_add"
+    bl_label = "Add Server"
+    bl_options = {"REGISTER", "INTERNAL"}
+
+    def execute(self, context):
+        p = prefs(context)
+        server = p.servers.add()
+        server.url = DEFAULT_SERVER
+        p.server_index = len(p.servers) - 1
+        return {"FINISHED"}
+
+
+class MD_OT_server_remove(bpy.types.Operator):
+    """Remove the selected server URL"""
+
+    bl_idname = "movie_director.server_remove"
+    bl_label = "Remove Server"
+    bl_options = {"REGISTER", "INTERNAL"}
+
+    @classmethod
+    def poll(cls, context):
+        return len(prefs(context).servers) > 0
+
+    def execute(self, context):
+        p = prefs(context)
+        p.servers.remove(min(p.server_index, len(p.servers) - 1))
+        p.server_index = max(0, min(p.server_index, len(p.servers) - 1))
+        return {"FINISHED"}
+
+
+def request_model_rules(context: Any) -> None:
+    """After a server check: fetch the rules of the models the scenes use (in the background)."""
+    for scene in bpy.data.scenes:
+        request_rules(context, scene.movie_director.model)
+
+
+classes = (
+    MD_OT_generate,
+    MD_OT_generate_from_frame,
+    MD_OT_extend,
+    MD_OT_regenerate,
+    MD_OT_load_strip_settings,
+    MD_OT_cancel_job,
+    MD_OT_remove_job,
+    MD_OT_clear_finished,
+    MD_OT_retry_job,
+    MD_OT_copy_error,
+    MD_OT_check_server,
+    MD_OT_find_servers,
+    MD_OT_use_server,
+    MD_OT_server_add,
+    MD_OT_server_remove,
+)
+register, unregister = bpy.utils.register_classes_factory(classes)

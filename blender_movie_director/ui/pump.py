@@ -1,0 +1,592 @@
+"""The message pump: worker threads post messages, one persistent timer applies them to Blender.
+
+Worker threads (ours and the WanGP client's) never touch bpy. They post typed messages here; progress
+snapshots are coalesced per job (only the latest matters). :func:`tick`, registered once with
+``bpy.app.timers`` (persistent across file loads), applies them within a time budget, tags the sequencer for
+redraw, and places finished shots on the timeline (at most one per tick: adding a movie strip opens the file).
+
+``bpy.app.timers`` never fire in background mode (``blender -b``, the bpy module): scripts and tests call
+:func:`tick` themselves, in a loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import bpy
+
+from . import convert, vse
+
+log = logging.getLogger(__name__)
+
+# Blender redraws at 60 Hz (16 ms a frame): the timer's share of a frame stays well under 2 ms at the 99th
+# percentile with 10 jobs in flight (benchmarks/blender.py). Messages left over wait for the next tick.
+TICK_BUDGET = 0.001
+ACTIVE_INTERVAL = 0.1  # while jobs run: progress bars move 10 times a second
+IDLE_INTERVAL = 0.5  # nothing in flight: a cheap check twice a second
+WORKERS = 4  # connect, submit, status, catalog and discovery calls; jobs run on the client's own threads
+
+
+# --- messages ------------------------------------------------------------------------------------------------
+
+@dataclass
+class JobSubmitted:
+    key: str
+    job_id: str
+    record: dict[str, Any] | None
+
+
+@dataclass
+class JobProgressed:
+    key: str
+    status: str
+    fraction: float
+    step: int | None
+    total: int | None
+    phase: str
+    queue_position: int | None
+    eta: float | None
+    message: str
+    record: dict[str, Any] | None = None
+
+
+@dataclass
+class JobFinished:
+    key: str
+    status: str  # completed / failed / cancelled / lost
+    error: str = ""
+    result: dict[str, Any] | None = None
+    record: dict[str, Any] | None = None
+
+
+@dataclass
+class ServerChecked:
+    url: str
+    status: dict[str, Any]
+    models: list[dict[str, Any]] | None = None
+
+
+@dataclass
+class ModelRules:
+    url: str
+    model: str
+    info: dict[str, Any] | None
+    error: str = ""
+
+
+@dataclass
+class ServersFound:
+    services: list[dict[str, Any]]
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class Connection:
+    """What a worker needs to reach a server: plain values read from the preferences on the main thread."""
+
+    url: str
+    output_dir: str
+    connect: float = 10.0
+    call: float = 120.0
+    job: float = 6 * 3600.0
+    auth: tuple[str, str] | None = None
+
+
+@dataclass
+class State:
+    """Everything the add-on keeps at run time (not saved): one per registration."""
+
+    messages: queue.SimpleQueue = field(default_factory=queue.SimpleQueue)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    progress: dict[str, JobProgressed] = field(default_factory=dict)
+    jobs: dict[str, Any] = field(default_factory=dict)  # key -> Wan2GPJob
+    pending: set[str] = field(default_factory=set)  # keys handed to a worker, no Wan2GPJob yet
+    cancel_requested: set[str] = field(default_factory=set)
+    orphans: dict[str, JobFinished] = field(default_factory=dict)  # finished while their file was closed
+    finished: dict[str, JobFinished] = field(default_factory=dict)  # every end, to apply again after an undo
+    to_place: deque[str] = field(default_factory=deque)
+    clients: dict[Connection, Any] = field(default_factory=dict)
+    conns: dict[str, Connection] = field(default_factory=dict)  # job key -> the connection it runs on
+    pool: ThreadPoolExecutor | None = None
+    servers: dict[str, dict[str, Any]] = field(default_factory=dict)  # url -> last ServerStatus as a dict
+    catalogs: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    rules: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    rules_asked: set[tuple[str, str]] = field(default_factory=set)
+    found: list[dict[str, Any]] | None = None
+    found_error: str = ""
+    finding: bool = False
+    checking: set[str] = field(default_factory=set)
+    needs_reconcile: bool = True
+    where: dict[str, str] = field(default_factory=dict)  # job key -> scene name (a lookup cache)
+    closed: bool = False
+
+    # --- posting (any thread) ---
+
+    def post(self, message: Any) -> None:
+        if not self.closed:
+            self.messages.put(message)
+
+    def post_progress(self, message: JobProgressed) -> None:
+        with self.lock:
+            previous = self.progress.get(message.key)
+            if message.record is None and previous is not None:
+                message.record = previous.record  # coalescing must not drop a fresh record
+            self.progress[message.key] = message
+
+    def run(self, fn: Callable[..., None], *args: Any) -> None:
+        """Run ``fn(*args)`` on a worker thread; its exceptions are logged, never lost silently."""
+        if self.closed:
+            return
+        if self.pool is None:
+            self.pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="movie-director")
+
+        def guarded() -> None:
+            try:
+                fn(*args)
+            except Exception:
+                log.exception("Movie Director worker %s failed", getattr(fn, "__name__", fn))
+
+        self.pool.submit(guarded)
+
+    def busy(self) -> bool:
+        return bool(self.jobs or self.pending or self.to_place or self.progress or not self.messages.empty()
+                    or self.checking or self.finding)
+
+
+_state: State | None = None
+
+# Jobs still running when the add-on was disabled, kept at module level: a State lives for one registration,
+# this survives a disable/enable in the same Blender session, where reconcile adopts them again (resuming them
+# with a second tracker would make two followers of one server session). See stop().
+_parked: dict[str, tuple[Any, Connection]] = {}
+
+
+def adopt(st: State, key: str) -> bool:
+    """Follow again a job parked by :func:`stop` in this Blender session. Returns False if there is none."""
+    parked = _parked.pop(key, None)
+    if parked is None:
+        return False
+    job, conn = parked
+    track(st, key, conn, job)
+    return True
+
+
+def state() -> State:
+    """The running add-on's state (raises if the add-on is not registered)."""
+    if _state is None:
+        raise RuntimeError("Movie Director is not enabled")
+    return _state
+
+
+def running() -> bool:
+    return _state is not None
+
+
+# --- clients (worker threads) -----------------------------------------------------------------------------
+
+def client_for(st: State, conn: Connection) -> Any:
+    """The WanGP client for a connection (one per server, output folder and timeouts); imported on first use."""
+    with st.lock:
+        client = st.clients.get(conn)
+    if client is not None:
+        return client
+    from ..backend.wan2gp import Timeouts, Wan2GPClient
+
+    timeouts = Timeouts(connect=conn.connect, call=conn.call, job=conn.job)
+    client = Wan2GPClient(conn.url, output_dir=conn.output_dir, timeouts=timeouts, auth=conn.auth)
+    with st.lock:
+        return st.clients.setdefault(conn, client)
+
+
+def record_of(job: Any) -> dict[str, Any] | None:
+    """The job's reconcile record, if the client can make one."""
+    to_record = getattr(job, "to_record", None)
+    if to_record is None:
+        return None
+    try:
+        return to_record()
+    except Exception:  # the record is a help for later, never a reason to fail the job
+        log.exception("could not record job %s", getattr(job, "id", "?"))
+        return None
+
+
+def _finished_message(key: str, job: Any) -> JobFinished:
+    from ..backend.wan2gp import JobCancelledError
+
+    error = job.exception()
+    record = record_of(job)
+    if error is None:
+        return JobFinished(key, "completed", result=convert.result_record(job.result(timeout=0)), record=record)
+    if isinstance(error, JobCancelledError):
+        return JobFinished(key, "cancelled", error=str(error), record=record)
+    text = convert.describe_error(error)
+    return JobFinished(key, "lost" if text.startswith("lost:") else "failed", error=text, record=record)
+
+
+def track(st: State, key: str, conn: Connection, job: Any) -> None:
+    """Follow a client job: its progress and its end become messages (called on a worker thread)."""
+    if st.closed:  # the add-on was disabled while this job was being submitted: park it like the others
+        _parked[key] = (job, conn)
+        return
+    with st.lock:
+        st.jobs[key] = job
+        st.conns[key] = conn
+        st.pending.discard(key)
+        cancel = key in st.cancel_requested
+    st.post(JobSubmitted(key, job.id, record_of(job)))
+    last_status: list[Any] = [None]
+
+    def on_progress(job: Any, p: Any) -> None:
+        status = p.status.value
+        record = None
+        if status != last_status[0]:  # a new phase: the record (server session, status) may have changed
+            last_status[0] = status
+            record = record_of(job)
+        st.post_progress(JobProgressed(key, status, p.fraction, p.step, p.total, p.phase, p.queue_position,
+                                       p.eta_seconds, p.message, record))
+
+    job.add_progress_callback(on_progress)
+    job.add_done_callback(lambda job: st.post(_finished_message(key, job)))
+    if cancel:
+        job.cancel()
+
+
+def _seconds_to_frames(client: Any, request: dict[str, Any]) -> dict[str, Any]:
+    """Send the frame count the model will really make of the duration (the one the panel shows).
+
+    Also works around the client rejecting its own result when ``seconds`` is sent (GenerationResult
+    validation: "give either frames or seconds, not both").
+    """
+    if request.get("seconds") is None or "__wangp__" in request or request.get("video_length"):
+        return request
+    info = client.get_model_info(str(request["model"]))
+    known = convert.frames_for(float(request["seconds"]), info.model_dump(mode="json"))
+    if known is None:
+        return request
+    changed = {k: v for k, v in request.items() if k != "seconds"}
+    changed["video_length"] = known[0]
+    return changed
+
+
+def submit_worker(st: State, key: str, conn: Connection, request: dict[str, Any]) -> None:
+    try:
+        client = client_for(st, conn)
+        settings = convert.settings_from_request(_seconds_to_frames(client, request))
+        job = client.submit(settings)
+    except Exception as exc:  # every failure reaches the job in the panel, with its message
+        with st.lock:
+            st.pending.discard(key)
+        st.post(JobFinished(key, "failed", error=convert.describe_error(exc)))
+        return
+    track(st, key, conn, job)
+
+
+def resume_worker(st: State, key: str, conn: Connection, record: dict[str, Any]) -> None:
+    """Re-attach to a job saved with the .blend: tracking resumes, or it ends as lost / fetched."""
+    try:
+        client = client_for(st, conn)
+        resume = getattr(client, "resume_job", None)
+        if resume is None:
+            raise LookupError("this version of the WanGP client cannot resume jobs (Wan2GPClient.resume_job "
+                              "is missing); generate the shot again")
+        job = resume(record)
+    except Exception as exc:
+        with st.lock:
+            st.pending.discard(key)
+        text = str(exc) if isinstance(exc, LookupError) else convert.describe_error(exc)
+        st.post(JobFinished(key, "lost", error=text if text.startswith("lost:") else f"lost: {text}"))
+        return
+    track(st, key, conn, job)
+
+
+def check_worker(st: State, conn: Connection) -> None:
+    """Server status (never raises) and, when reachable, its model catalog."""
+    try:
+        client = client_for(st, conn)
+        status = client.get_server_status()
+        models = None
+        if status.reachable:
+            models = [{"model_type": m.model_type, "name": m.name, "family": m.family,
+                       "categories": list(m.categories)} for m in client.list_models()]
+        st.post(ServerChecked(conn.url, status.model_dump(mode="json"), models))
+    except Exception as exc:
+        st.post(ServerChecked(conn.url, {"url": conn.url, "reachable": False,
+                                         "error": convert.describe_error(exc)}))
+
+
+def rules_worker(st: State, conn: Connection, model: str) -> None:
+    try:
+        info = client_for(st, conn).get_model_info(model)
+        st.post(ModelRules(conn.url, model, info.model_dump(mode="json")))
+    except Exception as exc:
+        st.post(ModelRules(conn.url, model, None, convert.describe_error(exc)))
+
+
+def find_worker(st: State, urls: list[str]) -> None:
+    try:
+        from ..backend import discovery
+    except ImportError as exc:
+        st.post(ServersFound([], f"server discovery is not available in this build ({exc})"))
+        return
+    try:
+        services = discovery.discover(urls, include_env=False)
+        st.post(ServersFound([s.to_dict() for s in services if s.is_wangp]))
+    except Exception as exc:
+        st.post(ServersFound([], convert.describe_error(exc)))
+
+
+# --- main thread ---------------------------------------------------------------------------------------
+
+def job_items(scene: Any) -> Any:
+    return scene.movie_director.jobs
+
+
+def find_item(st: State, key: str) -> tuple[Any, Any]:
+    """``(scene, job item)`` for a job key in the open file, or ``(None, None)``."""
+    name = st.where.get(key)
+    scenes = bpy.data.scenes
+    candidates = ([scenes[name]] if name is not None and name in scenes else []) + list(scenes)
+    for scene in candidates:
+        for item in job_items(scene):
+            if item.key == key:
+                st.where[key] = scene.name
+                return scene, item
+    return None, None
+
+
+def _apply_progress(st: State, msg: JobProgressed) -> bool:
+    scene, item = find_item(st, msg.key)
+    if item is None or item.status in convert.FINISHED:
+        return False
+    if msg.status in convert.BACKEND_STATES and item.status != "cancelling":
+        item.status = msg.status  # terminal states come with JobFinished, which also carries the result
+    item.fraction = min(max(msg.fraction, 0.0), 1.0)
+    item.step = msg.step or 0
+    item.total = msg.total or 0
+    item.phase = msg.phase or ""
+    item.queue_position = -1 if msg.queue_position is None else msg.queue_position
+    item.eta = -1.0 if msg.eta is None else msg.eta
+    if msg.message:
+        item.message = msg.message
+    if msg.record is not None:
+        item.record = convert.dumps(msg.record)
+    return True
+
+
+def _apply(st: State, msg: Any) -> bool:
+    if isinstance(msg, JobSubmitted):
+        scene, item = find_item(st, msg.key)
+        if item is None:
+            return False
+        item.job_id = msg.job_id
+        if msg.record is not None:
+            item.record = convert.dumps(msg.record)
+        if item.status in ("submitting", "reconnecting"):
+            item.status = "queued"
+        return True
+    if isinstance(msg, JobFinished):
+        st.finished[msg.key] = msg
+        with st.lock:
+            st.jobs.pop(msg.key, None)
+            st.pending.discard(msg.key)
+            st.cancel_requested.discard(msg.key)
+        scene, item = find_item(st, msg.key)
+        if item is None:  # its file is not open: kept, and applied if that file comes back
+            st.orphans[msg.key] = msg
+            return False
+        if msg.record is not None:
+            item.record = convert.dumps(msg.record)
+        if msg.status == "completed" and msg.result:
+            item.result = convert.dumps(msg.result)
+            item.video_path = msg.result["video_path"]
+            item.fraction = 1.0
+            item.phase = "Placing on the timeline"
+            item.status = "downloading"  # "completed" once the strip exists
+            st.to_place.append(msg.key)
+        else:
+            item.status = msg.status
+            item.error = msg.error if msg.status in ("failed", "lost") else ""
+            item.message = msg.error if msg.status == "cancelled" else item.message
+            item.phase = ""
+            item.eta = -1.0
+        return True
+    if isinstance(msg, ServerChecked):
+        st.checking.discard(msg.url)
+        st.servers[msg.url] = msg.status
+        if msg.models is not None:
+            st.catalogs[msg.url] = msg.models
+        if msg.status.get("reachable"):
+            from .operators import request_model_rules
+
+            request_model_rules(bpy.context)
+        return True
+    if isinstance(msg, ModelRules):
+        if msg.info is not None:
+            st.rules[(msg.url, msg.model)] = msg.info
+        else:
+            st.rules_asked.discard((msg.url, msg.model))
+            st.rules[(msg.url, msg.model)] = {"error": msg.error}
+        return True
+    if isinstance(msg, ServersFound):
+        st.finding = False
+        st.found, st.found_error = msg.services, msg.error
+        return True
+    return False
+
+
+def place(st: State, key: str) -> bool:
+    """Put a finished shot on the timeline where its job said, and store its settings on the strip."""
+    scene, item = find_item(st, key)
+    if item is None or item.placed:
+        return False
+    from .. import __version__
+
+    result = convert.loads(item.result) or {}
+    path = item.video_path
+    if not path or not os.path.isfile(path):
+        item.status = "failed"
+        item.error = (f"the finished shot's file is missing: {path or '(none)'}; it was saved in the output "
+                      "folder and has since been moved or deleted")
+        return True
+    try:
+        placement = vse.place_movie(scene, path, _strip_name(item), item.channel, item.frame_start,
+                                    clip_fps=result.get("fps"), fps_policy=item.fps_policy)
+    except Exception as exc:  # e.g. no free channel: the file is safe in the output folder
+        item.status = "failed"
+        item.error = f"could not place the shot on the timeline ({exc}); its file is {path}"
+        log.exception("placing job %s", key)
+        return True
+    strip = vse.find_strip(scene, placement.strip_name)
+    vse.set_shot_metadata(strip, convert.strip_metadata(result, kind=item.kind, addon_version=__version__,
+                                                        created=time.time()))
+    item.strip_name = placement.strip_name
+    item.placed = True
+    item.status = "completed"
+    item.phase = ""
+    notices = []
+    if placement.moved:
+        notices.append(f"channel {item.channel} was taken at frame {item.frame_start}: placed on channel "
+                       f"{placement.channel}")
+    if placement.notice:
+        notices.append(placement.notice)
+    item.message = "; ".join(notices)
+    item.channel = placement.channel
+    return True
+
+
+def _strip_name(item: Any) -> str:
+    words = "_".join(item.prompt.split()[:4]) or "shot"
+    return f"{words[:40]}"
+
+
+def tag_redraw() -> None:
+    wm = bpy.context.window_manager
+    if wm is None:
+        return
+    for window in wm.windows:
+        for area in window.screen.areas:
+            if area.type == "SEQUENCE_EDITOR":
+                area.tag_redraw()
+
+
+def tick() -> float | None:
+    """The timer function: apply posted messages within the budget; returns the next interval."""
+    st = _state
+    if st is None:
+        return None  # unregistered: the timer ends
+    started = time.perf_counter()
+    changed = False
+    try:
+        if st.needs_reconcile:
+            st.needs_reconcile = False
+            from .persistence import reconcile
+
+            changed |= reconcile(st)
+        if st.progress:
+            with st.lock:
+                progress, st.progress = st.progress, {}
+            for msg in progress.values():
+                changed |= _apply_progress(st, msg)
+        while time.perf_counter() - started < TICK_BUDGET:
+            try:
+                msg = st.messages.get_nowait()
+            except queue.Empty:
+                break
+            changed |= _apply(st, msg)
+        if st.to_place:
+            changed |= place(st, st.to_place.popleft())
+        if changed:
+            tag_redraw()
+    except Exception:  # a timer that raises is unregistered by Blender: never let it
+        log.exception("Movie Director timer")
+    return ACTIVE_INTERVAL if st.busy() else IDLE_INTERVAL
+
+
+def pump(seconds: float = 0.0, *, until: Callable[[], bool] | None = None, interval: float = 0.02) -> bool:
+    """Call :func:`tick` in a loop (background mode, scripts, tests) until ``until()`` or ``seconds`` pass.
+
+    Returns ``until()``'s last value (True when no condition is given).
+    """
+    deadline = time.monotonic() + seconds
+    while True:
+        tick()
+        if until is not None and until():
+            return True
+        if time.monotonic() >= deadline:
+            return until() if until is not None else True
+        time.sleep(interval)
+
+
+# --- life cycle ----------------------------------------------------------------------------------------
+
+def start() -> None:
+    global _state
+    if _state is None:
+        _state = State()
+    if not bpy.app.timers.is_registered(tick):
+        bpy.app.timers.register(tick, first_interval=ACTIVE_INTERVAL, persistent=True)
+
+
+def stop() -> None:
+    """Stop the timer and park the jobs: they go on on the server and are picked up again (reconcile).
+
+    Running jobs are not cancelled (their records are in the .blend). A client job with ``detach()`` is let
+    go (tracking resumes from its record); without it, the job's thread goes on in this process and the next
+    enable adopts it. The clients of idle servers are closed.
+    """
+    global _state
+    st, _state = _state, None
+    if bpy.app.timers.is_registered(tick):
+        bpy.app.timers.unregister(tick)
+    if st is None:
+        return
+    st.closed = True
+    for key, job in list(st.jobs.items()):
+        if job.done():
+            continue
+        detach = getattr(job, "detach", None)  # stop following it here, leave it running on the server
+        if detach is None:  # this client can't let go of a job: it goes on here, and is adopted again
+            _parked[key] = (job, st.conns[key])
+            continue
+        try:
+            detach()
+        except Exception:
+            log.exception("detaching job %s", getattr(job, "id", "?"))
+    busy = {st.conns.get(key) for key, job in st.jobs.items() if not job.done()}
+    for conn, client in st.clients.items():
+        if conn not in busy:
+            try:
+                client.close()
+            except Exception:
+                log.exception("closing the WanGP client")
+    if st.pool is not None:
+        st.pool.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,148 @@
+"""Fixtures for the add-on tests: real bpy (Blender as a Python module) against the WanGP emulator.
+
+``bpy.app.timers`` never fire in the bpy module, so tests pump the add-on's timer function themselves.
+``BLENDER_USER_RESOURCES`` points at a temporary folder before bpy is imported, so nothing is written to the
+home folder. The add-on is disabled (unregistered) at the end: classes still registered at exit make
+bpy 4.5 hang and 4.2 crash.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+_USER_RESOURCES = tempfile.mkdtemp(prefix="md-blender-user-")
+os.environ["BLENDER_USER_RESOURCES"] = _USER_RESOURCES
+
+bpy = pytest.importorskip("bpy", reason="bpy (Blender as a Python module) is not installed: pip install bpy==5.0.1")
+
+import addon_utils  # noqa: E402  (Blender's module: importable once bpy is)
+
+ADDON = "blender_movie_director"
+
+
+@pytest.fixture(scope="session")
+def addon() -> Iterator[Any]:
+    """The add-on, enabled as Blender enables it; disabled (unregistered) at the end of the session."""
+    module = addon_utils.enable(ADDON, default_set=True, handle_error=_raise)
+    assert module is not None
+    yield module
+    addon_utils.disable(ADDON, default_set=True, handle_error=_raise)
+    shutil.rmtree(_USER_RESOURCES, ignore_errors=True)
+
+
+def _raise(exc: BaseException) -> None:
+    raise exc
+
+
+def prefs() -> Any:
+    return bpy.context.preferences.addons[ADDON].preferences
+
+
+@pytest.fixture
+def blend(addon: Any, emulator_v12: Any, tmp_path: Path) -> SimpleNamespace:
+    """A new empty file whose scene runs at 16 fps (Wan's), the add-on pointed at the emulator."""
+    bpy.ops.wm.read_homefile(use_empty=True)
+    scene = bpy.context.scene
+    scene.render.fps, scene.render.fps_base = 16, 1.0
+    scene.render.resolution_x, scene.render.resolution_y, scene.render.resolution_percentage = 320, 192, 100
+    p = prefs()
+    p.servers.clear()
+    server = p.servers.add()
+    server.url = emulator_v12.url.rstrip("/")
+    p.server_index = 0
+    out = tmp_path / "shots"
+    p.output_folder = str(out)
+    p.timeout_connect, p.timeout_call, p.timeout_job_minutes = 5.0, 30.0, 2.0
+    shot = scene.movie_director
+    shot.prompt = "a red fox running through snow"
+    shot.model = "t2v_1.3B"
+    shot.resolution = "832x480"
+    shot.seconds = 1.0  # 17 frames at 16 fps (4n+1)
+    shot.steps = 2
+    shot.channel = 2
+    return SimpleNamespace(scene=scene, shot=shot, out=out, server=emulator_v12, url=server.url, tmp=tmp_path)
+
+
+def pump_until(condition: Callable[[], bool], timeout: float = 30.0) -> None:
+    """Run the add-on's timer function until ``condition()`` holds (fails the test after ``timeout`` s)."""
+    from blender_movie_director.ui import pump
+
+    if not pump.pump(timeout, until=condition):
+        jobs = [(j.kind, j.status, j.phase, j.error) for s in bpy.data.scenes for j in s.movie_director.jobs]
+        raise AssertionError(f"timed out after {timeout} s; jobs: {jobs}")
+
+
+def connect(blend: SimpleNamespace) -> None:
+    """Press Connect and wait for the server's status, catalog and the current model's rules."""
+    from blender_movie_director.ui import pump
+
+    assert bpy.ops.movie_director.check_server() == {"FINISHED"}
+    st = pump.state()
+    pump_until(lambda: (blend.url, blend.shot.model) in st.rules)
+
+
+def finished(scene: Any, index: int = -1) -> Callable[[], bool]:
+    return lambda: scene.movie_director.jobs[index].status in ("completed", "failed", "cancelled", "lost")
+
+
+def wait_done(scene: Any, index: int = -1, timeout: float = 60.0) -> Any:
+    pump_until(finished(scene, index), timeout)
+    return scene.movie_director.jobs[index]
+
+
+def select(scene: Any, strip: Any) -> None:
+    from blender_movie_director.ui import vse
+
+    vse.select_only(scene, strip)
+
+
+def video_frames(path: str | Path) -> tuple[int, float, Any, Any]:
+    """(frame count, fps, first frame, last frame) of a video file (RGB arrays)."""
+    import av
+
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
+        return len(frames), float(stream.average_rate), frames[0], frames[-1]
+
+
+def write_clip(path: Path, colours: list[tuple[int, int, int]], fps: int = 16, size: tuple[int, int] = (320, 192)
+               ) -> Path:
+    """An H.264 MP4 with one frame per colour."""
+    import av
+    import numpy as np
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height = size
+        stream.pix_fmt = "yuv420p"
+        for colour in colours:
+            image = np.zeros((size[1], size[0], 3), np.uint8)
+            image[:] = colour
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def close_to(pixel_mean: Any, colour: tuple[int, int, int], tolerance: float = 30) -> bool:
+    return all(abs(float(a) - b) < tolerance for a, b in zip(pixel_mean, colour, strict=True))
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return condition()

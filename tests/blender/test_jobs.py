@@ -1,0 +1,170 @@
+"""The queue: cancel, failures, and nothing lost across a save, a reload and a re-enable."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+from blender_movie_director.ui import convert, persistence, pump, vse
+
+from .conftest import ADDON, addon_utils, bpy, pump_until, wait_done
+
+
+def _events(server, kind, since=0):
+    return [e for e in server.events()[since:] if e["event"] == kind]
+
+
+def test_cancel_stops_the_job_on_the_server(blend):
+    before = len(blend.server.events())
+    blend.shot.prompt = "a long shot [[slow]]"
+    blend.shot.steps = 40  # 20 s at the emulator's slow pace: it must be stopped, not finish
+    bpy.ops.movie_director.generate()
+    item = blend.scene.movie_director.jobs[-1]
+    pump_until(lambda: item.status == "running" and item.step >= 1, timeout=30)
+    assert 0 < item.fraction < 1 and item.total == 40 and item.phase
+    assert "1/40" in convert.progress_text(item) or f"{item.step}/40" in convert.progress_text(item)
+
+    assert bpy.ops.movie_director.cancel_job(key=item.key) == {"FINISHED"}
+    assert item.status == "cancelling"
+    item = wait_done(blend.scene, timeout=30)
+    assert item.status == "cancelled" and not item.placed and item.error == ""
+    aborted = _events(blend.server, "aborted", before)
+    assert aborted, "WanGP's abort was not called"
+    session, aborted_at = aborted[-1]["session"], aborted[-1]["t"]
+    time.sleep(1.0)  # two slow steps: nothing more may run in that session
+    trace = "; ".join(f'{e["t"] - aborted_at:+.2f} {e["event"]}' for e in blend.server.events()[before:]
+                      if e.get("session") == session)
+    # The step under way when the abort arrives may finish (WanGP stops between steps), nothing after it.
+    late = [e for e in _events(blend.server, "step", before) if e["session"] == session and e["t"] > aborted_at + 0.6]
+    assert late == [], trace
+    assert not _events(blend.server, "completed", before)
+    assert vse.all_strips(blend.scene) == []
+
+
+def test_a_failing_job_shows_the_servers_error_and_what_to_do(blend):
+    blend.shot.prompt = "this one fails [[fail]]"
+    bpy.ops.movie_director.generate()
+    item = wait_done(blend.scene)
+    assert item.status == "failed" and not item.placed
+    assert "Generation failed: the prompt contains the [[fail]] marker" in item.error
+    assert item.error.startswith("WanGP failed to generate the shot")
+    # Retry submits the same request again, as a new job.
+    assert bpy.ops.movie_director.retry_job(key=item.key) == {"FINISHED"}
+    assert len(blend.scene.movie_director.jobs) == 2
+    assert convert.loads(blend.scene.movie_director.jobs[-1].request)["prompt"] == "this one fails [[fail]]"
+    wait_done(blend.scene)
+    bpy.ops.movie_director.clear_finished()
+    assert len(blend.scene.movie_director.jobs) == 0
+
+
+def test_disable_and_enable_with_a_job_running_keeps_following_it(blend):
+    before = len(blend.server.events())
+    blend.shot.prompt = "survives a disable [[slow]]"
+    blend.shot.steps = 4
+    blend.scene.frame_current = 40
+    bpy.ops.movie_director.generate()
+    item = blend.scene.movie_director.jobs[-1]
+    pump_until(lambda: item.status == "running", 30)
+    key = item.key
+    addon_utils.disable(ADDON, default_set=True)  # parks the job: not cancelled
+    addon_utils.enable(ADDON, default_set=True)
+    scene = bpy.context.scene
+    assert key not in pump.state().jobs
+    item = wait_done(scene, timeout=60)  # the first tick reconciles: the parked job is adopted again
+    assert item.key == key and item.status == "completed", item.error
+    strip = vse.find_strip(scene, item.strip_name)
+    assert strip is not None and (strip.frame_final_start, strip.channel) == (40, 2)
+    assert len(_events(blend.server, "queued", before)) == 1 and not _events(blend.server, "aborted", before)
+
+
+_CLOSED_BLENDER = """
+import json, os, sys, time
+import bpy, addon_utils
+addon_utils.enable("blender_movie_director", default_set=True)
+from blender_movie_director.ui import convert, pump
+p = bpy.context.preferences.addons["blender_movie_director"].preferences
+p.servers.add().url = {url!r}
+p.output_folder = {out!r}
+scene = bpy.context.scene
+scene.render.fps = 16
+shot = scene.movie_director
+shot.prompt, shot.steps, shot.seconds, shot.channel = "survives a restart [[slow]]", 6, 1.0, 2
+scene.frame_current = 40
+bpy.ops.movie_director.generate()
+item = shot.jobs[-1]
+ok = pump.pump(30, until=lambda: item.status == "running" and (convert.loads(item.record) or {{}}).get("task_queued"))
+bpy.ops.wm.save_as_mainfile(filepath={path!r})
+print(json.dumps({{"ok": ok, "key": item.key, "status": item.status}}), flush=True)
+os._exit(0)  # Blender is gone (closed or crashed) while the job runs on the server
+"""
+
+
+def test_save_with_a_job_running_close_blender_reopen_and_reconcile(blend, tmp_path):
+    before = len(blend.server.events())
+    path = tmp_path / "film.blend"
+    script = _CLOSED_BLENDER.format(url=blend.url, out=str(blend.out), path=str(path))
+    env = {**os.environ, "BLENDER_USER_RESOURCES": str(tmp_path / "user")}
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
+    assert run.returncode == 0, run.stderr[-3000:]
+    saved = json.loads(run.stdout.strip().splitlines()[-1])
+    assert saved["ok"] and saved["status"] == "running", run.stderr[-3000:]
+
+    bpy.ops.wm.open_mainfile(filepath=str(path))  # load_post: reconcile, with the record saved in the file
+    scene = bpy.context.scene
+    item = scene.movie_director.jobs[-1]
+    assert item.key == saved["key"]
+    item = wait_done(scene, timeout=60)
+    assert item.status == "completed", item.error
+    strip = vse.find_strip(scene, item.strip_name)
+    assert strip is not None and (strip.frame_final_start, strip.channel) == (40, 2)
+    assert vse.get_shot_metadata(strip)["settings"]["prompt"] == "survives a restart [[slow]]"
+    assert len(_events(blend.server, "queued", before)) == 1  # picked up again, never submitted twice
+
+
+def test_reconcile_marks_lost_jobs_with_the_reason(blend):
+    scene = blend.scene
+    never_sent = scene.movie_director.jobs.add()
+    never_sent.key, never_sent.status, never_sent.prompt = "k-never-sent", "submitting", "never sent"
+    gone = scene.movie_director.jobs.add()
+    gone.key, gone.status, gone.prompt, gone.server = "k-gone", "running", "gone", blend.url
+    gone.output_dir = str(blend.out)
+    gone.record = convert.dumps({
+        "job_id": "deadbeef0000", "client_id": "bmd-deadbeef0000", "session_hash": "no-such-session",
+        "server": blend.url, "settings": {"prompt": "gone", "model": "t2v_1.3B"},
+        "sent_settings": {"prompt": "gone", "model": "t2v_1.3B", "video_length": 17, "seed": 1},
+        "submitted_at": time.time() - 60, "status": "running", "task_queued": True,
+    })
+    path = blend.tmp / "lost.blend"
+    bpy.ops.wm.save_as_mainfile(filepath=str(path))
+    bpy.ops.wm.open_mainfile(filepath=str(path))  # load_post: reconcile
+    scene = bpy.context.scene
+    pump_until(lambda: all(j.status == "lost" for j in scene.movie_director.jobs), timeout=30)
+    never_sent, gone = scene.movie_director.jobs
+    assert never_sent.error.startswith("lost: Blender was closed before the server accepted this job")
+    assert gone.error.startswith("lost:") and "no longer has" in gone.error
+
+
+def test_an_undo_does_not_lose_a_finished_shot(blend):
+    bpy.ops.movie_director.generate()
+    item = blend.scene.movie_director.jobs[-1]
+    pump_until(lambda: item.status == "running")
+    bpy.ops.ed.undo_push(message="job running")  # the state an undo will bring back
+    item = wait_done(blend.scene)
+    assert item.status == "completed" and vse.find_strip(blend.scene, item.strip_name) is not None
+    blend.scene.frame_current = 99
+    bpy.ops.ed.undo_push(message="an edit")
+    assert persistence._load_post in bpy.app.handlers.undo_post and persistence._load_post in bpy.app.handlers.redo_post
+    persistence.unregister()  # to see the state the undo brings back, before reconcile
+    bpy.ops.ed.undo()  # back to "job running": the strip is gone from that state
+    persistence.register()
+    scene = bpy.context.scene
+    assert scene.movie_director.jobs[-1].status == "running" and not vse.all_strips(scene)
+    persistence._load_post()  # what the undo_post handler does
+    scene = bpy.context.scene
+    pump_until(lambda: scene.movie_director.jobs[-1].status == "completed")
+    item = scene.movie_director.jobs[-1]
+    assert vse.find_strip(scene, item.strip_name) is not None
+    assert sum(1 for s in vse.all_strips(scene) if s.type == "MOVIE") == 1
