@@ -631,6 +631,12 @@ def cmd_discover(args: argparse.Namespace, out: _Output) -> int:
     return EXIT_OK
 
 
+def cmd_batch(args: argparse.Namespace, out: _Output) -> int:
+    from .backend.batch import run_batch_cli
+
+    return run_batch_cli(args, out)
+
+
 def cmd_endpoints(args: argparse.Namespace, out: _Output) -> int:
     url = _resolve_server(args, out)
     with _client(url) as client:
@@ -743,6 +749,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     endpoints = command("endpoints", cmd_endpoints, "the server's named API endpoints and their parameters")
     endpoints.add_argument("--grep", metavar="TEXT", help="only names containing TEXT")
+
+    from .backend.batch import add_batch_arguments
+
+    batch = command("batch", cmd_batch, "run many shots over one or more servers; resumable (journal on disk)")
+    add_batch_arguments(batch)
     return parser
 
 

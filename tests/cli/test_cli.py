@@ -248,3 +248,18 @@ def test_global_options_before_the_command_and_watch_text(emulator_v6, capsys) -
     code, out, err = _run(capsys, "status", "--watch", "--count", "1", "--period", "0.2", "--server", emulator_v6.url)
     assert code == 0 and out.split()[1] == "up" and emulator_v6.version in out
     assert "watching" in err
+
+
+def test_batch_runs_every_shot_and_resume_does_nothing_twice(emulator_v12, tmp_path, capsys) -> None:
+    shots = tmp_path / "shots.json"
+    shots.write_text(json.dumps([{"prompt": f"batch shot {i}", "frames": 5, "steps": 1, "seed": i} for i in range(3)]))
+    out = tmp_path / "out"
+    code, doc = _json(capsys, "batch", str(shots), "--servers", emulator_v12.url, "-o", str(out))
+    assert code == 0, doc
+    assert len(list(out.glob("*.mp4"))) == 3
+    queued = [e for e in emulator_v12.events() if e["event"] == "queued" and "batch shot" in e["detail"]]
+    assert len(queued) == 3
+    code, doc = _json(capsys, "batch", str(shots), "--resume", "--servers", emulator_v12.url, "-o", str(out))
+    assert code == 0, doc
+    again = [e for e in emulator_v12.events() if e["event"] == "queued" and "batch shot" in e["detail"]]
+    assert len(again) == 3 and len(list(out.glob("*.mp4"))) == 3

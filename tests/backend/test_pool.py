@@ -1,0 +1,180 @@
+"""The server pool, against real emulators on loopback: dispatch, a server stopped mid-run, and its return."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+
+import pytest
+
+from blender_movie_director.backend.health import HealthReport
+from blender_movie_director.backend.pool import ServerPool, _Server
+from blender_movie_director.backend.wan2gp import GenerationSettings, Timeouts, Wan2GPConnectionError
+from wan2gp_emulator import EmulatorServer
+
+FAST = Timeouts(connect=5, call=30, job=120, stall=60, download=30, resume_wait=30)
+
+
+def _pool(urls, tmp_path, **options) -> ServerPool:
+    options.setdefault("health_period", 0.5)
+    options.setdefault("lost_after", 2.0)
+    return ServerPool(urls, output_dir=tmp_path / "out", cache_dir=tmp_path / "cache", timeouts=FAST, **options)
+
+
+def _wait(predicate, timeout=30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert predicate()
+
+
+def _started(server: EmulatorServer) -> Counter:
+    return Counter(e["client_id"] for e in server.events() if e["event"] == "started")
+
+
+# --- the dispatch rule, on the pool's own state (no server contacted) -----------------------------------------
+
+
+def _policy_pool(tmp_path, **states: dict) -> ServerPool:
+    pool = ServerPool([f"http://127.0.0.1:{9000 + i}" for i in range(len(states))], cache_dir=tmp_path,
+                      api_cache=False, result_cache=False)
+    from blender_movie_director.backend.pool import PoolJob
+
+    for server, state in zip(pool._servers.values(), states.values(), strict=True):
+        server.state = "up"
+        server.model = state.get("model")
+        for _ in range(state.get("running", 0)):
+            running = PoolJob(pool, GenerationSettings(prompt="running", model=state.get("model") or "t2v_1.3B"))
+            server.running[running.id] = running
+    return pool
+
+
+def _place(pool: ServerPool, model: str = "t2v_1.3B") -> int:
+    from blender_movie_director.backend.pool import PoolJob
+
+    job = PoolJob(pool, GenerationSettings(prompt="a fox", model=model))
+    pool._assign(job)
+    return next(i for i, s in enumerate(pool._servers.values()) if job in s.queue)
+
+
+def test_dispatch_prefers_idle_then_loaded_model_then_shortest_queue(tmp_path):
+    # idle beats busy, even when the busy one has the model loaded
+    pool = _policy_pool(tmp_path, a={"running": 1, "model": "t2v_1.3B"}, b={"model": "t2v"})
+    assert _place(pool) == 1
+    # two idle servers: the one with the model loaded wins
+    pool = _policy_pool(tmp_path, a={"model": "t2v"}, b={"model": "t2v_1.3B"})
+    assert _place(pool) == 1
+    # all busy: the shortest queue; among equal queues, the loaded model
+    pool = _policy_pool(tmp_path, a={"running": 1, "model": "t2v_1.3B"}, b={"running": 1, "model": "t2v"})
+    assert _place(pool) == 0
+    assert _place(pool) == 1  # a's queue is longer now
+    pool = _policy_pool(tmp_path, a={"running": 1}, b={"running": 1}, c={"model": None})
+    assert _place(pool) == 2
+
+
+def test_waiting_jobs_go_to_any_free_server_and_pinned_ones_wait_for_theirs(tmp_path):
+    from blender_movie_director.backend.pool import PoolJob
+
+    pool = _policy_pool(tmp_path, a={"running": 1}, b={"running": 1})
+    a, b = pool._servers.values()
+    jobs = [PoolJob(pool, GenerationSettings(prompt=f"shot {i}")) for i in range(3)]
+    for job in jobs:
+        pool._assign(job)
+    pinned = PoolJob(pool, GenerationSettings(prompt="resumed"), pinned=a.url, resume={"x": 1})
+    pool._assign(pinned)
+    b.running.clear()  # b is free: it takes a's queued work too, oldest first, never a job pinned to a
+    order = [pool._next_for(b) for _ in range(4)]
+    assert pinned not in order and set(order[:3]) == set(jobs) and order[3] is None
+
+
+# --- real servers -----------------------------------------------------------------------------------------------
+
+
+def test_pool_spreads_jobs_and_shows_its_view(make_emulator, tmp_path):
+    servers = [make_emulator("v12"), make_emulator("v12")]
+    with _pool([s.url for s in servers], tmp_path) as pool:
+        assert pool.wait_for_servers(2, timeout=10)
+        jobs = [pool.submit(prompt=f"spread {i}", frames=5, steps=4) for i in range(4)]
+        _wait(lambda: sum(len(v.running) for v in pool.view().servers) == 2, timeout=10)
+        view = pool.view()
+        assert {s.state for s in view.servers} == {"busy"}
+        assert sum(len(s.queued) for s in view.servers) + sum(len(s.running) for s in view.servers) + len(
+            view.waiting) == sum(not j.done() for j in jobs)
+        results = [j.result(timeout=60) for j in jobs]
+        assert all(r.video_path.exists() for r in results)
+        assert {j.server for j in jobs} == {s.url for s in servers}
+        view = pool.view()
+        assert [s.completed for s in view.servers] == [2, 2]
+        assert all(s.state == "idle" and s.model == "t2v_1.3B" and s.wangp_version == "12.60" for s in view.servers)
+        assert "idle" in str(view)
+
+
+def test_server_stopped_mid_run_its_queue_moves_and_it_rejoins(make_emulator, tmp_path):
+    a, b = make_emulator("v12"), make_emulator("v12")
+    with _pool([a.url, b.url], tmp_path) as pool:
+        assert pool.wait_for_servers(2, timeout=10)
+        lost = pool.submit(prompt="lost on a [[slow]]", frames=5, steps=20)  # 10 s on a, unless stopped
+        _wait(lambda: lost.server is not None)
+        victim = a if lost.server == a.url else b
+        survivor = b if victim is a else a
+        _wait(lambda: any(e["event"] == "step" for e in victim.events()))
+        others = [pool.submit(prompt=f"after {i}", frames=5, steps=4) for i in range(4)]
+        _wait(lambda: any(pool._servers[victim.url].queue), timeout=10)  # some wait in the victim's queue
+        port, victim_url = victim.port, victim.url
+        victim.stop()
+        with pytest.raises(Wan2GPConnectionError) as info:
+            lost.result(timeout=30)
+        assert "lost" in str(info.value) and victim_url in str(info.value) and info.value.server == victim_url
+        assert all(j.result(timeout=60).video_path.exists() for j in others)  # moved to the survivor
+        assert {j.server for j in others} == {survivor.url}
+        _wait(lambda: next(s for s in pool.view().servers if s.url == victim_url).state == "down", timeout=5)
+
+        back = EmulatorServer("v12", port=port, output_dir=tmp_path / "back", step_seconds=0.05)
+        back.start()
+        try:
+            _wait(lambda: next(s for s in pool.view().servers if s.url == victim_url).state == "idle", timeout=10)
+            jobs = [pool.submit(prompt=f"rejoined {i}", frames=5, steps=4) for i in range(2)]
+            assert all(j.result(timeout=60).video_path.exists() for j in jobs)
+            assert {j.server for j in jobs} == {victim_url, survivor.url}  # the returning server took work again
+        finally:
+            back.stop()
+
+
+def test_lost_job_runs_elsewhere_when_retries_were_asked(make_emulator, tmp_path):
+    a, b = make_emulator("v12"), make_emulator("v12")
+    with _pool([a.url, b.url], tmp_path) as pool:
+        assert pool.wait_for_servers(2, timeout=10)
+        job = pool.submit(prompt="retry me [[slow]]", frames=5, steps=4, retries=1)
+        _wait(lambda: job.server is not None)
+        victim = a if job.server == a.url else b
+        survivor_url, victim_url = (b if victim is a else a).url, victim.url
+        _wait(lambda: any(e["event"] == "step" for e in victim.events()))
+        victim.stop()
+        result = job.result(timeout=60)
+        assert result.video_path.exists()
+        assert [h["server"] for h in job.history] == [victim_url, survivor_url]
+        assert job.history[0]["outcome"].startswith("lost")
+
+
+def test_unreachable_servers_fail_waiting_jobs_after_the_wait(tmp_path):
+    with _pool(["http://127.0.0.1:9"], tmp_path, wait_for_server=0.5) as pool:
+        job = pool.submit(prompt="nowhere to go")
+        with pytest.raises(Wan2GPConnectionError, match="no WanGP server"):
+            job.result(timeout=10)
+        assert pool.view().servers[0].state == "down"
+
+
+def test_cancel_a_job_waiting_in_the_pool(tmp_path):
+    with _pool(["http://127.0.0.1:9"], tmp_path) as pool:
+        job = pool.submit(prompt="cancel me")
+        assert job.cancel() and job.status().value == "cancelled"
+        assert not job.cancel()
+
+
+def test_health_report_of_a_non_wangp_marks_the_server_unsupported(tmp_path):
+    pool = _policy_pool(tmp_path, a={})
+    server: _Server = next(iter(pool._servers.values()))
+    report = HealthReport(server.url, True, time.time(), kind="gradio")
+    with pool._lock:
+        pool._mark_up(server, report)
+    assert pool.view().servers[0].state == "unsupported"
