@@ -13,10 +13,86 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 os.environ["DO_NOT_TRACK"] = "1"
 
+import errno  # noqa: E402
+import ipaddress  # noqa: E402
+import socket  # noqa: E402
+import threading  # noqa: E402
 from collections.abc import Iterator  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
+
+
+class NetworkGuard:
+    """No connection leaves this machine during the test suite: ``socket.connect`` to anything but loopback
+    fails (``ENETUNREACH``) and is recorded, and so is a name lookup of any host but this one.
+
+    Installed when this conftest is imported (before gradio and the rest are), checked when the session ends:
+    a connection attempt swallowed by some background thread (telemetry, say) still fails the run.
+    """
+
+    def __init__(self) -> None:
+        self.blocked: list[str] = []
+        self._lock = threading.Lock()
+        self._real = (socket.socket.connect, socket.socket.connect_ex, socket.getaddrinfo)
+
+    def install(self) -> None:
+        real_connect, real_connect_ex, real_getaddrinfo = self._real
+        guard = self
+
+        def connect(sock: socket.socket, address: object) -> None:
+            guard.check(sock, address)
+            return real_connect(sock, address)
+
+        def connect_ex(sock: socket.socket, address: object) -> int:
+            guard.check(sock, address)
+            return real_connect_ex(sock, address)
+
+        def getaddrinfo(host: object, *args: object, **kwargs: object):  # type: ignore[no-untyped-def]
+            guard.check_name(host)
+            return real_getaddrinfo(host, *args, **kwargs)
+
+        socket.socket.connect = connect  # type: ignore[method-assign]
+        socket.socket.connect_ex = connect_ex  # type: ignore[method-assign]
+        socket.getaddrinfo = getaddrinfo
+
+    def uninstall(self) -> None:
+        socket.socket.connect, socket.socket.connect_ex, socket.getaddrinfo = self._real  # type: ignore[method-assign]
+
+    def _refuse(self, what: str) -> None:
+        with self._lock:
+            self.blocked.append(what)
+        raise OSError(errno.ENETUNREACH, f"the test suite may not reach beyond this machine: {what}")
+
+    def check(self, sock: socket.socket, address: object) -> None:
+        if sock.family not in (socket.AF_INET, socket.AF_INET6) or not isinstance(address, tuple):
+            return  # AF_UNIX and the like
+        host = str(address[0]).split("%", 1)[0]
+        if host == "localhost":
+            return
+        try:
+            ip = ipaddress.ip_address(host)
+        except ValueError:
+            self._refuse(f"connect to {address!r} (a name)")
+            return
+        mapped = getattr(ip, "ipv4_mapped", None)
+        if not (ip.is_loopback or ip.is_unspecified or (mapped is not None and mapped.is_loopback)):
+            self._refuse(f"connect to {address!r}")
+
+    def check_name(self, host: object) -> None:
+        if host is None:
+            return
+        name = host.decode() if isinstance(host, bytes) else str(host)
+        if name in ("", "localhost", socket.gethostname()) or name.endswith(".localhost"):
+            return
+        try:
+            ipaddress.ip_address(name.split("%", 1)[0])
+        except ValueError:
+            self._refuse(f"look up {name!r}")
+
+
+NETWORK_GUARD = NetworkGuard()
+NETWORK_GUARD.install()
 
 from wan2gp_emulator import EmulatorServer  # noqa: E402
 
@@ -24,6 +100,19 @@ FLAVOURS = ("v12", "v6")
 
 # A short step keeps generations fast while leaving time to observe progress and to cancel.
 TEST_STEP_SECONDS = 0.05
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_network_beyond_loopback() -> Iterator[NetworkGuard]:
+    """Fails the session if anything tried to reach beyond loopback (tests that do it on purpose clear it)."""
+    yield NETWORK_GUARD
+    assert not NETWORK_GUARD.blocked, f"non-loopback network access during the tests: {NETWORK_GUARD.blocked}"
+
+
+@pytest.fixture
+def network_guard() -> NetworkGuard:
+    """The guard, for tests that check it (or that reach out on purpose and then clear what they caused)."""
+    return NETWORK_GUARD
 
 
 @pytest.fixture(autouse=True)

@@ -254,12 +254,13 @@ def test_batch_runs_every_shot_and_resume_does_nothing_twice(emulator_v12, tmp_p
     shots = tmp_path / "shots.json"
     shots.write_text(json.dumps([{"prompt": f"batch shot {i}", "frames": 5, "steps": 1, "seed": i} for i in range(3)]))
     out = tmp_path / "out"
-    code, doc = _json(capsys, "batch", str(shots), "--servers", emulator_v12.url, "-o", str(out))
+    cache = ["--cache-dir", str(tmp_path / "cache")]  # not the user-wide result cache
+    code, doc = _json(capsys, "batch", str(shots), "--servers", emulator_v12.url, "-o", str(out), *cache)
     assert code == 0, doc
     assert len(list(out.glob("*.mp4"))) == 3
     queued = [e for e in emulator_v12.events() if e["event"] == "queued" and "batch shot" in e["detail"]]
     assert len(queued) == 3
-    code, doc = _json(capsys, "batch", str(shots), "--resume", "--servers", emulator_v12.url, "-o", str(out))
+    code, doc = _json(capsys, "batch", str(shots), "--resume", "--servers", emulator_v12.url, "-o", str(out), *cache)
     assert code == 0, doc
     again = [e for e in emulator_v12.events() if e["event"] == "queued" and "batch shot" in e["detail"]]
     assert len(again) == 3 and len(list(out.glob("*.mp4"))) == 3

@@ -21,6 +21,7 @@ from .enums import JobStatus, ModelCategory, Wan2GPModel
 from .errors import (
     JobCancelledError,
     JobFailedError,
+    ServerRestartedError,
     UnsupportedServerError,
     Wan2GPConnectionError,
     Wan2GPError,
@@ -52,6 +53,7 @@ __all__ = [
     "QueueItem",
     "Resolution",
     "Retries",
+    "ServerRestartedError",
     "ServerStatus",
     "Timeouts",
     "UnsupportedServerError",

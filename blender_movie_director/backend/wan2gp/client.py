@@ -21,20 +21,22 @@ import time
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from .config import ClientSettings, Retries, Timeouts
+from .config import ClientSettings, Retries, Timeouts, security_warnings
 from .endpoints import ServerApi
 from .enums import HIGH_QUALITY_MODEL, QUICK_MODEL, ModelCategory, catalog, categories_of
 from .errors import (
     JobFailedError,
+    ServerRestartedError,
     Wan2GPConnectionError,
     Wan2GPError,
     Wan2GPServerError,
     Wan2GPValidationError,
     did_you_mean,
+    is_generic_app_error,
     redact,
     translate,
 )
@@ -45,9 +47,14 @@ from .jobs import Wan2GPJob
 from .schemas import GenerationResult, GenerationSettings, ModelInfo, QueueItem, ServerStatus
 from .session import GradioSession
 
+if TYPE_CHECKING:
+    from .cache import ApiCache
+
 log = logging.getLogger(__name__)
 
 KEEP_FINISHED_JOBS = 50  # finished jobs still listed by jobs(); older ones are forgotten (no growth per job)
+# WanGP's queue.zip of one session's tasks is a few KB (a task's settings); 16 MB is no such queue.
+MAX_QUEUE_ZIP_BYTES = 16 * 1024 * 1024
 
 
 class Wan2GPClient:
@@ -82,9 +89,23 @@ class Wan2GPClient:
         if auth is not None:
             given["username"], given["password"] = auth
         if settings is None:
-            settings = ClientSettings(**{k: v for k, v in given.items() if v is not None})
+            from pydantic import ValidationError
+
+            try:
+                settings = ClientSettings(**{k: v for k, v in given.items() if v is not None})
+            except ValidationError as exc:
+                first = exc.errors()[0]
+                field = ".".join(str(p) for p in first.get("loc", ())) or None
+                message = str(first.get("msg", "invalid")).removeprefix("Value error, ")
+                raise Wan2GPValidationError(redact(f"{field}: {message}" if field else message),
+                                            field=field) from None
         self.settings = settings
         self.server_address = redact(settings.url.rstrip("/"))
+        # Shown by the CLI and Blender, and logged once on connect: a non-loopback http:// server, auth in clear.
+        self.security_warnings: list[str] = security_warnings(
+            settings.url, has_auth=bool(settings.username and settings.password))
+        self._secrets = [settings.password.get_secret_value()] if settings.password else []
+        self._app_id: str | None = None  # the server process (Gradio app id) seen on connect
         self._lock = threading.RLock()  # guards the connection and the admin session
         self._root: GradioSession | None = None
         self._api: ServerApi | None = None
@@ -93,6 +114,8 @@ class Wan2GPClient:
         self._pool: ThreadPoolExecutor | None = None
         self._http: httpx.Client | None = None
         self.poll_interval = 0.5  # seconds between gallery polls while re-attached to an interrupted run
+        # An ApiCache (cache.py), set before connect(): a reconnect then skips what the server already told.
+        self.api_cache: ApiCache | None = None
 
     # --- connection -----------------------------------------------------------------------------------
 
@@ -105,13 +128,17 @@ class Wan2GPClient:
         with self._lock:
             if self._api is not None:
                 return True
+            for warning in self.security_warnings:
+                log.warning("WanGP at %s: %s", self.server_address, warning)
             root = self._open_with_retries()
             try:
-                api = ServerApi(root.config, root._info, self.server_address)
+                api = (self.api_cache.server_api(root, self.server_address) if self.api_cache is not None
+                       else ServerApi(root.config, root._info, self.server_address))
             except Wan2GPError:
                 root.close()
                 raise
             self._root, self._api = root, api
+            self._app_id = str(root.config.get("app_id")) if root.config.get("app_id") is not None else None
             self._pool = ThreadPoolExecutor(self.settings.max_jobs, thread_name_prefix="wan2gp-job")
             auth = None
             if self.settings.username and self.settings.password:
@@ -133,14 +160,18 @@ class Wan2GPClient:
         delay = retries.backoff
         for attempt in range(1, retries.attempts + 1):
             try:
-                return GradioSession.open(
+                opener = self.api_cache.session_class if self.api_cache is not None else GradioSession
+                return opener.open(
                     self.settings.url, auth=auth, connect_timeout=timeouts.connect, call_timeout=timeouts.call,
                     describe_timeout=timeouts.describe, max_workers=16 + 8 * self.settings.max_jobs,
                 )
             except Exception as exc:  # noqa: BLE001 - translated below
                 error = translate(exc, server=self.server_address, what="connecting")
-                if not isinstance(error, Wan2GPConnectionError) or attempt == retries.attempts:
-                    raise error from exc
+                error.message = redact(error.message, self._secrets)
+                error.args = (error.message,)
+                refused_login = type(exc).__name__ == "AuthenticationError" or "user name or password" in error.message
+                if not isinstance(error, Wan2GPConnectionError) or refused_login or attempt == retries.attempts:
+                    raise error from None
                 sleep = min(delay, retries.max_backoff) * (0.5 + random.random())
                 log.info("connect attempt %d to %s failed (%s); retrying in %.1f s", attempt,
                          self.server_address, error, sleep)
@@ -235,6 +266,7 @@ class Wan2GPClient:
             api = self._require_api()
             assert self._root is not None
             call = self.settings.timeouts.call
+            again = self.settings.retries.attempts  # model switch and form read are idempotent
             chain = api.chain
             offered = api.model_dropdown_choices()
             if len(chain.model_switch) == 2:
@@ -243,19 +275,22 @@ class Wan2GPClient:
                     field="model", hint="client.list_models() lists the models")
                 try:  # WanGP 12 crashes (a generic error) on a model type it does not know
                     families = self._root.call(chain.model_switch[0], [model], timeout=call,
-                                               what="finding the model")
+                                               what="finding the model", attempts=again)
                 except Wan2GPServerError as exc:
+                    if not is_generic_app_error(exc.message):
+                        raise  # not the crash on an unknown model: a real problem, say it as it is
                     raise unknown from exc
                 if model not in _choices(families.value, 2):
                     raise unknown
-                self._root.call(chain.model_switch[1], [model], timeout=call, what="switching model")
+                self._root.call(chain.model_switch[1], [model], timeout=call, what="switching model", attempts=again)
             else:
                 if offered and model not in offered:
                     raise Wan2GPValidationError(
                         f"WanGP {api.wangp_version} has no model {model!r}{did_you_mean(model, offered)}",
                         field="model")
-                self._root.call(chain.model_switch[0], [model], timeout=call, what="switching model")
-            outputs = self._root.call(chain.fill, [], timeout=call, what="reading the model's form").value
+                self._root.call(chain.model_switch[0], [model], timeout=call, what="switching model", attempts=again)
+            outputs = self._root.call(chain.fill, [], timeout=call, what="reading the model's form",
+                                      attempts=again).value
             form = ModelForm.from_fill(api, model, outputs if isinstance(outputs, tuple) else (outputs,))
             self._forms[model] = form
             return form
@@ -372,6 +407,7 @@ class Wan2GPClient:
             job._sent = GenerationSettings(**sent)
             job._task_queued = True
             job._processing_started = bool(record.get("processing_started"))
+            job._app_id = str(record["app_id"]) if record.get("app_id") else None
         elif record.get("status") not in (None, "queued"):
             job._finish(error=JobFailedError(
                 f"lost: job {job.id} was interrupted before WanGP queued it", job_id=job.id,
@@ -406,11 +442,21 @@ class Wan2GPClient:
             return None
         assert self._http is not None
         try:
-            response = self._http.get(self.settings.url.rstrip("/") + link["url"], timeout=self.settings.timeouts.call)
-            response.raise_for_status()
-            with zipfile.ZipFile(io.BytesIO(response.content)) as archive:
+            body = bytearray()
+            with self._http.stream("GET", self.settings.url.rstrip("/") + link["url"],
+                                   timeout=self.settings.timeouts.call, follow_redirects=False) as response:
+                response.raise_for_status()
+                for chunk in response.iter_bytes():
+                    body += chunk
+                    if len(body) > MAX_QUEUE_ZIP_BYTES:
+                        return None  # not a queue of one session's tasks
+            with zipfile.ZipFile(io.BytesIO(bytes(body))) as archive:
+                if archive.getinfo("queue.json").file_size > MAX_QUEUE_ZIP_BYTES:
+                    return None  # a zip bomb is not a queue
                 tasks = json.loads(archive.read("queue.json"))
         except (httpx.HTTPError, zipfile.BadZipFile, KeyError, ValueError):
+            return None
+        if not isinstance(tasks, list):
             return None
         return [t.get("params", {}) for t in tasks if isinstance(t, dict)]
 
@@ -479,7 +525,31 @@ class Wan2GPClient:
 
     # --- files --------------------------------------------------------------------------------------------
 
-    def _download(self, remote: RemoteFile, dest: Path) -> Path:
+    def _server_instance(self) -> str:
+        """The server process's Gradio app id (a new one after every restart): a request of a few bytes.
+
+        Raises :class:`ServerRestartedError` when nothing listens any more (connection refused),
+        :class:`Wan2GPTimeoutError` / :class:`Wan2GPConnectionError` when the server can't be reached.
+        """
+        api = self._require_api()
+        assert self._http is not None
+        prefix = str(api.config.get("api_prefix") or "/gradio_api").strip("/")
+        url = f"{self.settings.url.rstrip('/')}/{prefix + '/' if prefix else ''}app_id"
+        timeout = self.settings.timeouts.connect
+        try:
+            response = self._http.get(url, timeout=httpx.Timeout(timeout), follow_redirects=False)
+            response.raise_for_status()
+            return str(response.json()["app_id"])
+        except httpx.ConnectError as exc:
+            if _refused(exc):
+                raise ServerRestartedError(
+                    f"the WanGP server at {self.server_address} stopped (nothing listens there any more)",
+                    server=self.server_address) from None
+            raise translate(exc, server=self.server_address, what="reaching the server") from None
+        except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+            raise translate(exc, server=self.server_address, what="reaching the server") from None
+
+    def _download(self, remote: RemoteFile, dest: Path, check: Any = None) -> Path:
         """Download with bounded retries (a download is idempotent)."""
         retries = self.settings.retries
         assert self._http is not None
@@ -487,7 +557,8 @@ class Wan2GPClient:
         for attempt in range(1, retries.attempts + 1):
             try:
                 return download(remote, dest, client=self._http, max_bytes=self.settings.max_download_bytes,
-                                timeout=self.settings.timeouts.download)
+                                timeout=self.settings.timeouts.download, read_timeout=self.settings.timeouts.call,
+                                check=check)
             except Wan2GPConnectionError:
                 if attempt == retries.attempts:
                     raise
@@ -516,14 +587,26 @@ def _as_settings(settings: GenerationSettings | dict[str, Any] | None, kwargs: d
         return GenerationSettings(**data)
     except ValidationError as exc:
         first = exc.errors()[0]
-        field = ".".join(str(p) for p in first.get("loc", ()))
+        field = str(first["loc"][0]) if first.get("loc") else ""  # the setting as the caller named it
         message = str(first.get("msg", "invalid")).removeprefix("Value error, ")
         where = f"{field}: " if field and not message.startswith(field) else ""
         if first.get("type") == "extra_forbidden":
-            names = [n for n in GenerationSettings.model_fields]
+            names = list(GenerationSettings.model_fields) + _ALIASES
             message = f"unknown setting{did_you_mean(field, names)}; put WanGP-only settings in extra={{...}}"
         raise Wan2GPValidationError(f"{where}{message}", field=field or None) from None
 
+
+def _refused(exc: BaseException) -> bool:
+    """True when a connect failed because nothing listens (the server process is gone)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ConnectionRefusedError) or "refused" in str(seen).lower():
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+_ALIASES = ["frames", "steps", "guidance", "negative", "loras", "model_type"]
 
 _shared: dict[str, Wan2GPClient] = {}
 _shared_lock = threading.Lock()

@@ -6,12 +6,67 @@ itself; this settings object does, once, when it is built.
 
 from __future__ import annotations
 
+import ipaddress
+import re
+import urllib.parse
 from pathlib import Path
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_SERVER = "http://127.0.0.1:7860"  # WanGP's default port (wgp.py --server-port)
+
+
+def normalize_url(url: str) -> str:
+    """A server URL as the client uses it: ``http(s)://host[:port][/path]`` (kept as given otherwise).
+
+    ``127.0.0.1:7860`` and ``localhost`` get ``http://``. Anything that is not an http(s) URL is refused: given
+    a bare name, gradio_client would look it up as a Hugging Face Space (a request to huggingface.co).
+    """
+    text = str(url).strip()
+    if not re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", text):
+        if re.fullmatch(r"[A-Za-z0-9.\-]+(:\d{1,5})?(/.*)?|\[[0-9A-Fa-f:.]+\](:\d{1,5})?(/.*)?", text):
+            text = "http://" + text
+        else:
+            raise ValueError(f"not a server URL: {text!r} (expected http://host:port)")
+    parts = urllib.parse.urlsplit(text)
+    if parts.scheme.lower() not in ("http", "https"):
+        raise ValueError(f"the server URL must start with http:// or https://, not {parts.scheme}://")
+    if not parts.hostname:
+        raise ValueError(f"the server URL has no host: {text!r}")
+    try:
+        parts.port  # noqa: B018 - raises ValueError for a port out of range
+    except ValueError:
+        raise ValueError(f"the server URL has an invalid port: {text!r}") from None
+    return text
+
+
+def is_loopback(url: str) -> bool:
+    """True when the URL's host is this machine (127.0.0.0/8, ::1, localhost). No name is resolved."""
+    host = (urllib.parse.urlsplit(url).hostname or "").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def security_warnings(url: str, *, has_auth: bool) -> list[str]:
+    """What is unsafe about talking to ``url`` (shown by the CLI and Blender); empty for loopback."""
+    warnings: list[str] = []
+    parts = urllib.parse.urlsplit(url)
+    if parts.username or parts.password:
+        warnings.append("the server URL contains a user name or password; give them as auth=(user, password) "
+                        "or WAN2GP_USERNAME/WAN2GP_PASSWORD instead")
+    if parts.scheme == "http" and not is_loopback(url):
+        warnings.append(f"{parts.hostname} is not this machine and http:// is not encrypted: prompts, images "
+                        "and videos cross the network in clear" + (", and so do the user name and password"
+                                                                  if has_auth else ""))
+        if not has_auth:
+            warnings.append(f"no user/password is set for {parts.hostname}: if WanGP listens on the network "
+                            "without --auth, anyone who reaches it can use it")
+    return warnings
 
 
 class Timeouts(BaseModel):
@@ -32,6 +87,13 @@ class Timeouts(BaseModel):
     # Re-attaching to a job whose program stopped mid-generation, on a WanGP that can't show its queue (6.x):
     # how long to wait for that run's output before running the task again.
     resume_wait: float = Field(900.0, gt=0, description="wait for an interrupted run's output (WanGP 6.x)")
+    # A running job's event stream is busy (status and steps several times a second) and gradio sends a
+    # heartbeat every 15 s when idle; after this much silence the server is probed (a few bytes), and a server
+    # that does not answer the probe within `connect` seconds is taken as frozen or gone.
+    heartbeat: float = Field(20.0, gt=0, description="silence on a job's stream before the server is probed")
+    # After a dropped connection: how long to keep trying to reach the server again before the job fails.
+    # A refused connection (nothing listening: the server stopped) fails at once.
+    reconnect: float = Field(30.0, gt=0, description="trying to reach the server again after a drop")
 
 
 class Retries(BaseModel):
@@ -65,3 +127,8 @@ class ClientSettings(BaseSettings):
     max_download_bytes: int = Field(2 * 1024**3, ge=1)
     # Check each saved video's frames, size and fps against what was asked.
     verify_outputs: bool = True
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        return normalize_url(value)

@@ -56,9 +56,14 @@ class FrameRule:
     def is_valid(self, frames: int) -> bool:
         return self.minimum <= frames <= self.maximum and (frames - self.minimum) % self.step == 0
 
+    @property
+    def last(self) -> int:
+        """The largest frame count the rule takes (``maximum`` itself may be off the rule)."""
+        return self.maximum - (self.maximum - self.minimum) % self.step
+
     def nearest(self, frames: int) -> int:
         k = max(0, round((frames - self.minimum) / self.step))
-        return min(self.minimum + k * self.step, self.maximum - (self.maximum - self.minimum) % self.step)
+        return min(self.minimum + k * self.step, self.last)
 
     def frames_for_seconds(self, seconds: float) -> int:
         return self.nearest(round(seconds * self.fps) + 1)

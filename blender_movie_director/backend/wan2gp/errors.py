@@ -4,7 +4,8 @@
 
     Wan2GPError                       everything this package raises
     ├── Wan2GPConnectionError         the server can't be reached (refused, reset, DNS, dropped stream)
-    │   └── Wan2GPTimeoutError        a bounded wait ran out (connect, a call, a job's deadline)
+    │   ├── Wan2GPTimeoutError        a bounded wait ran out (connect, a call, a job's deadline, a frozen server)
+    │   └── ServerRestartedError      the server stopped or restarted during a job: the job is lost with it
     ├── Wan2GPValidationError         bad settings or inputs; nothing was sent to the server
     ├── UnsupportedServerError        not WanGP, or a WanGP whose generation chain can't be resolved
     ├── Wan2GPServerError             the server answered with an error (gr.Error / generic AppError)
@@ -27,6 +28,7 @@ import httpx
 __all__ = [
     "JobCancelledError",
     "JobFailedError",
+    "ServerRestartedError",
     "UnsupportedServerError",
     "Wan2GPConnectionError",
     "Wan2GPError",
@@ -73,6 +75,11 @@ class Wan2GPTimeoutError(Wan2GPConnectionError):
     """A bounded wait ran out."""
 
 
+class ServerRestartedError(Wan2GPConnectionError):
+    """The server stopped (crashed, was shut down) or restarted while a job ran: WanGP's queue and the job's
+    session went with it, so the job can't be collected. Nothing partial is kept; submit the shot again."""
+
+
 class Wan2GPValidationError(Wan2GPError, ValueError):
     """Bad settings or inputs, found before anything was sent.
 
@@ -117,10 +124,21 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
     return " (did you mean " + " or ".join(f'"{c}"' for c in close) + "?)"
 
 
-def redact(text: str) -> str:
-    """Remove credentials from URLs and auth tokens from a message before it is shown or logged."""
-    text = re.sub(r"(\w+://)[^/\s:@]+:[^/\s@]+@", r"\1***:***@", text)
-    return re.sub(r"(?i)(password|token|authorization)(['\"]?\s*[:=]\s*['\"]?)[^\s'\",}]+", r"\1\2***", text)
+def redact(text: str, secrets: Iterable[str] = ()) -> str:
+    """Remove credentials from URLs, auth tokens and the given ``secrets`` from a message before it is shown
+    or logged."""
+    text = re.sub(r"(\w+://)[^/\s:@]+(:[^/\s@]*)?@", r"\1***:***@", text)
+    text = re.sub(r"(?i)(password|passwd|token|authorization|cookie)(['\"]?\s*[:=]\s*['\"]?)(basic |bearer )?"
+                  r"[^\s'\",}]+", r"\1\2***", text)
+    for secret in secrets:
+        if secret and len(secret) >= 3:
+            text = text.replace(secret, "***")
+    return text
+
+
+def is_generic_app_error(message: str) -> bool:
+    """True for Gradio's "the app raised an exception" (no detail): what an uncaught server exception looks like."""
+    return _GENERIC_APP_ERROR in message
 
 
 def hint_for_server_message(message: str) -> str | None:
@@ -159,6 +177,14 @@ def translate(exc: BaseException, *, server: str | None = None, job_id: str | No
                 hint="give the server's user and password (auth=...) or WAN2GP_USERNAME/WAN2GP_PASSWORD", **ctx,
             )
         return Wan2GPConnectionError(f"HTTP {code} from the server during {what}", **ctx)
+    login_refused = isinstance(exc, ValueError) and str(exc).startswith("Could not login")  # gradio 5: HTTP 400
+    if name == "AuthenticationError" or login_refused:  # gradio_client: /login refused, or /config needs a login
+        return Wan2GPConnectionError(
+            "the server refused the user name or password" if "Invalid credentials" in str(exc) or login_refused
+            else "the server needs a user name and password",
+            hint="give the server's user and password (auth=...) or WAN2GP_USERNAME/WAN2GP_PASSWORD", **ctx)
+    if name == "QueueError":  # gradio_client: HTTP 503 from queue/join
+        return Wan2GPServerError(f"the server's queue is full during {what}", hint="try again later", **ctx)
     if name == "AppError":  # gradio_client.exceptions.AppError: a gr.Error or an unexpected server exception
         message = str(getattr(exc, "message", None) or exc) or "error"
         return Wan2GPServerError(redact(message), hint=hint_for_server_message(message), **ctx)

@@ -1,15 +1,20 @@
 """Output files: safe names, streamed downloads to a temporary name, checked, then renamed.
 
 No name that comes from the server is used as a path: the file name is ours (prompt words, model, seed,
-job id), only the extension is taken from the server's name, and only from a short allow-list.
+job id), only the extension is taken from the server's name, and only from a short allow-list. What the server
+says about a file is checked before anything is fetched: it must be offered by the server itself (same scheme,
+host and port: a gallery can't send the client to another machine), and a path with ``..`` is refused.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import time
 import unicodedata
+import urllib.parse
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +33,7 @@ def safe_name(text: str, max_length: int = 48) -> str:
     ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
     words = re.sub(r"[^A-Za-z0-9]+", "_", ascii_text).strip("_")
     words = words[:max_length].rstrip("_")
-    return words or "shot"
+    return words or "shot"[: max(1, max_length)]
 
 
 def output_name(prompt: str, model: str, seed: int, job_id: str, suffix: str) -> str:
@@ -56,24 +61,67 @@ class RemoteFile:
     size: int | None = None
 
 
+class UnsafeOutputError(JobFailedError):
+    """The server described an output the client will not fetch (another host, a path with ``..``)."""
+
+
+_MAX_GALLERY_ITEMS = 1000  # a WanGP gallery keeps its last few dozen outputs (CLEAR_FILE_LIST)
+
+
+def _origin(url: str) -> tuple[str, str, int]:
+    parts = urllib.parse.urlsplit(url)
+    scheme = parts.scheme.lower()
+    return scheme, (parts.hostname or "").lower(), parts.port or (443 if scheme == "https" else 80)
+
+
+def _has_dot_dot(path: str) -> bool:
+    decoded = urllib.parse.unquote(urllib.parse.unquote(path))
+    return any(part == ".." for part in re.split(r"[/\\]", decoded))
+
+
+def checked_url(url: str, base_url: str) -> str:
+    """``url`` if it is on the server at ``base_url`` and has no ``..`` segment; else :class:`UnsafeOutputError`."""
+    if any(ord(c) < 32 for c in url):
+        raise UnsafeOutputError(f"the server offered an output with control characters in its URL: {url[:120]!r}")
+    absolute = urllib.parse.urljoin(base_url, url)
+    if _origin(absolute) != _origin(base_url):
+        raise UnsafeOutputError(
+            f"the server offered an output on another host ({urllib.parse.urlsplit(absolute).netloc}); "
+            "refused: the client only downloads from the server it is connected to",
+            hint="if WanGP sits behind a proxy, connect through the proxy's own address")
+    if _has_dot_dot(urllib.parse.urlsplit(absolute).path) or _has_dot_dot(urllib.parse.urlsplit(absolute).query):
+        raise UnsafeOutputError(f"the server offered an output whose path goes up with '..': {url[:160]!r}; refused")
+    return absolute
+
+
 def gallery_files(gallery: Any, base_url: str) -> list[RemoteFile]:
-    """The files of a Gallery value (``[{"video"|"image": FileData|path, "caption"}]``), in order."""
+    """The files of a Gallery value (``[{"video"|"image": FileData|path, "caption"}]``), in order.
+
+    Raises :class:`UnsafeOutputError` for an entry on another host or with ``..`` in its path.
+    """
     if isinstance(gallery, dict) and "value" in gallery:  # an update dict
         gallery = gallery["value"]
+    if not isinstance(gallery, list | tuple):
+        return []
     files: list[RemoteFile] = []
-    for item in gallery or []:
+    for item in list(gallery)[-_MAX_GALLERY_ITEMS:]:
         media = item.get("video") or item.get("image") if isinstance(item, dict) else item
         if isinstance(media, dict):
-            path = media.get("path") or ""
-            url = media.get("url") or (f"{base_url}file={path}" if path else "")
+            path = str(media.get("path") or "")
+            url = str(media.get("url") or (f"{base_url}file={path}" if path else ""))
             name = media.get("orig_name") or path
             size = media.get("size")
         elif isinstance(media, str):
+            path = media
             url, name, size = f"{base_url}file={media}", media, None
         else:
             continue
+        if path and _has_dot_dot(path):
+            raise UnsafeOutputError(f"the server offered an output whose path goes up with '..': {path[:160]!r}; "
+                                    "refused")
         if url:
-            files.append(RemoteFile(url=url, name=str(name), size=size if isinstance(size, int) else None))
+            files.append(RemoteFile(url=checked_url(url, base_url), name=str(name),
+                                    size=size if isinstance(size, int) and not isinstance(size, bool) else None))
     return files
 
 
@@ -84,17 +132,27 @@ def download(
     client: httpx.Client,
     max_bytes: int,
     timeout: float,
+    read_timeout: float | None = None,
+    check: Callable[[Path], None] | None = None,
 ) -> Path:
-    """Stream ``remote`` into ``dest``'s folder under a temporary name and rename it to ``dest``.
+    """Stream ``remote`` into ``dest``'s folder under a temporary name, ``check`` it, and rename it to ``dest``.
 
-    The temporary file is removed on any failure, so no half-written output is ever left behind.
+    Bounded: at most ``max_bytes`` (and no more than the size the server announced), within ``timeout``
+    seconds overall, and ``read_timeout`` seconds without a byte. The temporary file is removed on any failure
+    (including a failed ``check``), so no half-written or rejected output is ever left behind.
     """
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.parent / f".{dest.name}.{uuid.uuid4().hex[:8]}.part"
+    deadline = time.monotonic() + timeout
+    limit = max_bytes if remote.size is None else min(max_bytes, remote.size)
+    per_read = httpx.Timeout(read_timeout or timeout)
     try:
-        with client.stream("GET", remote.url, timeout=timeout, follow_redirects=False) as response:
+        with client.stream("GET", remote.url, timeout=per_read, follow_redirects=False) as response:
             response.raise_for_status()
-            announced = int(response.headers.get("content-length") or -1)
+            try:
+                announced = int(response.headers.get("content-length") or -1)
+            except ValueError:
+                announced = -1
             if announced > max_bytes:
                 raise JobFailedError(
                     f"the server offers a {announced} byte file, over the {max_bytes} byte limit",
@@ -102,13 +160,21 @@ def download(
                 )
             written = 0
             with tmp.open("wb") as f:
-                for chunk in response.iter_bytes(CHUNK):
+                for chunk in response.iter_bytes():  # as the bytes arrive: the deadline is checked often
                     written += len(chunk)
-                    if written > max_bytes:
-                        raise JobFailedError(f"the download exceeded the {max_bytes} byte limit; stopped")
+                    if written > limit:
+                        if limit < max_bytes:
+                            raise JobFailedError(f"the server sent more than the {remote.size} bytes it announced "
+                                                 f"for {remote.name!r}; stopped")
+                        raise JobFailedError(f"the download exceeded the {max_bytes} byte limit; stopped",
+                                             hint="raise max_download_bytes if this is expected")
+                    if time.monotonic() > deadline:
+                        raise Wan2GPTimeoutError(f"downloading {remote.name} took longer than {timeout:.0f} s")
                     f.write(chunk)
             if announced >= 0 and written != announced:
                 raise JobFailedError(f"the download is incomplete ({written} of {announced} bytes)")
+        if check is not None:
+            check(tmp)
         os.replace(tmp, dest)
         return dest
     except httpx.TimeoutException as exc:

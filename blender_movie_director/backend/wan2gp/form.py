@@ -113,7 +113,7 @@ class ModelForm:
 
 
 def _describe_rule(rule: FrameRule) -> str:
-    return f"{rule.step}n+{rule.minimum % rule.step or rule.step} frames, from {rule.minimum} to {rule.maximum}"
+    return f"{rule.step}n+{rule.minimum % rule.step or rule.step} frames, from {rule.minimum} to {rule.last}"
 
 
 def check_settings(settings: GenerationSettings, form: ModelForm, param_names: list[str], version: str | None) -> None:
@@ -121,7 +121,7 @@ def check_settings(settings: GenerationSettings, form: ModelForm, param_names: l
     rule = form.rule
     if settings.video_length is not None and not rule.is_valid(settings.video_length):
         low = rule.nearest(settings.video_length)
-        options = sorted({low, min(low + rule.step, rule.maximum)} - {settings.video_length})
+        options = sorted({low, min(low + rule.step, rule.last)} - {settings.video_length})
         raise Wan2GPValidationError(
             f"{settings.video_length} frames does not fit {form.model_type} ({_describe_rule(rule)}); "
             f"use {' or '.join(map(str, options))}",

@@ -5,11 +5,19 @@ only its own task and its own outputs. The chain, as WanGP's Generate button run
 model switch -> fill_inputs -> validate_wizard_prompt -> save_inputs -> process_prompt_and_add_tasks ->
 activate_status -> process_tasks (with refresh_status_async streaming status and progress) -> gallery ->
 download. ``cancel()`` stops the work on the server: WanGP's abort and clear-queue, from the job's session.
+
+Faults while a job runs: when its event stream drops (or the server is silent for ``timeouts.heartbeat`` and
+then fails a probe), the job re-attaches to its own session on the server and collects the output if the server
+still has it; WanGP's worker keeps generating meanwhile. A server that refuses connections (it stopped) or
+answers with another app id (it restarted) fails the job at once with :class:`ServerRestartedError`; one that
+can't be reached for ``timeouts.reconnect`` seconds fails it with :class:`Wan2GPTimeoutError`. A stop that can't
+reach the server (cancel during a freeze) is retried in the background for ``timeouts.reconnect`` seconds.
 """
 
 from __future__ import annotations
 
 import logging
+import random
 import re
 import threading
 import time
@@ -19,19 +27,23 @@ from concurrent.futures import CancelledError as FutureCancelledError
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ._mp4 import NotAVideo, probe
 from .enums import JobStatus
 from .errors import (
     JobCancelledError,
     JobFailedError,
+    ServerRestartedError,
     Wan2GPConnectionError,
     Wan2GPError,
     Wan2GPServerError,
     Wan2GPTimeoutError,
     hint_for_server_message,
+    redact,
     translate,
 )
 from .files import check_video, gallery_files, output_name, unique_path
 from .schemas import GenerationResult, GenerationSettings, JobProgress, Resolution
+from .session import cancel_quietly
 
 if TYPE_CHECKING:
     from .client import Wan2GPClient
@@ -45,6 +57,8 @@ DoneCallback = Callable[["Wan2GPJob"], None]
 _STEP_IN_TEXT = re.compile(r"(?<![\d.])(\d+)\s*/\s*(\d+)(?![\d.]|\s*s\b)")
 # How the overall fraction is shared between the job's phases.
 _PREPARE_SHARE, _DOWNLOAD_SHARE = 0.05, 0.05
+# Re-attachments after dropped connections, per job: past this the link is too unstable to follow a job.
+MAX_REATTACH = 3
 
 
 class Wan2GPJob:
@@ -84,6 +98,10 @@ class Wan2GPJob:
         self._stopped_on_server = False
         self._sent: GenerationSettings | None = None  # the settings as sent (frames, seed fixed)
         self._resume: bool = False  # re-attaching to a session that already holds the task
+        self._add_sent = False  # the add-task call went out (the task may be queued even if no answer came)
+        self._app_id: str | None = None  # the server process that holds the job's session
+        self._reattaches = 0
+        self._lost_when = "when its program stopped"  # for "lost" messages after a re-attachment
         self.submitted_at = time.time()
 
     # --- public ---------------------------------------------------------------------------------------
@@ -167,6 +185,7 @@ class Wan2GPJob:
             "status": self.status().value,
             "task_queued": self._task_queued,
             "processing_started": self._processing_started,
+            "app_id": self._app_id,
         }
 
     def __repr__(self) -> str:
@@ -308,12 +327,16 @@ class Wan2GPJob:
             self._finish(error=exc)
         except Wan2GPError as exc:
             exc.job_id = exc.job_id or self.id
+            exc.message = redact(exc.message, client._secrets)  # a server may echo what it was sent
+            exc.hint = redact(exc.hint, client._secrets) if exc.hint else exc.hint
+            exc.args = (exc.message,)
             self._finish(error=exc)
         except Exception as exc:  # noqa: BLE001 - every failure must reach the caller, translated
             log.exception("job %s failed unexpectedly", self.id)
             self._finish(error=translate(exc, server=client.server_address, job_id=self.id, what="the job"))
         finally:
             session, self._session = self._session, None
+            self._process_job = None  # it holds its session (64 endpoint copies): finished jobs keep nothing of it
             if session is not None:
                 session.close()
 
@@ -324,6 +347,10 @@ class Wan2GPJob:
         form = client._model_form(model)  # validates the model against the server; cached
         if self._resume:
             assert self._sent is not None
+            if self._app_id and client._server_instance() != self._app_id:
+                raise ServerRestartedError(
+                    f"lost: the WanGP server restarted since job {self.id} was queued, and the job went with it",
+                    server=client.server_address, job_id=self.id, hint="submit the shot again")
             session = client._fork_session(self._session_hash)
             self._session = session
             return self._collect(session, client, form, self._sent, started, toasts=[])
@@ -333,6 +360,7 @@ class Wan2GPJob:
         args, sent = build_save_args(self.settings, form, api, client_id=self.client_id)
         self._sent = sent
         self._check_cancel()
+        self._app_id = client._server_instance()  # a restart later shows as another id
         session = client._fork_session()
         self._session, self._session_hash = session, session.session_hash
         toasts = self._send(session, client, args, sent)
@@ -343,21 +371,27 @@ class Wan2GPJob:
         """Set the job's session to the model and settings, and add the task to its queue."""
         api = client._require_api()
         chain, call, model = api.chain, client.settings.timeouts.call, str(sent.model)
+        again = client.settings.retries.attempts  # these steps write the session's form: safe to repeat
         for endpoint in chain.model_switch:
-            session.call(endpoint, [model], timeout=call, what="switching model")
-        session.call(chain.fill, [], timeout=call, what="reading the model's form")
+            session.call(endpoint, [model], timeout=call, what="switching model", attempts=again)
+        session.call(chain.fill, [], timeout=call, what="reading the model's form", attempts=again)
         if chain.validate:
             validate = api.endpoints[chain.validate]
             values = ["off", "", sent.prompt, ""] + [""] * (len(validate.parameters) - 4)
-            session.call(chain.validate, values, timeout=call, what="validating the prompt")
+            session.call(chain.validate, values, timeout=call, what="validating the prompt", attempts=again)
         self._check_cancel()
         save = api.endpoints[chain.save_inputs]
-        session.call(chain.save_inputs, save.bind(args), timeout=call, what="sending the settings")
+        session.call(chain.save_inputs, save.bind(args), timeout=call, what="sending the settings", attempts=again)
         add = api.endpoints[chain.add_tasks]
         add_args = {"model_choice": model}
         if add.param("current_gallery_tab"):
             add_args["current_gallery_tab"] = 0
-        added = session.call(chain.add_tasks, add.bind(add_args), timeout=call, what="adding the task")
+        self._add_sent = True
+        try:  # never repeated: a second add would queue the shot twice
+            added = session.call(chain.add_tasks, add.bind(add_args), timeout=call, what="adding the task")
+        except Wan2GPConnectionError:
+            self._stop_on_server(session, client)  # the task may have been queued without an answer
+            raise
         self._task_queued = True
         if added.messages:
             self._update(message=added.messages[-1])
@@ -365,28 +399,20 @@ class Wan2GPJob:
 
     def _collect(self, session: GradioSession, client: Wan2GPClient, form: Any, sent: GenerationSettings,
                  started: float, toasts: list[str]) -> GenerationResult:
-        """Run the session's queue, then fetch and check the outputs from its gallery."""
-        chain = client._require_api().chain
-        call = client.settings.timeouts.call
-        remote = self._gallery(session, client) if self._resume else []
-        if not remote and self._resume and self._processing_started:
-            # The previous program's generation goes on in WanGP's worker thread even though its stream is
-            # gone; starting process_tasks again would run the task twice. Wait for that run's output.
-            remote, queue_known = self._await_orphan(session, client)
-            if not remote and queue_known:
-                raise JobFailedError(
-                    f"lost: job {self.id} was running when its program stopped, and the server no longer has it",
-                    server=client.server_address, job_id=self.id, hint="submit the shot again")
-        if not remote:
+        """Run the session's queue, then fetch and check the outputs from its gallery.
+
+        A dropped connection on the way re-attaches to the job's session (bounded: :data:`MAX_REATTACH`).
+        """
+        while True:
             try:
-                self._check_cancel()
-                self._update(status=JobStatus.QUEUED, phase="Queued on the server")
-                session.call(chain.activate, [], timeout=call, what="starting the queue")
-                self._process(session, client, started)
-            except JobCancelledError:
-                self._stop_on_server(session, client)
+                remote = self._follow(session, client, started)
+                break
+            except (ServerRestartedError, JobFailedError, JobCancelledError, _Detached):
                 raise
-            remote = self._gallery(session, client)
+            except (_StreamLost, Wan2GPConnectionError) as lost:
+                if self._cancel.is_set():  # the job's own deadline ran out, or it was cancelled meanwhile
+                    raise
+                session = self._reattach(session, client, lost)
         self._update(status=JobStatus.DOWNLOADING, phase="Downloading",
                      fraction=1 - _DOWNLOAD_SHARE, queue_position=None, eta_seconds=None)
         if not remote:
@@ -402,7 +428,160 @@ class Wan2GPJob:
             )
         return self._save_outputs(client, sent, form, remote, started)
 
-    def _await_orphan(self, session: GradioSession, client: Wan2GPClient) -> tuple[list[Any], bool]:
+    def _follow(self, session: GradioSession, client: Wan2GPClient, started: float) -> list[Any]:
+        """The job's outputs: from the gallery if the session has them, after the run it is in, or after
+        running the session's queue."""
+        chain = client._require_api().chain
+        call, again = client.settings.timeouts.call, client.settings.retries.attempts
+        try:
+            remote = self._gallery(session, client) if self._resume else []
+            if not remote and self._resume and self._processing_started:
+                # The earlier run goes on in WanGP's worker thread even though its stream is gone; starting
+                # process_tasks again would run the task twice. Wait for that run's output.
+                remote, queue_known = self._await_orphan(session, client, started)
+                if not remote and queue_known:
+                    raise JobFailedError(
+                        f"lost: job {self.id} was running {self._lost_when}, and the server no longer has it",
+                        server=client.server_address, job_id=self.id, hint="submit the shot again")
+                if remote:
+                    self._release_status(session, client)
+            if not remote:
+                self._check_cancel()
+                self._update(status=JobStatus.QUEUED, phase="Queued on the server")
+                session.call(chain.activate, [], timeout=call, what="starting the queue", attempts=again)
+                self._process(session, client, started)
+                remote = self._gallery(session, client)
+            return remote
+        except JobCancelledError:
+            self._stop_on_server(session, client)
+            raise
+
+    def _release_status(self, session: GradioSession, client: Wan2GPClient) -> None:
+        """After collecting a run whose stream was lost: let WanGP reset the session's status flag.
+
+        The lost ``process_tasks`` never reached its end, so the session's ``refresh_status_async`` keeps polling
+        on the server, and with a concurrency limit it holds up the status stream of every later job. Running
+        ``process_tasks`` on the session's now empty queue returns at once and resets the flag. Done only when
+        the queue is known to be empty (WanGP 12): on 6.x the queue can't be read and a task still in it would
+        run twice.
+        """
+        if client._api is None:
+            return  # closed meanwhile: never reconnect from here
+        chain = client._api.chain
+        tasks = client._session_queue(session)
+        if tasks != []:
+            return
+        try:
+            session.call(chain.process, [], timeout=client.settings.timeouts.call, what="resetting the status",
+                         attempts=client.settings.retries.attempts)
+        except Wan2GPError as exc:
+            log.debug("job %s: resetting the session's status: %s", self.id, exc)
+
+    def _reattach(self, session: GradioSession, client: Wan2GPClient, lost: BaseException) -> GradioSession:
+        """After a dropped connection: a new session object on the job's own server session, once the server
+        is reachable again and is still the same process. Every wait is bounded."""
+        timeouts, retries = client.settings.timeouts, client.settings.retries
+        self._reattaches += 1
+        session.close()  # its stream is broken or frozen: end it, so that nothing reads it any more
+        if self._session is session:
+            self._session = None
+        if self._reattaches > MAX_REATTACH:
+            raise Wan2GPConnectionError(
+                f"the connection to the server dropped {self._reattaches} times during job {self.id}; "
+                f"last: {lost}", server=client.server_address, job_id=self.id,
+                hint="the network or the server is unstable; the shot may still finish on the server")
+        log.warning("job %s: %s; re-attaching to its session", self.id, lost)
+        self._update(phase="Connection lost; reconnecting", message=str(lost))
+        deadline = time.monotonic() + timeouts.reconnect
+        delay = retries.backoff
+        while True:
+            try:
+                self._check_cancel()
+            except JobCancelledError:
+                self._stop_in_background(client)  # the server can't be told now: keep trying for a while
+                raise
+            try:
+                instance = client._server_instance()
+            except ServerRestartedError as exc:
+                raise ServerRestartedError(
+                    f"the WanGP server stopped or restarted during job {self.id}: the shot was not finished and "
+                    "WanGP's queue went with it", server=client.server_address, job_id=self.id,
+                    hint="start WanGP again if needed, and submit the shot again") from exc
+            except Wan2GPConnectionError as exc:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    self._stop_in_background(client)
+                    raise Wan2GPTimeoutError(
+                        f"the server did not answer for {timeouts.reconnect:.0f} s after the connection dropped "
+                        f"during job {self.id} ({exc})", server=client.server_address, job_id=self.id,
+                        hint="the server may be frozen or the network down; check WanGP's console") from exc
+                self._cancel.wait(min(left, delay * (0.5 + random.random())))
+                delay = min(delay * 2, retries.max_backoff)
+                continue
+            if self._app_id is not None and instance != self._app_id:
+                raise ServerRestartedError(
+                    f"the WanGP server restarted during job {self.id}: the shot was not finished and WanGP's "
+                    "queue went with it", server=client.server_address, job_id=self.id,
+                    hint="submit the shot again")
+            break
+        fresh = client._fork_session(self._session_hash)
+        self._session = fresh
+        self._resume, self._lost_when = True, "when the connection dropped"
+        self._process_job = None
+        return fresh
+
+    def _stop_in_background(self, client: Wan2GPClient) -> None:
+        """Keep trying, on a daemon thread, to stop this job's work on the server (abort, clear its queue) when
+        the server could not be told at cancel time (frozen, unreachable): for ``timeouts.reconnect`` seconds,
+        or three attempts of ``min(call, 2 * connect)``, whichever is longer, and only while the client is open.
+        """
+        if not self._session_hash or not (self._add_sent or self._task_queued):
+            return
+        timeouts, retries = client.settings.timeouts, client.settings.retries
+        running = self._processing_started
+
+        # Short attempts, repeated: an attempt can also be lost to the server's own clean-up of the job's old,
+        # dropped stream (it ends the session's events when it finally sees that disconnect).
+        attempt = min(timeouts.call, 2 * timeouts.connect)
+
+        def stop() -> None:
+            deadline = time.monotonic() + max(timeouts.reconnect, 3 * attempt)
+            delay = retries.backoff
+            while time.monotonic() < deadline:
+                api, root = client._api, client._root
+                if api is None or root is None:
+                    log.warning("job %s: the client was closed before the job could be stopped on the server",
+                                self.id)
+                    return  # never reconnect a closed client from here
+                chain = api.chain
+                try:
+                    session = root.fork(self._session_hash)
+                except Exception as exc:  # noqa: BLE001 - the client is closing under us
+                    log.debug("job %s: %s", self.id, exc)
+                    return
+                try:
+                    if running:
+                        _quiet(session.call, chain.abort, [], timeout=attempt, what="aborting the generation",
+                               attempts=retries.attempts)
+                    session.call(chain.clear_queue, [], timeout=attempt, what="clearing the job's queue",
+                                 attempts=retries.attempts)
+                    log.info("job %s: stopped on the server after all", self.id)
+                    if running:
+                        self._release_status(session, client)
+                    return
+                except Wan2GPError as exc:
+                    log.debug("job %s: stopping it on the server: %s", self.id, exc)
+                    time.sleep(delay)
+                    delay = min(delay * 2, retries.max_backoff)
+                finally:
+                    session.close()
+            log.warning("job %s: could not reach the server to stop it within %.0f s; it may still run there",
+                        self.id, max(timeouts.reconnect, 3 * attempt))
+
+        threading.Thread(target=stop, name=f"wan2gp-stop-{self.id}", daemon=True).start()
+
+    def _await_orphan(self, session: GradioSession, client: Wan2GPClient,
+                      started: float | None = None) -> tuple[list[Any], bool]:
         """Wait for the interrupted run's output. Returns (files, whether the server's queue was readable).
 
         WanGP 12 shows the session's queue: wait while the task is in it, then read the gallery. WanGP 6 can't
@@ -412,9 +591,15 @@ class Wan2GPJob:
         timeouts = client.settings.timeouts
         self._update(status=JobStatus.RUNNING, phase="Generating (re-attached; no step progress)")
         deadline = time.monotonic() + timeouts.resume_wait
+        hard = (started if started is not None else time.monotonic()) + timeouts.job
         polls, queue_known = 0, False
         while time.monotonic() < deadline:
             self._check_cancel()
+            if time.monotonic() > hard:
+                self._cancel.set()
+                self._stop_on_server(session, client)
+                raise Wan2GPTimeoutError(f"job {self.id} ran past its {timeouts.job:.0f} s limit; "
+                                         "it was stopped on the server", job_id=self.id)
             remote = self._gallery(session, client)
             if remote:
                 return remote, True
@@ -432,7 +617,7 @@ class Wan2GPJob:
     def _gallery(self, session: GradioSession, client: Wan2GPClient) -> list[Any]:
         chain = client._require_api().chain
         gallery = session.call(chain.gallery, [], timeout=client.settings.timeouts.call,
-                               what="reading the gallery").value
+                               what="reading the gallery", attempts=client.settings.retries.attempts).value
         # gradio_client returns a tuple for several outputs, the value itself for one
         value = gallery[chain.gallery_index] if isinstance(gallery, tuple) else gallery
         return gallery_files(value, session.src_prefixed)
@@ -451,6 +636,8 @@ class Wan2GPJob:
                     self._stop_on_server(session, client)  # first, before waiting for any stream
                     raise JobCancelledError(f"job {self.id} was cancelled", job_id=self.id)
                 now = time.monotonic()
+                if now - max(self._last_server_word, session.last_heard) > timeouts.heartbeat:
+                    self._probe(session, client)  # silence: is the server still there?
                 if now - started > timeouts.job:
                     self._cancel.set()
                     self._stop_on_server(session, client)
@@ -465,10 +652,16 @@ class Wan2GPJob:
             try:
                 process_job.result(timeout=0)
             except FutureCancelledError as exc:
-                raise Wan2GPConnectionError(
-                    f"lost the connection to the server during job {self.id}",
-                    server=client.server_address, job_id=self.id,
-                    hint="the server may have stopped or restarted; submit the shot again") from exc
+                self._check_cancel_detached()
+                failure = session.stream_failure
+                if failure:
+                    self._cancel.set()
+                    self._stop_on_server(session, client)  # the work must not go on for nobody
+                    raise Wan2GPServerError(f"the server's answer broke off: {failure}",
+                                            server=client.server_address, job_id=self.id,
+                                            hint="is this really WanGP? a proxy in between may alter its answers"
+                                            ) from exc
+                raise _StreamLost(f"the connection to the server dropped during job {self.id}") from exc
             except BaseException as exc:
                 error = translate(exc, server=client.server_address, job_id=self.id, what="the generation")
                 if isinstance(error, Wan2GPServerError):
@@ -481,28 +674,58 @@ class Wan2GPJob:
             # The status stream ends by itself once process_tasks has finished (WanGP resets its status flag).
             # It is never cancelled: with gradio 5.29 a cancel can break the session's event stream (a KeyError
             # in the server's sse_stream) and with it the session's next calls.
-            if status_job is not None and not self._detach.is_set():
+            if status_job is not None and process_job.done() and not self._cancel.is_set():
                 _wait_done(status_job, 2.0)
 
+    def _probe(self, session: GradioSession, client: Wan2GPClient) -> None:
+        """After ``timeouts.heartbeat`` of silence: raise :class:`_StreamLost` unless the same server answers."""
+        try:
+            instance = client._server_instance()
+        except Wan2GPConnectionError as exc:
+            raise _StreamLost(f"the server went silent during job {self.id} and does not answer ({exc})") from exc
+        if self._app_id is not None and instance != self._app_id:
+            raise _StreamLost(f"the server restarted during job {self.id}")
+        self._last_server_word = time.monotonic()  # alive: a long queue wait or a long step, keep following
+
     def _stop_on_server(self, session: GradioSession, client: Wan2GPClient) -> None:
-        """Make sure nothing of this job is left on the server: abort it if running, empty its queue."""
+        """Make sure nothing of this job is left on the server: abort it if running, empty its queue.
+
+        Bounded by ``min(timeouts.call, 2 * timeouts.connect)`` in all (a healthy server answers an abort in
+        milliseconds; a frozen one should not hold a cancel for minutes); what could not be done is retried in the
+        background for ``timeouts.reconnect`` seconds.
+        """
         if self._stopped_on_server:
             return
         self._stopped_on_server = True
         chain = client._require_api().chain
-        call = client.settings.timeouts.call
+        timeouts = client.settings.timeouts
+        deadline = time.monotonic() + min(timeouts.call, 2 * timeouts.connect)
+        again = client.settings.retries.attempts  # abort and clear are safe to repeat
         process_job = self._process_job
+
+        def left() -> float:
+            return max(0.5, deadline - time.monotonic())
+
         try:
             if process_job is not None and not self._processing_started and not process_job.done():
-                process_job.cancel()  # still waiting in Gradio's queue: leave it
-            if self._processing_started and process_job is not None and not process_job.done():
-                session.call(chain.abort, [], timeout=call, what="aborting the generation")
-            if self._task_queued:
-                session.call(chain.clear_queue, [], timeout=call, what="clearing the job's queue")
+                cancel_quietly(process_job)  # still waiting in Gradio's queue: leave it
+            if self._processing_started:  # running here, or in WanGP's worker after a dropped stream
+                try:
+                    session.call(chain.abort, [], timeout=left(), what="aborting the generation", attempts=again)
+                except Wan2GPServerError as exc:  # the server answered: the queue is cleared below anyway
+                    log.info("job %s: abort: %s", self.id, exc)
+            if self._task_queued or self._add_sent:
+                session.call(chain.clear_queue, [], timeout=left(), what="clearing the job's queue",
+                             attempts=again)
             if process_job is not None:
-                _wait_done(process_job, call)
-        except Wan2GPError as exc:
+                _wait_done(process_job, left())
+            if self._resume and self._processing_started:
+                self._release_status(session, client)  # the lost run's status poller, see there
+        except Wan2GPServerError as exc:
             log.warning("job %s: stopping it on the server: %s", self.id, exc)
+        except Wan2GPError as exc:
+            log.warning("job %s: stopping it on the server: %s; trying again in the background", self.id, exc)
+            self._stop_in_background(client)
 
     def _save_outputs(self, client: Wan2GPClient, sent: GenerationSettings, form: Any,
                       remote: list[Any], started: float) -> GenerationResult:
@@ -520,7 +743,8 @@ class Wan2GPJob:
         for item in remote:
             suffix = Path(item.name).suffix
             dest = unique_path(folder, output_name(sent.prompt, sent.model, sent.seed, self.id, suffix))
-            path = client._download(item, dest)
+            check = _must_be_video if config.verify_outputs and dest.suffix.lower() in (".mp4", ".mov") else None
+            path = client._download(item, dest, check=check)
             if config.verify_outputs and path.suffix.lower() in (".mp4", ".mov"):
                 try:
                     info = check_video(path, frames=frames, fps=form.rule.fps, size=size)
@@ -546,6 +770,29 @@ class Wan2GPJob:
             elapsed_seconds=time.monotonic() - started,
             sent_settings=sent.to_wangp_json(),
         )
+
+
+def _must_be_video(path: Path) -> None:
+    """Reject a download that is not a complete MP4/MOV video (it is removed, never kept under a final name)."""
+    try:
+        probe(path)
+    except NotAVideo as exc:
+        raise JobFailedError(f"the server's output is not a usable video: {exc}; nothing was kept",
+                             hint="check WanGP's console; the output may be damaged") from exc
+    except OSError as exc:
+        raise JobFailedError(f"the downloaded output could not be read: {exc}") from exc
+
+
+def _quiet(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+    """Call ``fn``; a server error (e.g. nothing to abort) is logged, not raised."""
+    try:
+        fn(*args, **kwargs)
+    except Wan2GPServerError as exc:
+        log.debug("%s", exc)
+
+
+class _StreamLost(Exception):  # noqa: N818 - internal signal, never leaves the job
+    """The job's connection dropped (or the server went silent and failed a probe): re-attach."""
 
 
 def _wait_done(job: Any, seconds: float) -> None:

@@ -51,7 +51,9 @@ def _check_media_file(path: Path, kind: str, field: str) -> Path:
         raise ValueError(f"{field}: {path} is empty")
     suffixes = {"image": IMAGE_SUFFIXES, "video": VIDEO_SUFFIXES, "audio": AUDIO_SUFFIXES}[kind]
     if path.suffix.lower() not in suffixes:
-        raise ValueError(f"{field}: {path.name} is not an {kind} file (expected {', '.join(sorted(suffixes))})")
+        article = "an" if kind[0] in "aeiou" else "a"
+        raise ValueError(f"{field}: {path.name} is not {article} {kind} file "
+                         f"(expected {', '.join(sorted(suffixes))})")
     with path.open("rb") as f:
         head = f.read(16)
     ok = any(head.startswith(m) for m in _MAGIC[kind])

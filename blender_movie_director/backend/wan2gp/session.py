@@ -30,16 +30,25 @@ import copy
 import json
 import logging
 import threading
+import time
+import urllib.parse
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import gradio_client
 import httpx
 from gradio_client import Client
 from gradio_client.utils import Communicator, StatusUpdate
 
-from .errors import Wan2GPTimeoutError, translate
+from .errors import (
+    UnsupportedServerError,
+    Wan2GPConnectionError,
+    Wan2GPServerError,
+    Wan2GPTimeoutError,
+    translate,
+)
 
 log = logging.getLogger(__name__)
 
@@ -135,10 +144,38 @@ class CallResult:
         return [text for text, _level in self.logs]
 
 
+class _NullSet(set):
+    """gradio_client adds every event id to ``pending_event_ids``; our reader keeps its own books, so the ids
+    are dropped here instead of piling up on a long-lived session."""
+
+    def add(self, item: Any) -> None:
+        return None
+
+
+class _StreamFailure(Exception):
+    """The event stream broke the protocol (malformed line, wrong status, oversized message)."""
+
+
+class _StreamLost(Exception):
+    """The server ended the event stream itself (stopping, or the session gone): a lost connection."""
+
+
 class GradioSession(Client):
-    """A gradio_client ``Client`` that can fork sessions, observes status, and never phones home."""
+    """A gradio_client ``Client`` that can fork sessions, observes status, and never phones home.
+
+    Attributes:
+        last_heard: ``time.monotonic()`` of the last byte seen on this session's event stream (heartbeats count).
+        stream_failure: why the event stream was dropped for a protocol violation, if it was.
+    """
 
     _local = threading.local()
+
+    def __init__(self, src: str, *, describe_timeout: float = 60.0, stream_read: float = MIN_STREAM_READ,
+                 **kwargs: Any) -> None:
+        # Set before Client.__init__, which downloads /config and the API description through our overrides.
+        self._describe_timeout = describe_timeout
+        self._stream_read = max(stream_read, MIN_STREAM_READ)
+        super().__init__(src, **kwargs)
 
     @classmethod
     def open(
@@ -153,11 +190,13 @@ class GradioSession(Client):
         headers: dict[str, str] | None = None,
     ) -> GradioSession:
         """Connect: read ``/config`` and the API description once."""
-        # The read timeout also bounds the SSE stream: gradio sends a heartbeat every ~15 s, so a stream
-        # that says nothing for call_timeout seconds belongs to a frozen or vanished server.
+        # Reads of short calls wait up to call_timeout for the server; the event stream's reads up to
+        # MIN_STREAM_READ at least (gradio's heartbeat is every 15 s).
         timeout = httpx.Timeout(max(call_timeout, describe_timeout), connect=connect_timeout)
         session = cls(
             url,
+            describe_timeout=describe_timeout,
+            stream_read=call_timeout,
             max_workers=max_workers,
             verbose=False,
             auth=auth,
@@ -169,75 +208,80 @@ class GradioSession(Client):
             ssl_verify=not url.startswith("http://"),
             analytics_enabled=False,
         )
-        session._watch_messages()
+        session._connect_timeout = connect_timeout
+        # Shared by the root and its forks: one connection pool (and one SSL context) instead of one per request
+        # or per stream, which also keeps the process's memory flat over thousands of jobs.
+        session._poster = httpx.Client(verify=session.ssl_verify, timeout=timeout)
+        session._streamer = httpx.Client(verify=session.ssl_verify, timeout=timeout,
+                                         limits=httpx.Limits(max_connections=None, max_keepalive_connections=8))
+        session._init_stream_state()
         return session
 
     def _telemetry_thread(self) -> None:  # gradio_client would send the server URL to Hugging Face
         return None
 
-    def stream_messages(self, protocol: str) -> None:  # type: ignore[override]
-        """Read the session's SSE stream into the per-event message lists (gradio's sse_v1..v3 protocol).
+    # --- /config and the API description: bounded --------------------------------------------------------
 
-        Our own reader rather than gradio_client's, so that a session can close its stream (a detached job,
-        a closing program) and so that a repeated ``process_completed`` (seen after cancels with gradio
-        5.29) does not end the whole stream with a KeyError.
-        """
-        kwargs = dict(self.httpx_kwargs)
-        kwargs.setdefault("timeout", httpx.Timeout(None))
+    def _bounded_get(self, url: str, what: str) -> tuple[int, bytes]:
+        """GET with a size cap and a wall-clock deadline (a slow or endless answer can't hold us)."""
+        deadline = time.monotonic() + self._describe_timeout
+        body = bytearray()
+        with httpx.Client(verify=self.ssl_verify, **self.httpx_kwargs) as http:
+            with http.stream("GET", url, headers=self.headers, cookies=self.cookies) as response:
+                for chunk in response.iter_bytes():
+                    body += chunk
+                    if len(body) > MAX_DESCRIBE_BYTES:
+                        raise UnsupportedServerError(
+                            f"the server's {what} is larger than {MAX_DESCRIBE_BYTES // 2**20} MB: not a WanGP answer",
+                            server=self.src, missing=[what])
+                    if time.monotonic() > deadline:
+                        raise Wan2GPTimeoutError(f"downloading the server's {what} took over "
+                                                 f"{self._describe_timeout:.0f} s", server=self.src)
+                return response.status_code, bytes(body)
+
+    def _json_answer(self, url: str, what: str) -> dict[str, Any]:
+        code, body = self._bounded_get(url, what)
+        if code in (401, 403):
+            raise Wan2GPConnectionError(
+                f"the server refused access to its {what} (HTTP {code})", server=self.src,
+                hint="give the server's user and password (auth=...) or WAN2GP_USERNAME/WAN2GP_PASSWORD")
+        if code != 200:
+            raise UnsupportedServerError(f"the server answered HTTP {code} for its {what}: not a Gradio app",
+                                         server=self.src, missing=[what])
         try:
-            with httpx.Client(verify=self.ssl_verify, **kwargs) as http, http.stream(
-                "GET", self.sse_url, params={"session_hash": self.session_hash}, headers=self.headers,
-                cookies=self.cookies,
-            ) as response:
-                self._stream_response = response
-                if self._streams_closed:
-                    return
-                for line in response.iter_lines():
-                    if not line.strip():
-                        continue
-                    if not line.startswith("data:"):
-                        raise ValueError(f"unexpected line in the server's event stream: {line[:80]!r}")
-                    message = json.loads(line[5:])
-                    kind = message.get("msg")
-                    if kind == "heartbeat":
-                        continue
-                    if message.get("message") == "Server stopped unexpectedly.":
-                        for pending in self.pending_messages_per_event.values():
-                            pending.append(message)
-                        return
-                    if kind == "close_stream":
-                        self.stream_open = False
-                        return
-                    event_id = message["event_id"]
-                    self.pending_messages_per_event.setdefault(event_id, [])
-                    self.pending_messages_per_event[event_id].append(message)
-                    if kind == "process_completed":
-                        self.pending_event_ids.discard(event_id)
-                    if not self.pending_event_ids and protocol != "sse_v3":
-                        self.stream_open = False
-                        return
-        except (httpx.RemoteProtocolError, httpx.StreamClosed, httpx.ReadError):
-            return  # the stream was closed (by us, or the server went away): pending calls learn it below
-        except BaseException:
-            if self._streams_closed:
-                return
-            raise
-        finally:
-            self._stream_response = None
+            value = json.loads(body)
+        except ValueError:
+            raise UnsupportedServerError(f"the server's {what} is not valid JSON (truncated or not a Gradio app)",
+                                         server=self.src, missing=[what]) from None
+        if not isinstance(value, dict):
+            raise UnsupportedServerError(f"the server's {what} is not a JSON object", server=self.src,
+                                         missing=[what])
+        return value
 
-    def close_streams(self) -> None:
-        """Close this session's event stream: its pending calls end (cancelled) and nothing waits on it.
+    def _get_config(self) -> dict:
+        if not _OWN_STREAM:
+            return super()._get_config()
+        config = self._json_answer(urllib.parse.urljoin(self.src, "config"), "/config")
+        if not isinstance(config.get("dependencies", []), list) or not isinstance(config.get("components", []),
+                                                                                   list):
+            raise UnsupportedServerError("the server's /config has no usable dependency graph",
+                                         server=self.src, missing=["/config dependencies"])
+        return config
 
-        The server sees the session disconnect and stops following it; WanGP's own worker finishes the task
-        in progress, which :meth:`Wan2GPClient.resume_job` can collect later.
-        """
-        self._streams_closed = True
-        response = self._stream_response
-        if response is not None:
-            try:
-                response.close()
-            except Exception:  # noqa: BLE001 - closing a stream another thread reads may race; that is fine
-                log.debug("closing the event stream", exc_info=True)
+    def _get_api_info(self) -> dict:
+        if not _OWN_STREAM:
+            return super()._get_api_info()
+        info = self._json_answer(urllib.parse.urljoin(self.src_prefixed, "info?serialize=False"),
+                                 "API description")
+        for key in ("named_endpoints", "unnamed_endpoints"):
+            endpoints = info.get(key) or {}
+            if not isinstance(endpoints, dict):
+                raise UnsupportedServerError(f"the server's API description has a malformed {key!r}",
+                                             server=self.src, missing=[key])
+            info[key] = {a: e for a, e in endpoints.items() if isinstance(e, dict) and e.pop("show_api", True)}
+        return info
+
+    # --- status observation ---------------------------------------------------------------------------------
 
     def new_helper(self, fn_index: int) -> Communicator:  # called by submit(), on the caller's thread
         listener = getattr(self._local, "listener", None)
@@ -269,10 +313,159 @@ class GradioSession(Client):
                 log.exception("status listener failed")
 
     def _watch_messages(self) -> None:
-        self._stream_response: httpx.Response | None = None
-        self._streams_closed = False
         self._observed: list[Communicator] = []
         self.pending_messages_per_event = _MessageLists(self)  # type: ignore[assignment]
+
+    # --- the event stream ---------------------------------------------------------------------------------
+
+    def _init_stream_state(self) -> None:
+        self._stream_lock = threading.Lock()
+        self._outstanding: set[str] = set()  # events sent whose completion the reader has not seen
+        self._completed_early: set[str] = set()  # completions seen before their POST returned
+        self._failed: set[str] = set()  # events the stream died under before their call started waiting
+        self._stream_running = False
+        self._stream_response: httpx.Response | None = None
+        self._closed = False
+        self.last_heard = time.monotonic()
+        self.stream_failure: str | None = None
+        if _OWN_STREAM:
+            self.pending_event_ids = _NullSet()
+        self._watch_messages()
+
+    def _take_failed(self, event_id: str) -> bool:
+        lock = getattr(self, "_stream_lock", None)
+        if lock is None:
+            return False
+        with lock:
+            if event_id in self._failed:
+                self._failed.discard(event_id)
+                return True
+            return False
+
+    def send_data(self, data: dict[str, Any], hash_data: dict[str, Any], protocol: str) -> str:
+        """POST an event to the queue; registers its id and makes sure a reader runs, under one lock."""
+        if not _OWN_STREAM:
+            return super().send_data(data, hash_data, protocol)
+        from gradio_client.utils import QueueError
+
+        if self._closed:
+            raise Wan2GPConnectionError("the session is closed", server=self.src)
+        headers = self.add_zero_gpu_headers(self.headers) if hasattr(self, "add_zero_gpu_headers") else self.headers
+        response = self._poster.post(self.sse_data_url, json={**data, **hash_data}, headers=headers,
+                                     cookies=self.cookies)
+        if response.status_code == 503:
+            raise QueueError("Queue is full! Please try again.")
+        response.raise_for_status()
+        try:
+            event_id = str(response.json()["event_id"])
+        except (ValueError, KeyError, TypeError):
+            raise Wan2GPServerError(f"the server's answer to queue/join is malformed: {response.text[:200]!r}",
+                                    server=self.src) from None
+        with self._stream_lock:
+            if event_id in self._completed_early:
+                self._completed_early.discard(event_id)
+            else:
+                self._outstanding.add(event_id)
+            if not self._stream_running:
+                self._stream_running = True
+                self.stream_open = True
+                self.stream_failure = None  # a new stream: an earlier protocol failure no longer applies
+                self.streaming_future = self.executor.submit(self._run_stream)
+        return event_id
+
+    def _run_stream(self) -> None:
+        """Read the session's event stream until the server closes it with nothing outstanding, or it breaks."""
+        failure: str | None = None
+        try:
+            while True:
+                closed_by_server = self._read_stream()
+                with self._stream_lock:
+                    if closed_by_server and self._outstanding and not self._closed:
+                        log.debug("session %s: stream closed by the server with %s outstanding; reading on",
+                                  self.session_hash[:8], sorted(self._outstanding))
+                        continue  # the server closed it while an event was being sent: read on
+                    if not closed_by_server and self._outstanding:
+                        failure = "the server's event stream ended early"
+                    break
+        except _StreamFailure as exc:
+            failure = str(exc)
+            self.stream_failure = failure
+            log.warning("session %s: %s", self.session_hash[:8], failure)
+        except _StreamLost as exc:
+            failure = str(exc)
+            log.info("session %s: %s", self.session_hash[:8], failure)
+        except Exception as exc:  # noqa: BLE001 - a transport error: the calls in flight see a lost connection
+            failure = f"{type(exc).__name__}: {exc}"
+            if not self._closed:
+                log.info("session %s: event stream lost (%s)", self.session_hash[:8], failure)
+        finally:
+            with self._stream_lock:
+                self._stream_running = False
+                self.stream_open = False
+                self._stream_response = None
+                orphans = set(self._outstanding) if failure or self._closed else set()
+                self._outstanding -= orphans
+                for event_id in orphans:
+                    messages = self.pending_messages_per_event.get(event_id)
+                    if messages is None:
+                        self._failed.add(event_id)
+                    else:
+                        messages.append(None)  # gradio_client's signal: the call ends with CancelledError
+
+    def _read_stream(self) -> bool:
+        """One connection of the event stream. True when the server closed it (close_stream)."""
+        timeout = httpx.Timeout(self._stream_read, connect=getattr(self, "_connect_timeout", 10.0))
+        http = self._streamer
+        with http.stream("GET", self.sse_url, params={"session_hash": self.session_hash},
+                         headers=self.headers, cookies=self.cookies, timeout=timeout) as response:
+            with self._stream_lock:
+                if self._closed:
+                    return False
+                self._stream_response = response
+            if response.status_code != 200:
+                head = next(response.iter_bytes(), b"")[:200]
+                raise _StreamFailure(f"the event stream answered HTTP {response.status_code}: {head!r}")
+            for line in _lines(response, MAX_EVENT_BYTES):
+                self.last_heard = time.monotonic()
+                if not line:
+                    continue
+                if not line.startswith("data:"):
+                    raise _StreamFailure(f"the event stream sent a line that is not an event: {line[:80]!r}")
+                try:
+                    message = json.loads(line[5:])
+                except ValueError:
+                    raise _StreamFailure(f"the event stream sent malformed JSON: {line[:80]!r}") from None
+                if not isinstance(message, dict) or not isinstance(message.get("msg"), str):
+                    raise _StreamFailure(f"the event stream sent an event without a type: {line[:80]!r}")
+                kind = message["msg"]
+                if kind == "heartbeat":
+                    continue
+                if message.get("message") == "Server stopped unexpectedly.":
+                    raise _StreamLost("the server said it stopped unexpectedly")
+                if kind == "unexpected_error" and message.get("event_id") is None:
+                    # e.g. "404: Session not found." while the server still cleans up an earlier stream of
+                    # this session: the events sent are lost, the calls fail and idempotent ones retry
+                    raise _StreamLost(f"the server dropped the session's stream: {message.get('message')}")
+                if kind == "close_stream":
+                    return True
+                event_id = message.get("event_id")
+                if not isinstance(event_id, str):
+                    raise _StreamFailure(f"the event stream sent an event without an id: {line[:80]!r}")
+                if kind == "process_completed" and not isinstance(message.get("output", {}), dict):
+                    raise _StreamFailure(f"the event stream sent a malformed result: {line[:80]!r}")
+                lists = self.pending_messages_per_event
+                if event_id not in lists:
+                    lists[event_id] = []
+                lists[event_id].append(message)
+                if kind == "process_completed":
+                    with self._stream_lock:
+                        if event_id in self._outstanding:
+                            self._outstanding.discard(event_id)
+                        else:
+                            self._completed_early.add(event_id)
+        return False
+
+    # --- sessions -----------------------------------------------------------------------------------------
 
     def fork(self, session_hash: str | None = None) -> GradioSession:
         """A new WanGP session on the same server, with nothing downloaded again.
@@ -292,8 +485,8 @@ class GradioSession(Client):
         # Per-session SSE stream bookkeeping (one stream per session_hash); the thread pool is shared.
         clone.stream_open = False
         clone.streaming_future = None
-        clone._watch_messages()
         clone.pending_event_ids = set()
+        clone._init_stream_state()
         clone._refresh_heartbeat = threading.Event()
         clone._kill_heartbeat = threading.Event()
         clone._kill_heartbeat.set()  # forks open no heartbeat stream
@@ -312,8 +505,26 @@ class GradioSession(Client):
         finally:
             self._local.listener = None
 
-    def call(self, api_name: str, args: list[Any], *, timeout: float, what: str | None = None) -> CallResult:
-        """Run one endpoint to completion within ``timeout`` seconds; foreign errors are translated."""
+    def call(self, api_name: str, args: list[Any], *, timeout: float, what: str | None = None,
+             attempts: int = 1, backoff: float = 0.5) -> CallResult:
+        """Run one endpoint to completion within ``timeout`` seconds; foreign errors are translated.
+
+        ``attempts`` > 1 only for idempotent calls (a form write, a read): a dropped connection (not a timeout,
+        not a server error) is retried after ``backoff`` seconds, doubling.
+        """
+        for attempt in range(1, max(1, attempts) + 1):
+            try:
+                return self._call_once(api_name, args, timeout=timeout, what=what)
+            except Wan2GPTimeoutError:
+                raise
+            except Wan2GPConnectionError as exc:
+                if attempt >= attempts or self._closed:
+                    raise
+                log.info("%s: %s; retrying (%d of %d)", what or api_name, exc, attempt + 1, attempts)
+                time.sleep(backoff * 2 ** (attempt - 1))
+        raise AssertionError("unreachable")
+
+    def _call_once(self, api_name: str, args: list[Any], *, timeout: float, what: str | None) -> CallResult:
         what = what or api_name
         try:
             job = self.submit_observed(api_name, args)
@@ -322,20 +533,81 @@ class GradioSession(Client):
         try:
             value = job.result(timeout=timeout)
         except TimeoutError as exc:
-            job.cancel()
+            cancel_quietly(job)
             raise Wan2GPTimeoutError(f"{what} did not answer within {timeout:.0f} s", server=self.src,
                                      hint="the server is busy or frozen") from exc
         except BaseException as exc:
+            if self.stream_failure:
+                raise Wan2GPServerError(f"{what} failed: {self.stream_failure}", server=self.src,
+                                        hint="is this really WanGP? a proxy in between may alter its answers") from exc
             raise translate(exc, server=self.src, what=what) from exc
         return CallResult(value, list(job.communicator.job.logs) if job.communicator else [])
 
+    def close_streams(self) -> None:
+        """Close this session's event stream: its pending calls end (cancelled) and nothing waits on it.
+
+        The server sees the session disconnect and stops following it; WanGP's own worker finishes the task
+        in progress, which :meth:`Wan2GPClient.resume_job` can collect later. No call can be sent afterwards.
+        """
+        lock = getattr(self, "_stream_lock", None)
+        if lock is None:
+            return
+        with lock:
+            self._closed = True
+            response = self._stream_response
+        if response is not None:
+            try:
+                response.close()  # wakes the reader thread blocked on this connection
+            except Exception:  # noqa: BLE001 - closing a stream another thread reads may race; that is fine
+                log.debug("closing the event stream", exc_info=True)
+
     def close(self) -> None:
+        """End the session's event stream (the server then drops its running events) and, for the root, its pool."""
         self._kill_heartbeat.set()
         self.close_streams()
         if not getattr(self, "_is_fork", False):
             self.executor.shutdown(wait=False, cancel_futures=True)
+            for shared in (getattr(self, "_poster", None), getattr(self, "_streamer", None)):
+                if shared is not None:
+                    shared.close()
 
     def __del__(self) -> None:
         # gradio_client's __del__ shuts its thread pool down; forks share the root's pool, and the root's
         # pool is shut down by close(). Nothing to do here.
         return None
+
+
+def cancel_quietly(job: Any) -> None:
+    """``Job.cancel()`` without blocking: gradio_client posts the cancel synchronously, and a frozen server
+    would hold the caller for a whole read timeout."""
+    threading.Thread(target=_cancel, args=(job,), name="wan2gp-cancel", daemon=True).start()
+
+
+def _cancel(job: Any) -> None:
+    try:
+        job.cancel()
+    except Exception as exc:  # noqa: BLE001 - best effort; the server may be gone
+        log.debug("cancelling a call failed: %s", exc)
+
+
+def _lines(response: httpx.Response, limit: int) -> Iterator[str]:
+    """The lines of a streamed response, none longer than ``limit`` bytes."""
+    buffer = b""
+    for chunk in response.iter_bytes():
+        buffer += chunk
+        while True:
+            end = buffer.find(b"\n")
+            if end < 0:
+                break
+            line, buffer = buffer[:end], buffer[end + 1:]
+            yield _decode(line.rstrip(b"\r"))
+        if len(buffer) > limit:
+            raise _StreamFailure(f"the event stream sent a message over {limit / 2**20:g} MB")
+    # An unterminated last line is a message cut off with the connection: a drop, not a malformed message.
+
+
+def _decode(line: bytes) -> str:
+    try:
+        return line.decode("utf-8")
+    except UnicodeDecodeError:
+        raise _StreamFailure(f"the event stream sent bytes that are not UTF-8: {line[:60]!r}") from None
