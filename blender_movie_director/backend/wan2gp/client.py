@@ -51,6 +51,8 @@ if TYPE_CHECKING:
     from .cache import ApiCache
 
 log = logging.getLogger(__name__)
+# Our own generator: seeds and retry jitter never touch the global `random` state of the host program.
+_rng = random.Random()
 
 KEEP_FINISHED_JOBS = 50  # finished jobs still listed by jobs(); older ones are forgotten (no growth per job)
 # WanGP's queue.zip of one session's tasks is a few KB (a task's settings); 16 MB is no such queue.
@@ -172,7 +174,7 @@ class Wan2GPClient:
                 refused_login = type(exc).__name__ == "AuthenticationError" or "user name or password" in error.message
                 if not isinstance(error, Wan2GPConnectionError) or refused_login or attempt == retries.attempts:
                     raise error from None
-                sleep = min(delay, retries.max_backoff) * (0.5 + random.random())
+                sleep = min(delay, retries.max_backoff) * (0.5 + _rng.random())
                 log.info("connect attempt %d to %s failed (%s); retrying in %.1f s", attempt,
                          self.server_address, error, sleep)
                 time.sleep(sleep)
@@ -562,7 +564,7 @@ class Wan2GPClient:
             except Wan2GPConnectionError:
                 if attempt == retries.attempts:
                     raise
-                time.sleep(min(delay, retries.max_backoff) * (0.5 + random.random()))
+                time.sleep(min(delay, retries.max_backoff) * (0.5 + _rng.random()))
                 delay *= 2
         raise AssertionError("unreachable")
 

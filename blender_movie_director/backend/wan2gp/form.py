@@ -21,6 +21,8 @@ from .enums import FrameRule, catalog, categories_of, family_rule, requires_star
 from .errors import Wan2GPValidationError, did_you_mean
 from .schemas import GenerationSettings, ModelInfo
 
+# Our own generator: drawing a seed never touches the global `random` state of the host program.
+_rng = random.Random()
 _FPS_IN_LABEL = re.compile(r"\((\d+)\s*(?:frames\s*)?=\s*1\s*s", re.IGNORECASE)
 _MEDIA_COMPONENTS = {"Gallery", "Video", "Audio", "Image", "File", "Wangpimageeditor", "Imageeditor"}
 
@@ -205,7 +207,7 @@ def build_save_args(
     # What is sent is a frame count; a duration given in seconds has become that count.
     updates: dict[str, Any] = {"video_length": form.frames_for(settings), "seconds": None}
     if settings.seed == -1:
-        updates["seed"] = random.randint(0, 2**31 - 1)
+        updates["seed"] = _rng.randint(0, 2**31 - 1)
     sent = settings.model_copy(update=updates)
 
     for name in (settings.model_fields_set | set(updates)) - {"seconds"}:

@@ -50,6 +50,8 @@ if TYPE_CHECKING:
     from .session import GradioSession
 
 log = logging.getLogger(__name__)
+# Our own generator: seeds and retry jitter never touch the global `random` state of the host program.
+_rng = random.Random()
 
 ProgressCallback = Callable[["Wan2GPJob", JobProgress], None]
 DoneCallback = Callable[["Wan2GPJob"], None]
@@ -515,7 +517,7 @@ class Wan2GPJob:
                         f"the server did not answer for {timeouts.reconnect:.0f} s after the connection dropped "
                         f"during job {self.id} ({exc})", server=client.server_address, job_id=self.id,
                         hint="the server may be frozen or the network down; check WanGP's console") from exc
-                self._cancel.wait(min(left, delay * (0.5 + random.random())))
+                self._cancel.wait(min(left, delay * (0.5 + _rng.random())))
                 delay = min(delay * 2, retries.max_backoff)
                 continue
             if self._app_id is not None and instance != self._app_id:
