@@ -170,3 +170,9 @@ def out_dir(tmp_path: Path) -> Path:
     path = tmp_path / "shots"
     path.mkdir()
     return path
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run Blender's tests first: bpy crashed once (rendering a frame) in a process where earlier tests had
+    left many client threads; in a fresh process it has not."""
+    items[:] = sorted(items, key=lambda item: "blender" not in item.path.parts)

@@ -94,7 +94,7 @@ def test_pool_spreads_jobs_and_shows_its_view(make_emulator, tmp_path):
     servers = [make_emulator("v12"), make_emulator("v12")]
     with _pool([s.url for s in servers], tmp_path) as pool:
         assert pool.wait_for_servers(2, timeout=10)
-        jobs = [pool.submit(prompt=f"spread {i}", frames=5, steps=4) for i in range(4)]
+        jobs = [pool.submit(prompt=f"spread {i} [[slow]]", frames=5, steps=4) for i in range(4)]  # ~2 s each
         _wait(lambda: sum(len(v.running) for v in pool.view().servers) == 2, timeout=10)
         view = pool.view()
         assert {s.state for s in view.servers} == {"busy"}
@@ -104,7 +104,7 @@ def test_pool_spreads_jobs_and_shows_its_view(make_emulator, tmp_path):
         assert all(r.video_path.exists() for r in results)
         assert {j.server for j in jobs} == {s.url for s in servers}
         view = pool.view()
-        assert [s.completed for s in view.servers] == [2, 2]
+        assert sum(s.completed for s in view.servers) == 4 and all(s.completed >= 1 for s in view.servers)
         assert all(s.state == "idle" and s.model == "t2v_1.3B" and s.wangp_version == "12.60" for s in view.servers)
         assert "idle" in str(view)
 
