@@ -279,15 +279,14 @@ class Wan2GPJob:
             if self._done.is_set():
                 return
             self._result, self._error = result, error
-            if keep_status:
-                pass
-            elif result is not None:
-                self._progress = self._progress.model_copy(update={"status": JobStatus.COMPLETED, "fraction": 1.0})
-            elif isinstance(error, JobCancelledError):
-                self._progress = self._progress.model_copy(update={"status": JobStatus.CANCELLED})
-            else:
-                self._progress = self._progress.model_copy(
-                    update={"status": JobStatus.FAILED, "message": str(error) if error else ""})
+            if not keep_status:  # detached: the job goes on on the server, its status stays as it was
+                if result is not None:
+                    self._progress = self._progress.model_copy(update={"status": JobStatus.COMPLETED, "fraction": 1.0})
+                elif isinstance(error, JobCancelledError):
+                    self._progress = self._progress.model_copy(update={"status": JobStatus.CANCELLED})
+                else:
+                    self._progress = self._progress.model_copy(
+                        update={"status": JobStatus.FAILED, "message": str(error) if error else ""})
             snapshot = self._progress
             self._done.set()
             callbacks = list(self._done_callbacks)
@@ -304,8 +303,7 @@ class Wan2GPJob:
                 log.exception("done callback failed for job %s", self.id)
 
     def _check_cancel(self) -> None:
-        if self._detach.is_set():
-            raise _Detached()
+        self._check_cancel_detached()
         if self._cancel.is_set():
             raise JobCancelledError(f"job {self.id} was cancelled", job_id=self.id)
 
