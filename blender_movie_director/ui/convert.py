@@ -55,6 +55,18 @@ def quick_check(request: dict[str, Any]) -> str | None:
     return None
 
 
+# Blender keeps at most this many characters of a marker's name: a name this long may have been cut.
+MARKER_NAME_MAX = 63
+
+
+def span_seconds(start: int, end: int, scene_fps: float) -> float:
+    """The shot duration that fills timeline frames ``start`` to ``end`` (exclusive).
+
+    WanGP's clips have ``seconds * fps + 1`` frames, so a span of N frames is ``(N - 1) / fps`` seconds.
+    """
+    return round(max(1, end - start - 1) / scene_fps, 3)
+
+
 def rerun_request(stored: dict[str, Any], *, variation: bool, rng: random.Random | None = None) -> dict[str, Any]:
     """A request that makes a stored shot again: the same settings and seed, or a new seed (variation).
 
@@ -210,6 +222,33 @@ def progress_text(job: Any) -> str:
     if eta:
         parts.append(f"ETA {eta}")
     return " · ".join(parts)
+
+
+def batch_counts(items: list[Any]) -> dict[str, Any]:
+    """How far a Generate All run is: shots in all, completed, failed (or lost), cancelled, still active, and
+    the fraction of the run's work done (each unfinished shot counts with its own progress)."""
+    counts = {"total": len(items), "completed": 0, "failed": 0, "cancelled": 0, "active": 0}
+    work = 0.0
+    for item in items:
+        if item.status == "completed":
+            counts["completed"] += 1
+        elif item.status in ("failed", "lost"):
+            counts["failed"] += 1
+        elif item.status == "cancelled":
+            counts["cancelled"] += 1
+        else:
+            counts["active"] += 1
+        work += 1.0 if item.status in FINISHED else float(item.fraction)
+    counts["fraction"] = work / len(items) if items else 0.0
+    return counts
+
+
+def batch_text(counts: dict[str, Any]) -> str:
+    text = f"Batch: {counts['completed']}/{counts['total']} done"
+    for key in ("failed", "cancelled"):
+        if counts[key]:
+            text += f", {counts[key]} {key}"
+    return text
 
 
 def dumps(data: Any) -> str:

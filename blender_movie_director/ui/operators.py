@@ -53,7 +53,7 @@ def expected_length(context: Any, scene: Any, model: str, seconds: float | None 
 
 
 def submit(context: Any, scene: Any, *, kind: str, request: dict[str, Any], channel: int, frame_start: int,
-           length: int) -> Any:
+           length: int, batch: str = "") -> Any:
     """Add the job to the scene (saved with the .blend) and hand it to a worker. Returns the job item."""
     st = pump.state()
     p = prefs(context)
@@ -63,6 +63,7 @@ def submit(context: Any, scene: Any, *, kind: str, request: dict[str, Any], chan
     item = state.jobs.add()
     item.key = uuid.uuid4().hex[:12]
     item.kind = kind
+    item.batch = batch
     item.server = conn.url
     item.output_dir = conn.output_dir
     item.prompt = prompt
@@ -239,6 +240,78 @@ class MD_OT_regenerate(_ShotOperator, bpy.types.Operator):
                            channel=channel, length=length)
 
 
+class MD_OT_generate_all(bpy.types.Operator):
+    """One shot per selected text strip (its text is the prompt; the shot fills its place, on the channel above),
+    or, with no text strip selected, per selected timeline marker (its name is the prompt; the shot lasts until
+    the next marker). The other settings come from the panel"""
+
+    bl_idname = "movie_director.generate_all"
+    bl_label = "Generate All"
+    bl_options = {"REGISTER"}
+
+    @classmethod
+    def poll(cls, context):
+        return _running(cls, context)
+
+    def execute(self, context):
+        scene = context.scene
+        state = scene.movie_director
+        base = convert.shot_request(state)
+        shots, skipped, notes = _timeline_prompts(scene, base.get("seconds") or 1.0)
+        if not shots:
+            self.report({"ERROR"}, "Nothing to generate: select text strips (their text is the prompt) or timeline "
+                        "markers (their name is the prompt)" + (f"; skipped {', '.join(skipped)}" if skipped else ""))
+            return {"CANCELLED"}
+        problem = convert.quick_check({**base, "prompt": shots[0][0]})  # the prompts are not empty: the model
+        if problem:
+            self.report({"ERROR"}, problem)
+            return {"CANCELLED"}
+        batch = uuid.uuid4().hex[:8]
+        for prompt, start, seconds, lowest in shots:
+            request = {**base, "prompt": prompt, "seconds": seconds}
+            length = expected_length(context, scene, request["model"], seconds)
+            channel = vse.first_free_channel(scene, lowest or state.channel, start, start + length,
+                                             reserved=_reservations(scene))
+            submit(context, scene, kind="batch", request=request, channel=channel, frame_start=start,
+                   length=length, batch=batch)
+        text = f"{len(shots)} shot(s) queued"
+        if skipped:
+            text += f"; skipped {', '.join(skipped)}"
+        self.report({"WARNING"} if skipped or notes else {"INFO"}, "; ".join([text, *notes]))
+        return {"FINISHED"}
+
+
+def _timeline_prompts(scene: Any, default_seconds: float) -> tuple[list[tuple[str, int, float, int | None]],
+                                                                  list[str], list[str]]:
+    """The shots "Generate All" makes: ``(prompt, start frame, seconds, lowest channel)`` each, what was skipped,
+    and notices. Selected text strips win; else the selected markers."""
+    fps = vse.scene_fps(scene)
+    shots, skipped, notes = [], [], []
+    texts = vse.selected_text_strips(scene)
+    if texts:
+        for strip in texts:
+            start, end = vse.strip_span(strip)
+            if not strip.text.strip():
+                skipped.append(f"{strip.name} (no text)")
+                continue
+            shots.append((strip.text.strip(), start, convert.span_seconds(start, end, fps), strip.channel + 1))
+        return shots, skipped, notes
+    markers = sorted(scene.timeline_markers, key=lambda m: m.frame)
+    for index, marker in enumerate(markers):
+        if not marker.select:
+            continue
+        if not marker.name.strip():
+            skipped.append(f"the marker at frame {marker.frame} (no name)")
+            continue
+        later = [m.frame for m in markers[index + 1:] if m.frame > marker.frame]
+        seconds = convert.span_seconds(marker.frame, later[0], fps) if later else default_seconds
+        shots.append((marker.name.strip(), marker.frame, seconds, None))
+        if len(marker.name) >= convert.MARKER_NAME_MAX:
+            notes.append(f"the marker at frame {marker.frame} has a {convert.MARKER_NAME_MAX}-character name, "
+                         "Blender's limit: its prompt may be cut; use a text strip for long prompts")
+    return shots, skipped, notes
+
+
 class MD_OT_load_strip_settings(bpy.types.Operator):
     """Copy the settings stored on the selected strip into the shot settings"""
 
@@ -290,18 +363,49 @@ class MD_OT_cancel_job(_JobOperator, bpy.types.Operator):
         if item.status not in convert.ACTIVE:
             self.report({"WARNING"}, f"The job is already {item.status}")
             return {"CANCELLED"}
-        st = pump.state()
-        job = st.jobs.get(item.key)
-        if job is not None:
-            job.cancel()  # sets a flag: the job's own thread stops the work on the server
-            item.status = "cancelling"
-            item.phase = "Stopping on the server"
-        elif item.key in st.pending:
-            st.cancel_requested.add(item.key)  # cancelled as soon as the server has it
-            item.status = "cancelling"
-        else:
-            item.status = "cancelled"
+        cancel_item(item)
         pump.tag_redraw()
+        return {"FINISHED"}
+
+
+def cancel_item(item: Any) -> None:
+    """Cancel an active job: its own thread stops the work on the server (never waited for here)."""
+    st = pump.state()
+    job = st.jobs.get(item.key)
+    if job is not None:
+        job.cancel()  # sets a flag: the job's own thread stops the work on the server
+        item.status = "cancelling"
+        item.phase = "Stopping on the server"
+    elif item.key in st.pending:
+        st.cancel_requested.add(item.key)  # cancelled as soon as the server has it
+        item.status = "cancelling"
+    else:
+        item.status = "cancelled"
+
+
+class MD_OT_cancel_batch(bpy.types.Operator):
+    """Cancel every unfinished shot of this Generate All run (finished shots stay)"""
+
+    bl_idname = "movie_director.cancel_batch"
+    bl_label = "Cancel All"
+    bl_options = {"REGISTER", "INTERNAL"}
+
+    batch: StringProperty(options={"HIDDEN", "SKIP_SAVE"})
+
+    @classmethod
+    def poll(cls, context):
+        return _running(cls, context)
+
+    def execute(self, context):
+        active = [i for i in context.scene.movie_director.jobs
+                  if self.batch and i.batch == self.batch and i.status in convert.ACTIVE]
+        if not active:
+            self.report({"WARNING"}, "No unfinished shot in this batch")
+            return {"CANCELLED"}
+        for item in active:
+            cancel_item(item)
+        pump.tag_redraw()
+        self.report({"INFO"}, f"Cancelling {len(active)} shot(s)")
         return {"FINISHED"}
 
 
@@ -363,7 +467,7 @@ class MD_OT_retry_job(_JobOperator, bpy.types.Operator):
                 self.report({"ERROR"}, "This job has no stored request")
                 return {"CANCELLED"}
             submit(context, context.scene, kind=item.kind, request=request, channel=item.channel,
-                   frame_start=item.frame_start, length=item.expected_length)
+                   frame_start=item.frame_start, length=item.expected_length, batch=item.batch)
             return {"FINISHED"}
         self.report({"WARNING"}, f"The job is {item.status}")
         return {"CANCELLED"}
@@ -491,8 +595,10 @@ classes = (
     MD_OT_generate_from_frame,
     MD_OT_extend,
     MD_OT_regenerate,
+    MD_OT_generate_all,
     MD_OT_load_strip_settings,
     MD_OT_cancel_job,
+    MD_OT_cancel_batch,
     MD_OT_remove_job,
     MD_OT_clear_finished,
     MD_OT_retry_job,

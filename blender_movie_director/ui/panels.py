@@ -130,6 +130,7 @@ class MD_PT_shot(bpy.types.Panel):
         row = column.row(align=True)
         row.operator("movie_director.generate_from_frame", icon="IMAGE_DATA")
         row.operator("movie_director.extend", icon="FORWARD")
+        column.operator("movie_director.generate_all", icon="SEQ_STRIP_DUPLICATE")
         strip = vse.active_strip(scene)
         if vse.get_shot_metadata(strip) is not None:
             box = layout.box()
@@ -150,6 +151,16 @@ class MD_UL_jobs(bpy.types.UIList):
             row.operator("movie_director.cancel_job", text="", icon="X", emboss=False).key = item.key
         else:
             row.label(text=item.status.capitalize())
+
+
+def _draw_batch(layout: Any, jobs: Any, batch: str) -> None:
+    """The Generate All run of the selected job: how far it is, and Cancel All while shots are unfinished."""
+    items = [i for i in jobs if i.batch == batch]
+    counts = convert.batch_counts(items)
+    row = layout.row(align=True)
+    row.progress(factor=counts["fraction"], type="BAR", text=convert.batch_text(counts))
+    if counts["active"]:
+        row.operator("movie_director.cancel_batch", text="", icon="CANCEL").batch = batch
 
 
 class MD_PT_queue(bpy.types.Panel):
@@ -175,6 +186,8 @@ class MD_PT_queue(bpy.types.Panel):
                   icon=_STATUS_ICONS.get(item.status, "DOT"))
         draw_wrapped(box, context, item.prompt)
         box.label(text=f"Channel {item.channel}, frame {item.frame_start}")
+        if item.batch:
+            _draw_batch(box, state.jobs, item.batch)
         if item.status in convert.ACTIVE:
             box.progress(factor=item.fraction, type="BAR", text=convert.progress_text(item))
             box.operator("movie_director.cancel_job", icon="CANCEL").key = item.key

@@ -86,7 +86,8 @@ class MD_Job(bpy.types.PropertyGroup):
     """One shot on its way: what was asked, where it goes, how far it is, and how it ended."""
 
     key: StringProperty(description="This job's id in the .blend")
-    kind: StringProperty(description="generate, from_frame, extend, regenerate or variation")
+    kind: StringProperty(description="generate, from_frame, extend, regenerate, variation or batch")
+    batch: StringProperty(description="The Generate All run this job belongs to (empty: a single shot)")
     job_id: StringProperty(description="The WanGP client's job id")
     server: StringProperty()
     output_dir: StringProperty(subtype="DIR_PATH")

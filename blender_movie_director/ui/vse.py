@@ -72,6 +72,12 @@ def selected_strips(scene: bpy.types.Scene) -> list[Any]:
     return [s for s in _top_level(scene) if s.select]
 
 
+def selected_text_strips(scene: bpy.types.Scene) -> list[Any]:
+    """The selected top-level text strips, in timeline order."""
+    return sorted((s for s in selected_strips(scene) if s.type == "TEXT"),
+                  key=lambda s: (s.frame_final_start, s.channel))
+
+
 def find_strip(scene: bpy.types.Scene, name: str) -> Any | None:
     for strip in all_strips(scene):
         if strip.name == name:

@@ -7,10 +7,8 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Any
 
-from .conftest import ADDON, addon_utils, bpy, connect, prefs, pump_until, wait_done
+from .conftest import ADDON, addon_utils, bpy, connect, draw_panels, prefs, pump_until, wait_done
 
 CLASSES = ("MD_PT_main", "MD_PT_shot", "MD_PT_queue", "MD_UL_jobs", "MD_UL_servers")
 
@@ -122,59 +120,6 @@ def test_connect_shows_server_status_catalog_and_frame_count(blend):
     assert convert.frames_for(2.0, rules) == (33, 16)
     found = properties._search_models(blend.shot, bpy.context, "1.3")
     assert ("t2v_1.3B", next(m["name"] for m in st.catalogs[blend.url] if m["model_type"] == "t2v_1.3B")) in found
-
-
-# --- panels: drawn with a recording layout (background mode has no UI) -----------------------------------
-
-class FakeLayout:
-    """Records what a panel draws; every sub-layout is another FakeLayout."""
-
-    def __init__(self, record: list[tuple[str, Any]]) -> None:
-        self.record = record
-        self.alert = False
-        self.scale_y = 1.0
-        self.enabled = True
-
-    def _sub(self, *args: Any, **kwargs: Any) -> FakeLayout:
-        return FakeLayout(self.record)
-
-    row = column = box = split = _sub
-
-    def label(self, text: str = "", icon: str = "NONE", **kwargs: Any) -> None:
-        self.record.append(("label", text))
-
-    def prop(self, data: Any, name: str, **kwargs: Any) -> None:
-        assert hasattr(data, name), name
-        self.record.append(("prop", name))
-
-    def operator(self, idname: str, **kwargs: Any) -> Any:
-        module, name = idname.split(".")
-        assert hasattr(getattr(bpy.ops, module), name), idname
-        self.record.append(("operator", idname))
-        return SimpleNamespace()
-
-    def template_list(self, *args: Any, **kwargs: Any) -> None:
-        self.record.append(("list", args[0]))
-
-    def progress(self, factor: float = 0.0, type: str = "BAR", text: str = "") -> None:
-        self.record.append(("progress", text))
-
-    def separator(self, **kwargs: Any) -> None:
-        pass
-
-
-def draw_panels(scene: Any) -> list[tuple[str, Any]]:
-    from blender_movie_director.ui import panels
-
-    record: list[tuple[str, Any]] = []
-    context = SimpleNamespace(scene=scene, preferences=bpy.context.preferences, region=None,
-                              window_manager=bpy.context.window_manager)
-    for panel in (panels.MD_PT_main, panels.MD_PT_shot, panels.MD_PT_queue):
-        panel.draw(SimpleNamespace(layout=FakeLayout(record)), context)
-    item = scene.movie_director.jobs[scene.movie_director.job_index] if scene.movie_director.jobs else None
-    if item is not None:
-        panels.MD_UL_jobs.draw_item(None, context, FakeLayout(record), None, item, None, None, None)
-    return record
 
 
 def test_panel_shows_powered_by_wangp_and_a_failed_job_in_full(blend):

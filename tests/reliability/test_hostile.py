@@ -125,28 +125,15 @@ def _peak_rss_during(fn: Callable[[], None]) -> int:
     return peak[0] - base
 
 
-@pytest.mark.parametrize(("route", "fields", "words"), [
-    # announced 1000 bytes, sends 5 MB
-    (lambda h: h.send(200, b"\0" * 5_000_000, {"Content-Type": "video/mp4"}), {"size": 1000},
-     "more than the 1000 bytes it announced"),
-    # announces a terabyte
-    (lambda h: h.stream(200, iter([b"\0"]), {"Content-Length": str(10**12)}), {}, "offers a 1000000000000 byte file"),
-    # no length, never ends: stopped at the size cap (32 MB here), with memory bounded
-    (lambda h: h.stream(200, _endless(), {"Content-Type": "video/mp4"}), {}, "exceeded the 33554432 byte limit"),
-    # not a video at all
-    (lambda h: h.send(200, b"<html>502 Bad Gateway</html>" * 100, {"Content-Type": "video/mp4"}), {},
-     "not a usable video"),
-])
-def test_downloads_that_are_too_large_or_not_videos_are_refused(route, fields, words, emulator_v12, hostile_to,
-                                                                sandbox):
-    out, _ = sandbox
-    gateway = hostile_to(emulator_v12.url)
+def _hostile_download(route, fields, server, hostile_to, out, cap: int) -> tuple[list[BaseException], int]:
+    """Generate through a gateway whose gallery offers ``route``'s file. Returns (errors, peak RSS rise)."""
+    gateway = hostile_to(server.url)
     gateway.routes["/hostile/out.mp4"] = route
     gateway.rewrite_output = _rewrite_gallery(lambda items: [_with_file(gateway.url + "hostile/out.mp4",
                                                                         **fields)])
+    errors: list[BaseException] = []
     with make_client(gateway.url, out, max_jobs=1) as client:
-        client.settings.max_download_bytes = 32 * 1024 * 1024
-        errors: list[BaseException] = []
+        client.settings.max_download_bytes = cap
 
         def run() -> None:
             try:
@@ -155,10 +142,40 @@ def test_downloads_that_are_too_large_or_not_videos_are_refused(route, fields, w
                 errors.append(exc)
 
         rise = _peak_rss_during(run)
+    return errors, rise
+
+
+@pytest.mark.parametrize(("route", "fields", "words"), [
+    # announced 1000 bytes, sends 5 MB
+    (lambda h: h.send(200, b"\0" * 5_000_000, {"Content-Type": "video/mp4"}), {"size": 1000},
+     "more than the 1000 bytes it announced"),
+    # announces a terabyte
+    (lambda h: h.stream(200, iter([b"\0"]), {"Content-Length": str(10**12)}), {}, "offers a 1000000000000 byte file"),
+    # no length, never ends: stopped at the size cap (32 MB here)
+    (lambda h: h.stream(200, _endless(), {"Content-Type": "video/mp4"}), {}, "exceeded the 33554432 byte limit"),
+    # not a video at all
+    (lambda h: h.send(200, b"<html>502 Bad Gateway</html>" * 100, {"Content-Type": "video/mp4"}), {},
+     "not a usable video"),
+])
+def test_downloads_that_are_too_large_or_not_videos_are_refused(route, fields, words, emulator_v12, hostile_to,
+                                                                sandbox):
+    out, _ = sandbox
+    errors, _ = _hostile_download(route, fields, emulator_v12, hostile_to, out, cap=32 * 1024 * 1024)
     assert errors and isinstance(errors[0], JobFailedError), errors
     assert words in str(errors[0])
-    assert rise < 24 * 1024 * 1024, f"memory rose by {rise / 2**20:.0f} MB during a capped download"
     assert not list(out.iterdir())  # no partial, no unchecked file
+
+
+def test_an_endless_download_is_streamed_to_disk_not_held_in_memory(emulator_v12, hostile_to, sandbox):
+    # The process also runs the emulator and the gateway, so its RSS moves by tens of MB on its own: the cap is
+    # set far above that noise, and a client that buffered the download would rise by the whole cap.
+    out, _ = sandbox
+    cap = 256 * 1024 * 1024
+    route = lambda h: h.stream(200, _endless(), {"Content-Type": "video/mp4"})  # noqa: E731
+    errors, rise = _hostile_download(route, {}, emulator_v12, hostile_to, out, cap=cap)
+    assert errors and f"exceeded the {cap} byte limit" in str(errors[0]), errors
+    assert rise < cap // 3, f"memory rose by {rise / 2**20:.0f} MB while {cap / 2**20:.0f} MB streamed in"
+    assert not list(out.iterdir())
 
 
 def _one_shot(match: bytes, replace: Callable[[bytes], bytes | None]) -> Callable[[bytes], bytes | None]:

@@ -113,6 +113,7 @@ class Wan2GPClient:
         self._api: ServerApi | None = None
         self._forms: dict[str, ModelForm] = {}
         self._jobs: dict[str, Wan2GPJob] = {}
+        self._stoppers: set[threading.Thread] = set()  # jobs still being stopped on the server, see disconnect
         self._pool: ThreadPoolExecutor | None = None
         self._http: httpx.Client | None = None
         self.poll_interval = 0.5  # seconds between gallery polls while re-attached to an interrupted run
@@ -182,15 +183,29 @@ class Wan2GPClient:
         raise AssertionError("unreachable")
 
     def disconnect(self, *, cancel_jobs: bool = True) -> None:
-        """Close the connection. Unfinished jobs are cancelled on the server first (nothing is orphaned)."""
+        """Close the connection. Unfinished jobs are cancelled on the server first (nothing is orphaned).
+
+        A job that could not be stopped when it was cancelled (the server was frozen or unreachable) is still
+        being stopped in the background: that is waited for too, up to ``timeouts.reconnect``, so that closing
+        the client doesn't leave it running on the GPU.
+        """
         with self._lock:
             jobs = [j for j in self._jobs.values() if not j.done()]
         if cancel_jobs:
             for job in jobs:
                 job.cancel()
-        deadline = time.monotonic() + self.settings.timeouts.call
+        timeouts = self.settings.timeouts
+        deadline = time.monotonic() + timeouts.call
         for job in jobs:
             job._done.wait(max(0.0, deadline - time.monotonic()))
+        deadline = time.monotonic() + timeouts.reconnect
+        with self._lock:
+            stoppers = list(self._stoppers)
+        for thread in stoppers:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        if any(thread.is_alive() for thread in stoppers):
+            log.warning("closing the client while %d job(s) could not be stopped on %s; they may still run there",
+                        sum(thread.is_alive() for thread in stoppers), self.server_address)
         with self._lock:
             if self._pool is not None:
                 self._pool.shutdown(wait=False, cancel_futures=True)

@@ -533,7 +533,8 @@ class Wan2GPJob:
     def _stop_in_background(self, client: Wan2GPClient) -> None:
         """Keep trying, on a daemon thread, to stop this job's work on the server (abort, clear its queue) when
         the server could not be told at cancel time (frozen, unreachable): for ``timeouts.reconnect`` seconds,
-        or three attempts of ``min(call, 2 * connect)``, whichever is longer, and only while the client is open.
+        or three attempts of ``min(call, 2 * connect)``, whichever is longer, and only while the client is open
+        (:meth:`Wan2GPClient.disconnect` waits for it).
         """
         if not self._session_hash or not (self._add_sent or self._task_queued):
             return
@@ -578,7 +579,17 @@ class Wan2GPJob:
             log.warning("job %s: could not reach the server to stop it within %.0f s; it may still run there",
                         self.id, max(timeouts.reconnect, 3 * attempt))
 
-        threading.Thread(target=stop, name=f"wan2gp-stop-{self.id}", daemon=True).start()
+        def tracked() -> None:
+            try:
+                stop()
+            finally:
+                with client._lock:
+                    client._stoppers.discard(thread)
+
+        thread = threading.Thread(target=tracked, name=f"wan2gp-stop-{self.id}", daemon=True)
+        with client._lock:
+            client._stoppers.add(thread)
+        thread.start()
 
     def _await_orphan(self, session: GradioSession, client: Wan2GPClient,
                       started: float | None = None) -> tuple[list[Any], bool]:

@@ -1,0 +1,114 @@
+"""Generate All: a shot per selected text strip or timeline marker, and Cancel All for the run."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from blender_movie_director.ui import convert, vse
+
+from .conftest import bpy, connect, draw_panels, pump_until
+
+
+def _text(scene, name, text, channel, start, length, select=True):
+    strips = vse.top_strips(scene)
+    params = strips.bl_rna.functions["new_effect"].parameters.keys()
+    span = {"length": length} if "length" in params else {"frame_end": start + length}
+    strip = strips.new_effect(name=name, type="TEXT", channel=channel, frame_start=start, **span)
+    strip.text = text
+    strip.select = select
+    return strip
+
+
+def _jobs(scene):
+    return list(scene.movie_director.jobs)
+
+
+def _all_finished(scene):
+    return lambda: all(i.status in convert.FINISHED for i in scene.movie_director.jobs)
+
+
+def test_generate_all_from_text_strips_fills_each_strips_place(blend):
+    connect(blend)
+    scene = blend.scene
+    _text(scene, "first", "a lighthouse at dusk", channel=1, start=1, length=17)
+    _text(scene, "second", "  waves against the rocks  ", channel=1, start=40, length=33)
+    _text(scene, "empty", "   ", channel=4, start=100, length=17)
+    _text(scene, "unselected", "not this one", channel=1, start=200, length=17, select=False)
+    blend.shot.prompt = "the panel's prompt is not used"
+
+    assert bpy.ops.movie_director.generate_all() == {"FINISHED"}
+    jobs = _jobs(scene)
+    assert [convert.loads(j.request)["prompt"] for j in jobs] == ["a lighthouse at dusk", "waves against the rocks"]
+    assert [(j.channel, j.frame_start, j.expected_length) for j in jobs] == [(2, 1, 17), (2, 40, 33)]
+    assert len({j.batch for j in jobs}) == 1 and jobs[0].batch and {j.kind for j in jobs} == {"batch"}
+    # The panel's other settings are shared: model, steps, resolution.
+    request = convert.loads(jobs[0].request)
+    assert (request["model"], request["num_inference_steps"], request["resolution"]) == ("t2v_1.3B", 2, "832x480")
+
+    pump_until(_all_finished(scene), timeout=90)
+    for job, start, frames in zip(_jobs(scene), (1, 40), (17, 33), strict=True):
+        assert job.status == "completed", job.error
+        strip = vse.find_strip(scene, job.strip_name)
+        assert (strip.channel, strip.frame_final_start, strip.frame_final_duration) == (2, start, frames)
+        assert vse.get_shot_metadata(strip)["settings"]["prompt"] == convert.loads(job.request)["prompt"]
+    shown = [text for kind, text in draw_panels(scene) if kind == "progress"]
+    assert "Batch: 2/2 done" in shown
+
+
+def test_generate_all_from_markers_lasts_until_the_next_marker(blend):
+    connect(blend)
+    scene = blend.scene
+    first = scene.timeline_markers.new("a fox in the snow", frame=10)
+    skipped = scene.timeline_markers.new("not selected: only ends the second shot", frame=60)
+    second = scene.timeline_markers.new("a fox asleep", frame=43)
+    last = scene.timeline_markers.new("the sun comes up", frame=80)
+    skipped.select = False
+    assert first.select and second.select and last.select
+
+    assert bpy.ops.movie_director.generate_all() == {"FINISHED"}
+    jobs = _jobs(scene)
+    assert [convert.loads(j.request)["prompt"] for j in jobs] == ["a fox in the snow", "a fox asleep",
+                                                                  "the sun comes up"]
+    # 10 -> 43 is 33 frames: 2 s at 16 fps; 43 -> 60 is 17 frames: 1 s; the last has the panel's 1 s.
+    assert [j.frame_start for j in jobs] == [10, 43, 80]
+    assert [j.expected_length for j in jobs] == [33, 17, 17]
+    assert [j.channel for j in jobs] == [2, 2, 2]
+    pump_until(_all_finished(scene), timeout=90)
+    assert [j.status for j in _jobs(scene)] == ["completed"] * 3, [j.error for j in _jobs(scene)]
+
+
+def test_generate_all_says_what_to_select_and_queues_nothing(blend):
+    connect(blend)
+    with pytest.raises(RuntimeError, match="select text strips .* or timeline markers"):
+        bpy.ops.movie_director.generate_all()
+    _text(blend.scene, "blank", "", channel=1, start=1, length=17)
+    with pytest.raises(RuntimeError, match=r"skipped blank \(no text\)"):
+        bpy.ops.movie_director.generate_all()
+    assert len(blend.scene.movie_director.jobs) == 0
+
+
+def test_cancel_all_stops_every_unfinished_shot_of_the_run_on_the_server(blend):
+    connect(blend)
+    scene = blend.scene
+    blend.shot.steps = 40  # 20 s each at the emulator's slow pace: they must be stopped, not finish
+    before = len(blend.server.events())
+    for index in range(3):
+        _text(scene, f"slow {index}", f"slow shot {index} [[slow]]", channel=1, start=1 + 40 * index, length=17)
+    bpy.ops.movie_director.generate_all()
+    jobs = _jobs(scene)
+    pump_until(lambda: any(j.status == "running" and j.step >= 1 for j in jobs), timeout=30)
+    scene.movie_director.job_index = 0
+    assert ("operator", "movie_director.cancel_batch") in draw_panels(scene)
+
+    assert bpy.ops.movie_director.cancel_batch(batch=jobs[0].batch) == {"FINISHED"}
+    pump_until(_all_finished(scene), timeout=60)
+    assert [j.status for j in _jobs(scene)] == ["cancelled"] * 3
+    time.sleep(1.0)  # two slow steps: nothing of the run may still be working on the server
+    events = blend.server.events()[before:]
+    assert [e for e in events if e["event"] == "aborted"], "WanGP's abort was not called"
+    assert not [e for e in events if e["event"] == "completed"]
+    busy = [s for s, state in blend.server.sessions().items() if state.get("queue")]
+    assert busy == [], busy
+    assert vse.all_strips(scene) and not [s for s in vse.all_strips(scene) if s.type == "MOVIE"]
