@@ -403,6 +403,9 @@ class ServerPool:
         self._servers: dict[str, _Server] = {}
         self._waiting: deque[PoolJob] = deque()
         self._jobs: dict[str, PoolJob] = {}
+        # Identical fixed-seed requests in flight: the first runs, the others wait for its result (see _admit).
+        self._leaders: dict[str, PoolJob] = {}
+        self._followers: dict[str, list[PoolJob]] = {}
         self._none_up_since: float | None = None
         self._started = False
         self._closing = False
@@ -554,14 +557,56 @@ class ServerPool:
             if self._closing:
                 raise Wan2GPError("the pool is closed")
             self._jobs[job.id] = job
-            if hit is None:
-                self._assign(job)
-                self._wake.notify_all()
         if hit is not None:
-            job.cached, job.server = True, _normalise(hit.server)
-            job._finish(result=hit)
-            self._forget_later(job)
+            self._finish_cached(job, hit)
+        else:
+            self._admit(job)
         return job
+
+    def _admit(self, job: PoolJob) -> None:
+        """Dispatch a job, unless an identical fixed-seed request is already in flight: then it waits for that
+        one and takes its result from the result cache (the same shot is not generated twice at once)."""
+        key = self._twin_key(job)
+        with self._lock:
+            if self._closing:  # a follower whose leader ended as the pool closed
+                job._finish(error=JobCancelledError(f"pool job {job.id}: the pool was closed", job_id=job.id))
+                return
+            leader = self._leaders.get(key) if key else None
+            if leader is not None and not leader.done():
+                self._followers.setdefault(leader.id, []).append(job)
+                job._quiet_note(f"waiting for the identical job {leader.id}")
+                return
+            if key:
+                self._leaders[key] = job
+            self._assign(job)
+            self._wake.notify_all()
+        if key:
+            job.add_done_callback(lambda leader: self._leader_done(key, leader))
+
+    def _twin_key(self, job: PoolJob) -> str | None:
+        """What makes two requests the same shot, on any server (None: never deduplicated)."""
+        if self.result_cache is None or not job.use_cache or job._resume is not None:
+            return None
+        return self.result_cache.key(job.settings, "any server")
+
+    def _leader_done(self, key: str, leader: PoolJob) -> None:
+        """The job that identical requests waited for ended: they take its result, or, if it has none (it
+        failed or was cancelled), the first of them runs and the others wait for it."""
+        with self._lock:
+            if self._leaders.get(key) is leader:
+                del self._leaders[key]
+            followers = [f for f in self._followers.pop(leader.id, []) if not f.done()]
+        for follower in followers:
+            hit = self._cache_lookup(follower) if leader.exception() is None else None
+            if hit is not None:
+                self._finish_cached(follower, hit)
+            else:
+                self._admit(follower)
+
+    def _finish_cached(self, job: PoolJob, hit: GenerationResult) -> None:
+        job.cached, job.server = True, _normalise(hit.server)
+        job._finish(result=hit)
+        self._forget_later(job)
 
     def resume(self, record: dict[str, Any]) -> PoolJob:
         """Track again a job saved with :meth:`PoolJob.to_record` (by a program that stopped).

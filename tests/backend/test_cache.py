@@ -96,6 +96,27 @@ def test_result_cache_hit_opt_out_random_seed_and_changed_setting(emulator_v12, 
         assert _started(emulator_v12) == started + 4
 
 
+def test_identical_fixed_seed_shots_in_flight_are_generated_once(make_emulator, tmp_path):
+    server = make_emulator("v12")
+    shot = {"prompt": "the same shot twice at once", "frames": 5, "steps": 6, "seed": 77}
+    with ServerPool([server.url], output_dir=tmp_path / "out", cache_dir=tmp_path / "cache", timeouts=FAST,
+                    health_period=1.0, per_server_limit=2) as pool:
+        leader, twin, other = pool.submit(shot), pool.submit(shot), pool.submit({**shot, "seed": 78})
+        assert "waiting for the identical job" in twin.progress.phase
+        first, second = leader.result(timeout=60), twin.result(timeout=60)
+        other.result(timeout=60)
+        assert not leader.cached and twin.cached and second.model_extra["cached_from"] == first.job_id
+        assert second.video_path.read_bytes() == first.video_path.read_bytes()
+        assert _started(server) == 2  # the leader and the other seed: the twin generated nothing
+
+        # The twin of a job that is cancelled runs itself: it did not ask to be cancelled.
+        started = _started(server)
+        leader, twin = pool.submit({**shot, "seed": 79}), pool.submit({**shot, "seed": 79})
+        leader.cancel()
+        result = twin.result(timeout=60)
+        assert not twin.cached and result.video_path.exists() and _started(server) <= started + 2
+
+
 def test_result_key_follows_input_file_content_not_name(tmp_path):
     cache = ResultCache(tmp_path / "cache")
     image = tmp_path / "start.png"

@@ -627,8 +627,11 @@ class Wan2GPJob:
 
     def _gallery(self, session: GradioSession, client: Wan2GPClient) -> list[Any]:
         chain = client._require_api().chain
-        gallery = session.call(chain.gallery, [], timeout=client.settings.timeouts.call,
-                               what="reading the gallery", attempts=client.settings.retries.attempts).value
+        timeouts = client.settings.timeouts
+        # A quick read: short attempts, asked again when an answer is lost (see GradioSession.call).
+        gallery = session.call(chain.gallery, [], timeout=min(timeouts.call, 2 * timeouts.connect),
+                               what="reading the gallery", attempts=client.settings.retries.attempts,
+                               retry_timeouts=True).value
         # gradio_client returns a tuple for several outputs, the value itself for one
         value = gallery[chain.gallery_index] if isinstance(gallery, tuple) else gallery
         return gallery_files(value, session.src_prefixed)

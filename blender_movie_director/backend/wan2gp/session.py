@@ -506,17 +506,21 @@ class GradioSession(Client):
             self._local.listener = None
 
     def call(self, api_name: str, args: list[Any], *, timeout: float, what: str | None = None,
-             attempts: int = 1, backoff: float = 0.5) -> CallResult:
+             attempts: int = 1, backoff: float = 0.5, retry_timeouts: bool = False) -> CallResult:
         """Run one endpoint to completion within ``timeout`` seconds; foreign errors are translated.
 
-        ``attempts`` > 1 only for idempotent calls (a form write, a read): a dropped connection (not a timeout,
-        not a server error) is retried after ``backoff`` seconds, doubling.
+        ``attempts`` > 1 only for idempotent calls (a form write, a read): a dropped connection (not a server
+        error) is retried after ``backoff`` seconds, doubling; a timeout too with ``retry_timeouts``, for quick
+        reads whose answer can be lost (Gradio drops a session's events when it notices that an earlier stream
+        of the same session went away, which can be late on a loaded machine).
         """
         for attempt in range(1, max(1, attempts) + 1):
             try:
                 return self._call_once(api_name, args, timeout=timeout, what=what)
-            except Wan2GPTimeoutError:
-                raise
+            except Wan2GPTimeoutError as exc:
+                if not retry_timeouts or attempt >= attempts or self._closed:
+                    raise
+                log.info("%s: %s; asking again (%d of %d)", what or api_name, exc, attempt + 1, attempts)
             except Wan2GPConnectionError as exc:
                 if attempt >= attempts or self._closed:
                     raise
