@@ -27,6 +27,14 @@ def _running(cls: type, context: Any) -> bool:
     return True
 
 
+class _NeedsAddon:
+    """Operators that work only while the add-on runs (its pump and workers), in a scene."""
+
+    @classmethod
+    def poll(cls, context):
+        return _running(cls, context)
+
+
 def find_job(scene: Any, key: str) -> Any:
     for item in pump.job_items(scene):
         if item.key == key:
@@ -90,7 +98,7 @@ def _inputs_dir(context: Any) -> str:
     return folder
 
 
-class _ShotOperator:
+class _ShotOperator(_NeedsAddon):
     bl_options = {"REGISTER"}
 
     def _request(self, context: Any) -> dict[str, Any] | None:
@@ -121,10 +129,6 @@ class MD_OT_generate(_ShotOperator, bpy.types.Operator):
     bl_idname = "movie_director.generate"
     bl_label = "Generate"
 
-    @classmethod
-    def poll(cls, context):
-        return _running(cls, context)
-
     def execute(self, context):
         request = self._request(context)
         if request is None:
@@ -137,10 +141,6 @@ class MD_OT_generate_from_frame(_ShotOperator, bpy.types.Operator):
 
     bl_idname = "movie_director.generate_from_frame"
     bl_label = "From Frame"
-
-    @classmethod
-    def poll(cls, context):
-        return _running(cls, context)
 
     def execute(self, context):
         request = self._request(context)
@@ -240,7 +240,7 @@ class MD_OT_regenerate(_ShotOperator, bpy.types.Operator):
                            channel=channel, length=length)
 
 
-class MD_OT_generate_all(bpy.types.Operator):
+class MD_OT_generate_all(_NeedsAddon, bpy.types.Operator):
     """One shot per selected text strip (its text is the prompt; the shot fills its place, on the channel above),
     or, with no text strip selected, per selected timeline marker (its name is the prompt; the shot lasts until
     the next marker). The other settings come from the panel"""
@@ -248,10 +248,6 @@ class MD_OT_generate_all(bpy.types.Operator):
     bl_idname = "movie_director.generate_all"
     bl_label = "Generate All"
     bl_options = {"REGISTER"}
-
-    @classmethod
-    def poll(cls, context):
-        return _running(cls, context)
 
     def execute(self, context):
         scene = context.scene
@@ -346,15 +342,11 @@ class _JobOperator:
         return item
 
 
-class MD_OT_cancel_job(_JobOperator, bpy.types.Operator):
+class MD_OT_cancel_job(_NeedsAddon, _JobOperator, bpy.types.Operator):
     """Cancel this job: it is removed from WanGP's queue, or its generation is stopped on the server"""
 
     bl_idname = "movie_director.cancel_job"
     bl_label = "Cancel Job"
-
-    @classmethod
-    def poll(cls, context):
-        return _running(cls, context)
 
     def execute(self, context):
         item = self._item(context)
@@ -383,7 +375,7 @@ def cancel_item(item: Any) -> None:
         item.status = "cancelled"
 
 
-class MD_OT_cancel_batch(bpy.types.Operator):
+class MD_OT_cancel_batch(_NeedsAddon, bpy.types.Operator):
     """Cancel every unfinished shot of this Generate All run (finished shots stay)"""
 
     bl_idname = "movie_director.cancel_batch"
@@ -391,10 +383,6 @@ class MD_OT_cancel_batch(bpy.types.Operator):
     bl_options = {"REGISTER", "INTERNAL"}
 
     batch: StringProperty(options={"HIDDEN", "SKIP_SAVE"})
-
-    @classmethod
-    def poll(cls, context):
-        return _running(cls, context)
 
     def execute(self, context):
         active = [i for i in context.scene.movie_director.jobs
@@ -444,15 +432,11 @@ class MD_OT_clear_finished(bpy.types.Operator):
         return {"FINISHED"}
 
 
-class MD_OT_retry_job(_JobOperator, bpy.types.Operator):
+class MD_OT_retry_job(_NeedsAddon, _JobOperator, bpy.types.Operator):
     """Try again: reconnect a lost job to the server, or submit a failed one again"""
 
     bl_idname = "movie_director.retry_job"
     bl_label = "Retry"
-
-    @classmethod
-    def poll(cls, context):
-        return _running(cls, context)
 
     def execute(self, context):
         item = self._item(context)
@@ -487,16 +471,12 @@ class MD_OT_copy_error(_JobOperator, bpy.types.Operator):
         return {"FINISHED"}
 
 
-class MD_OT_check_server(bpy.types.Operator):
+class MD_OT_check_server(_NeedsAddon, bpy.types.Operator):
     """Connect to the server: its version, model and load, and its model catalog"""
 
     bl_idname = "movie_director.check_server"
     bl_label = "Connect"
     bl_options = {"REGISTER"}
-
-    @classmethod
-    def poll(cls, context):
-        return _running(cls, context)
 
     def execute(self, context):
         st = pump.state()
@@ -507,16 +487,12 @@ class MD_OT_check_server(bpy.types.Operator):
         return {"FINISHED"}
 
 
-class MD_OT_find_servers(bpy.types.Operator):
+class MD_OT_find_servers(_NeedsAddon, bpy.types.Operator):
     """Look for WanGP servers: the listed URLs and the usual ports on this machine"""
 
     bl_idname = "movie_director.find_servers"
     bl_label = "Find Servers"
     bl_options = {"REGISTER"}
-
-    @classmethod
-    def poll(cls, context):
-        return _running(cls, context)
 
     def execute(self, context):
         st = pump.state()
