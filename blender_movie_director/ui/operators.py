@@ -363,13 +363,16 @@ class MD_OT_cancel_job(_NeedsAddon, _JobOperator, bpy.types.Operator):
 def cancel_item(item: Any) -> None:
     """Cancel an active job: its own thread stops the work on the server (never waited for here)."""
     st = pump.state()
-    job = st.jobs.get(item.key)
+    with st.lock:  # a worker moves the job from pending to jobs under this lock (pump.track)
+        job = st.jobs.get(item.key)
+        pending = job is None and item.key in st.pending
+        if pending:
+            st.cancel_requested.add(item.key)  # cancelled as soon as the server has it
     if job is not None:
         job.cancel()  # sets a flag: the job's own thread stops the work on the server
         item.status = "cancelling"
         item.phase = "Stopping on the server"
-    elif item.key in st.pending:
-        st.cancel_requested.add(item.key)  # cancelled as soon as the server has it
+    elif pending:
         item.status = "cancelling"
     else:
         item.status = "cancelled"
