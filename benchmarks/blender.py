@@ -11,6 +11,8 @@ percentile with 10 jobs in flight.
    C call, ~5-30 ms on the emulator's clips, ~100 ms on an 832x480 clip of noise), once per finished shot.
 3. **Tick, stress**: 10 fake jobs posting progress from 10 threads at 200 updates/s each (far more than
    WanGP's per-step updates), plus 10 finished-job messages: the budget has to hold the line.
+4. **Generate All** (issue 7): 50 selected text strips; the operator's time on the UI thread, then the run
+   until every shot is placed, every shot accounted for.
 
 Prints a summary and saves ``benchmarks/results/blender.json``. Run: ``python benchmarks/blender.py``.
 """
@@ -192,6 +194,53 @@ def bench_tick_stress(jobs: int, seconds: float) -> dict:
             "finishing_ticks": len(finishing), "finishing_tick_ms": _summary(finishing) if finishing else None}
 
 
+def bench_generate_all(shots: int, steps: int, step_seconds: float) -> dict:
+    """Generate All on a storyboard of ``shots`` selected text strips: the operator's time on the UI thread,
+    then the whole run to the last strip placed, with the timer ticks on the way."""
+    import bpy
+
+    from blender_movie_director.ui import convert, pump, vse
+
+    process, url = _start_emulator(step_seconds)
+    try:
+        bpy.ops.wm.read_homefile(use_empty=True)
+        scene = bpy.context.scene
+        scene.render.fps = 16
+        p = bpy.context.preferences.addons[ADDON].preferences
+        p.servers.clear()
+        p.servers.add().url = url
+        p.output_folder = tempfile.mkdtemp(prefix="md-bench-shots-")
+        shot = scene.movie_director
+        shot.steps, shot.resolution = steps, "832x480"
+        bpy.ops.movie_director.check_server()
+        st = pump.state()
+        pump.pump(30, until=lambda: url in st.servers and (url, shot.model) in st.rules)
+        strips = vse.top_strips(scene)
+        for index in range(shots):
+            strip = strips.new_effect(name=f"board {index}", type="TEXT", channel=1, frame_start=1 + index * 20,
+                                      length=17)
+            strip.text, strip.select = f"storyboard shot {index}", True
+        t0 = time.perf_counter()
+        bpy.ops.movie_director.generate_all()
+        operator_ms = (time.perf_counter() - t0) * 1000
+        ticks, started = [], time.monotonic()
+        while time.monotonic() - started < 900:
+            t1 = time.perf_counter()
+            interval = pump.tick()
+            ticks.append((time.perf_counter() - t1) * 1000)
+            if all(j.status in convert.FINISHED and (j.placed or j.status != "completed") for j in shot.jobs):
+                break
+            time.sleep(interval or pump.ACTIVE_INTERVAL)
+        statuses = {s: sum(1 for j in shot.jobs if j.status == s) for s in sorted({j.status for j in shot.jobs})}
+        movies = [s for s in vse.all_strips(scene) if s.type == "MOVIE"]
+        return {"shots": shots, "steps": steps, "emulator_step_seconds": step_seconds,
+                "operator_ms": round(operator_ms, 1), "statuses": statuses, "movie_strips": len(movies),
+                "wall_seconds": round(time.monotonic() - started, 1), "tick_ms": _summary(ticks)}
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--enable-runs", type=int, default=10)
@@ -199,6 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--step-seconds", type=float, default=0.1)
     parser.add_argument("--stress-seconds", type=float, default=10.0)
+    parser.add_argument("--storyboard", type=int, default=50, help="text strips for Generate All")
     args = parser.parse_args(argv)
 
     results: dict = {"python": platform.python_version(), "machine": platform.machine(),
@@ -220,6 +270,10 @@ def main(argv: list[str] | None = None) -> int:
         results["tick_stress"] = bench_tick_stress(args.jobs, args.stress_seconds)
         print(f"tick, stress: {results['tick_stress']['tick_ms']} ms; finishing: "
               f"{results['tick_stress']['finishing_tick_ms']}")
+        results["generate_all"] = bench_generate_all(args.storyboard, args.steps, args.step_seconds)
+        g = results["generate_all"]
+        print(f"Generate All, {g['shots']} text strips: operator {g['operator_ms']} ms; {g['statuses']}, "
+              f"{g['movie_strips']} strips placed in {g['wall_seconds']} s; tick {g['tick_ms']} ms")
     finally:
         addon_utils.disable(ADDON, default_set=True)  # unregister before exit (bpy 4.x hangs otherwise)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
