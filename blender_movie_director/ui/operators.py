@@ -258,14 +258,18 @@ class MD_OT_generate_all(_NeedsAddon, bpy.types.Operator):
             self.report({"ERROR"}, "Nothing to generate: select text strips (their text is the prompt) or timeline "
                         "markers (their name is the prompt)" + (f"; skipped {', '.join(skipped)}" if skipped else ""))
             return {"CANCELLED"}
-        problem = convert.quick_check({**base, "prompt": shots[0][0]})  # the prompts are not empty: the model
+        problem = convert.quick_check({**base, "prompt": shots[0][0]})  # prompts here are never empty
         if problem:
             self.report({"ERROR"}, problem)
             return {"CANCELLED"}
         batch = uuid.uuid4().hex[:8]
+        rule = convert.model_rule(rules_for(context, base["model"]))
         for prompt, start, seconds, lowest in shots:
             request = {**base, "prompt": prompt, "seconds": seconds}
             length = expected_length(context, scene, request["model"], seconds)
+            if rule is not None and round(seconds * rule.fps) + 1 > rule.last:
+                notes.append(f"the shot at frame {start} is shorter than its place: {base['model']} makes at most "
+                             f"{rule.last} frames ({(rule.last - 1) / rule.fps:.1f} s)")
             channel = vse.first_free_channel(scene, lowest or state.channel, start, start + length,
                                              reserved=_reservations(scene))
             submit(context, scene, kind="batch", request=request, channel=channel, frame_start=start,

@@ -150,8 +150,12 @@ def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
 
 # --- panels: drawn with a recording layout (background mode has no UI) -----------------------------------
 
+_ICONS = frozenset(bpy.types.UILayout.bl_rna.functions["label"].parameters["icon"].enum_items.keys())
+
+
 class FakeLayout:
-    """Records what a panel draws; every sub-layout is another FakeLayout."""
+    """Records what a panel draws; every sub-layout is another FakeLayout. Names of properties, operators and
+    icons are checked against Blender's own (a wrong one shows nothing, or an error, in a real panel)."""
 
     def __init__(self, record: list[tuple[str, Any]]) -> None:
         self.record = record
@@ -165,13 +169,15 @@ class FakeLayout:
     row = column = box = split = _sub
 
     def label(self, text: str = "", icon: str = "NONE", **kwargs: Any) -> None:
+        assert icon in _ICONS, icon
         self.record.append(("label", text))
 
     def prop(self, data: Any, name: str, **kwargs: Any) -> None:
         assert hasattr(data, name), name
         self.record.append(("prop", name))
 
-    def operator(self, idname: str, **kwargs: Any) -> Any:
+    def operator(self, idname: str, icon: str = "NONE", **kwargs: Any) -> Any:
+        assert icon in _ICONS, icon
         module, name = idname.split(".")
         assert hasattr(getattr(bpy.ops, module), name), idname
         self.record.append(("operator", idname))

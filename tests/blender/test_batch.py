@@ -79,6 +79,19 @@ def test_generate_all_from_markers_lasts_until_the_next_marker(blend):
     assert [j.status for j in _jobs(scene)] == ["completed"] * 3, [j.error for j in _jobs(scene)]
 
 
+def test_a_text_strip_longer_than_the_model_makes_is_said_and_its_shot_fills_what_it_can(blend, capfd):
+    connect(blend)
+    scene = blend.scene
+    _text(scene, "long", "a whole day in one shot", channel=1, start=1, length=400)  # 25 s at 16 fps
+    bpy.ops.movie_director.generate_all()
+    job = _jobs(scene)[0]
+    assert job.expected_length == 337  # Wan 2.1's longest clip, 4n+1 frames
+    assert "shorter than its place: t2v_1.3B makes at most 337 frames (21.0 s)" in capfd.readouterr().out
+    bpy.ops.movie_director.cancel_batch(batch=job.batch)
+    pump_until(_all_finished(scene), timeout=60)
+    assert _jobs(scene)[0].status == "cancelled"
+
+
 def test_generate_all_says_what_to_select_and_queues_nothing(blend):
     connect(blend)
     with pytest.raises(RuntimeError, match="select text strips .* or timeline markers"):
