@@ -323,6 +323,7 @@ class _Server:
     version: str | None = None
     app_id: str | None = None
     external_busy: bool = False  # generating for someone else (calls waiting in its Gradio queue)
+    released_at: float = 0.0  # time.time() when the pool's last job there ended: older "busy" reports were us
     down_since: float | None = None
     completed: int = 0
     failed: int = 0
@@ -680,8 +681,8 @@ class ServerPool:
                 self._mark_down(server, report.error or "unreachable")
             elif event.kind in (HealthEventKind.UP, HealthEventKind.RESTARTED):
                 lost = self._mark_up(server, report)
-            if report.reachable and report.busy is not None:
-                server.external_busy = bool(report.busy)
+            if report.reachable and report.busy is not None and report.checked_at > server.released_at:
+                server.external_busy = bool(report.busy) and not server.running  # while ours run: can't tell
             self._wake.notify_all()
         for job, attempt in lost:
             self._lose(job, attempt, f"{server.url} restarted")
@@ -798,10 +799,13 @@ class ServerPool:
 
     def _next_for(self, server: _Server) -> PoolJob | None:
         """The job a free slot of ``server`` should start: its own queue first, then waiting or queued work
-        from the others (the same model preferred, then the oldest)."""
+        from the others (the same model preferred, then the oldest). A server busy for someone else takes
+        nothing from the others' queues: their jobs would only wait behind that work."""
         if server.queue:
             return server.queue.popleft()
-        pools: list[deque[PoolJob]] = [self._waiting] + [s.queue for s in self._servers.values() if s is not server]
+        pools: list[deque[PoolJob]] = [self._waiting]
+        if not server.external_busy:
+            pools += [s.queue for s in self._servers.values() if s is not server]
         best: tuple[tuple[int, int], deque[PoolJob], PoolJob] | None = None
         for queue in pools:
             for job in queue:
@@ -821,7 +825,7 @@ class ServerPool:
         """Dispatch what can start now (lock held)."""
         starts = []
         now = time.monotonic()
-        for server in sorted(self._usable(), key=lambda s: (len(s.running), s.last_start)):
+        for server in sorted(self._usable(), key=lambda s: (len(s.running) + s.external_busy, s.last_start)):
             while len(server.running) < server.limit:
                 job = self._next_for(server)
                 if job is None:
@@ -1045,6 +1049,8 @@ class ServerPool:
                 server.completed += 1
             elif failed:
                 server.failed += 1
+            if not server.running:  # a "busy" seen so far may have been our own work: wait for a new check
+                server.external_busy, server.released_at = False, time.time()
             close = server.removed and not server.running
             self._wake.notify_all()
         if close and server.client is not None:

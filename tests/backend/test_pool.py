@@ -109,6 +109,28 @@ def test_pool_spreads_jobs_and_shows_its_view(make_emulator, tmp_path):
         assert "idle" in str(view)
 
 
+def test_a_server_busy_for_someone_else_is_avoided(make_emulator, tmp_path):
+    # (The reverse, our own work not taken for someone else's once it is done, is the last check of
+    # test_pool_spreads_jobs_and_shows_its_view.)
+    from blender_movie_director.backend.wan2gp import Wan2GPClient
+
+    shared, free = make_emulator("v12"), make_emulator("v12")
+    with _pool([shared.url, free.url], tmp_path) as pool:
+        assert pool.wait_for_servers(2, timeout=10)
+
+        with Wan2GPClient(shared.url, output_dir=tmp_path / "theirs", timeouts=FAST) as someone:
+            # Two of theirs: one generates, the other waits in Gradio's queue, which is what a stranger sees.
+            theirs = [someone.submit(prompt=f"someone else's shot {i} [[slow]]", frames=5, steps=20)
+                      for i in range(2)]
+            _wait(lambda: next(s for s in pool.view().servers if s.url == shared.url).state == "busy",
+                  timeout=15)
+            job = pool.submit(prompt="ours, while they generate", frames=5, steps=1)
+            job.result(timeout=60)
+            assert job.server == free.url
+            for shot in theirs:
+                shot.cancel()
+
+
 def test_server_stopped_mid_run_its_queue_moves_and_it_rejoins(make_emulator, tmp_path):
     a, b = make_emulator("v12"), make_emulator("v12")
     with _pool([a.url, b.url], tmp_path) as pool:
