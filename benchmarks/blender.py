@@ -97,6 +97,27 @@ def _start_emulator(step_seconds: float) -> tuple[subprocess.Popen, str]:
     raise RuntimeError("the emulator did not start")
 
 
+def _connected_scene(url: str, steps: int) -> tuple:
+    """A new empty file at 16 fps, the add-on pointed at ``url`` and connected: (scene, its shot settings)."""
+    import bpy
+
+    from blender_movie_director.ui import pump
+
+    bpy.ops.wm.read_homefile(use_empty=True)
+    scene = bpy.context.scene
+    scene.render.fps = 16
+    p = bpy.context.preferences.addons[ADDON].preferences
+    p.servers.clear()
+    p.servers.add().url = url
+    p.output_folder = tempfile.mkdtemp(prefix="md-bench-shots-")
+    shot = scene.movie_director
+    shot.seconds, shot.steps, shot.resolution = 1.0, steps, "832x480"
+    bpy.ops.movie_director.check_server()
+    st = pump.state()
+    pump.pump(30, until=lambda: url in st.servers and (url, shot.model) in st.rules)
+    return scene, shot
+
+
 def bench_tick_live(jobs: int, steps: int, step_seconds: float) -> dict:
     import bpy
 
@@ -104,18 +125,7 @@ def bench_tick_live(jobs: int, steps: int, step_seconds: float) -> dict:
 
     process, url = _start_emulator(step_seconds)
     try:
-        bpy.ops.wm.read_homefile(use_empty=True)
-        scene = bpy.context.scene
-        scene.render.fps = 16
-        p = bpy.context.preferences.addons[ADDON].preferences
-        p.servers.clear()
-        p.servers.add().url = url
-        p.output_folder = tempfile.mkdtemp(prefix="md-bench-shots-")
-        shot = scene.movie_director
-        shot.seconds, shot.steps, shot.resolution = 1.0, steps, "832x480"
-        bpy.ops.movie_director.check_server()
-        st = pump.state()
-        pump.pump(30, until=lambda: url in st.servers and (url, shot.model) in st.rules)
+        scene, shot = _connected_scene(url, steps)
         for index in range(jobs):
             shot.prompt = f"benchmark shot {index}"
             scene.frame_current = 1 + index * 20
@@ -203,18 +213,7 @@ def bench_generate_all(shots: int, steps: int, step_seconds: float) -> dict:
 
     process, url = _start_emulator(step_seconds)
     try:
-        bpy.ops.wm.read_homefile(use_empty=True)
-        scene = bpy.context.scene
-        scene.render.fps = 16
-        p = bpy.context.preferences.addons[ADDON].preferences
-        p.servers.clear()
-        p.servers.add().url = url
-        p.output_folder = tempfile.mkdtemp(prefix="md-bench-shots-")
-        shot = scene.movie_director
-        shot.steps, shot.resolution = steps, "832x480"
-        bpy.ops.movie_director.check_server()
-        st = pump.state()
-        pump.pump(30, until=lambda: url in st.servers and (url, shot.model) in st.rules)
+        scene, shot = _connected_scene(url, steps)
         strips = vse.top_strips(scene)
         for index in range(shots):
             strip = strips.new_effect(name=f"board {index}", type="TEXT", channel=1, frame_start=1 + index * 20,
