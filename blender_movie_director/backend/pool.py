@@ -34,7 +34,6 @@ import itertools
 import logging
 import threading
 import time
-import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -54,11 +53,10 @@ from .wan2gp.errors import (
     UnsupportedServerError,
     Wan2GPConnectionError,
     Wan2GPError,
-    Wan2GPTimeoutError,
     Wan2GPValidationError,
     translate,
 )
-from .wan2gp.jobs import Wan2GPJob
+from .wan2gp.jobs import JobHandle, Wan2GPJob
 from .wan2gp.schemas import GenerationResult, GenerationSettings, JobProgress
 
 if TYPE_CHECKING:
@@ -134,10 +132,6 @@ class PoolView:
 
 # --- jobs ------------------------------------------------------------------------------------------------------
 
-ProgressCallback = Callable[["PoolJob", JobProgress], None]
-DoneCallback = Callable[["PoolJob"], None]
-
-
 @dataclass
 class _Attempt:
     number: int
@@ -148,7 +142,7 @@ class _Attempt:
     abandoned: bool = False
 
 
-class PoolJob:
+class PoolJob(JobHandle):
     """A job of the pool: like :class:`Wan2GPJob` (same status, progress, result, cancel and callbacks), but
     it may run on any server of the pool, and move while it has not started.
 
@@ -161,9 +155,11 @@ class PoolJob:
         history: one entry per server it was sent to, with the outcome.
     """
 
+    _label = "pool job"
+
     def __init__(self, pool: ServerPool, settings: GenerationSettings, *, retries: int = 0, use_cache: bool = True,
                  pinned: str | None = None, resume: dict[str, Any] | None = None) -> None:
-        self.id = uuid.uuid4().hex[:12]
+        super().__init__(JobProgress(phase="waiting for a server"))
         self.settings = settings
         self.retries = retries
         self.use_cache = use_cache
@@ -179,39 +175,8 @@ class PoolJob:
         self._retries_used = 0
         self._start_failures = 0
         self._cancel_requested = False
-        self._lock = threading.RLock()
-        self._done = threading.Event()
-        self._result: GenerationResult | None = None
-        self._error: Wan2GPError | None = None
-        self._progress = JobProgress(phase="waiting for a server")
-        self._progress_callbacks: list[ProgressCallback] = []
-        self._done_callbacks: list[DoneCallback] = []
 
     # --- public -----------------------------------------------------------------------------------------
-
-    def status(self) -> JobStatus:
-        return self._progress.status
-
-    @property
-    def progress(self) -> JobProgress:
-        with self._lock:
-            return self._progress.model_copy()
-
-    def done(self) -> bool:
-        return self._done.is_set()
-
-    def result(self, timeout: float | None = None) -> GenerationResult:
-        """Wait for the shot. Raises the job's error, :class:`JobCancelledError`, or a timeout error."""
-        if not self._done.wait(timeout):
-            raise Wan2GPTimeoutError(f"pool job {self.id} is still {self.status().value} after {timeout} s",
-                                     job_id=self.id, hint="wait longer, or cancel() it")
-        if self._error is not None:
-            raise self._error
-        assert self._result is not None
-        return self._result
-
-    def exception(self) -> Wan2GPError | None:
-        return self._error if self.done() else None
 
     def cancel(self) -> bool:
         """Cancel the job: taken out of the pool's queue, or stopped on its server (as :meth:`Wan2GPJob.cancel`).
@@ -219,18 +184,6 @@ class PoolJob:
         Returns False if it had already finished.
         """
         return self._pool._cancel(self)
-
-    def add_progress_callback(self, callback: ProgressCallback) -> None:
-        """``callback(job, progress)`` on every change; runs on a background thread."""
-        self._progress_callbacks.append(callback)
-
-    def add_done_callback(self, callback: DoneCallback) -> None:
-        """``callback(job)`` once finished (at once if it already is); runs on a background thread."""
-        with self._lock:
-            if not self.done():
-                self._done_callbacks.append(callback)
-                return
-        callback(self)
 
     def to_record(self) -> dict[str, Any]:
         """A JSON-able record, for :meth:`ServerPool.resume` after this program stopped.
@@ -259,11 +212,7 @@ class PoolJob:
             if self.done():
                 return
             self._progress = progress
-        for callback in list(self._progress_callbacks):
-            try:
-                callback(self, progress)
-            except Exception:
-                log.exception("progress callback failed for pool job %s", self.id)
+        self._tell_progress(progress)
 
     def _note(self, phase: str, status: JobStatus = JobStatus.QUEUED) -> None:
         with self._lock:
@@ -276,34 +225,6 @@ class PoolJob:
         with self._lock:
             if not self.done():
                 self._progress = self._progress.model_copy(update={"status": JobStatus.QUEUED, "phase": phase})
-
-    def _finish(self, *, result: GenerationResult | None = None, error: Wan2GPError | None = None) -> None:
-        with self._lock:
-            if self._done.is_set():
-                return
-            self._result, self._error = result, error
-            update: dict[str, Any]
-            if result is not None:
-                status, update = JobStatus.COMPLETED, {"fraction": 1.0}
-            elif isinstance(error, JobCancelledError):
-                status, update = JobStatus.CANCELLED, {}
-            else:
-                status, update = JobStatus.FAILED, {"message": str(error) if error else ""}
-            self._progress = self._progress.model_copy(update={"status": status, **update})
-            snapshot = self._progress
-            self._done.set()
-            callbacks = list(self._done_callbacks)
-            self._done_callbacks.clear()
-        for progress_callback in list(self._progress_callbacks):
-            try:
-                progress_callback(self, snapshot)
-            except Exception:
-                log.exception("progress callback failed for pool job %s", self.id)
-        for callback in callbacks:
-            try:
-                callback(self)
-            except Exception:
-                log.exception("done callback failed for pool job %s", self.id)
 
 
 # --- servers -----------------------------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import CancelledError as FutureCancelledError
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -53,8 +54,6 @@ log = logging.getLogger(__name__)
 # Our own generator: seeds and retry jitter never touch the global `random` state of the host program.
 _rng = random.Random()
 
-ProgressCallback = Callable[["Wan2GPJob", JobProgress], None]
-DoneCallback = Callable[["Wan2GPJob"], None]
 
 _STEP_IN_TEXT = re.compile(r"(?<![\d.])(\d+)\s*/\s*(\d+)(?![\d.]|\s*s\b)")
 # How the overall fraction is shared between the job's phases.
@@ -63,7 +62,95 @@ _PREPARE_SHARE, _DOWNLOAD_SHARE = 0.05, 0.05
 MAX_REATTACH = 3
 
 
-class Wan2GPJob:
+class JobHandle:
+    """The caller's side of a job: status, progress, result, error and callbacks. Shared by
+    :class:`Wan2GPJob` and the pool's ``PoolJob``; the subclass sets ``id`` and runs the work, then calls
+    :meth:`_finish` once."""
+
+    _label = "job"  # in messages: "job 1a2b…", "pool job 1a2b…"
+
+    def __init__(self, progress: JobProgress | None = None) -> None:
+        self.id = uuid.uuid4().hex[:12]
+        self._lock = threading.RLock()
+        self._done = threading.Event()
+        self._result: GenerationResult | None = None
+        self._error: Wan2GPError | None = None
+        self._progress = progress or JobProgress()
+        self._progress_callbacks: list[Callable[[Any, JobProgress], None]] = []
+        self._done_callbacks: list[Callable[[Any], None]] = []
+
+    def status(self) -> JobStatus:
+        return self._progress.status
+
+    @property
+    def progress(self) -> JobProgress:
+        with self._lock:
+            return self._progress.model_copy()
+
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    def result(self, timeout: float | None = None) -> GenerationResult:
+        """Wait for the shot. Raises the job's error, :class:`JobCancelledError`, or a timeout error."""
+        if not self._done.wait(timeout):
+            raise Wan2GPTimeoutError(f"{self._label} {self.id} is still {self.status().value} after {timeout} s",
+                                     job_id=self.id, hint="wait longer, or cancel() it")
+        if self._error is not None:
+            raise self._error
+        assert self._result is not None
+        return self._result
+
+    def exception(self) -> Wan2GPError | None:
+        return self._error if self.done() else None
+
+    def add_progress_callback(self, callback: Callable[[Any, JobProgress], None]) -> None:
+        """``callback(job, progress)`` on every change; runs on a background thread."""
+        self._progress_callbacks.append(callback)
+
+    def add_done_callback(self, callback: Callable[[Any], None]) -> None:
+        """``callback(job)`` once finished (at once if it already is); runs on a background thread."""
+        with self._lock:
+            if not self.done():
+                self._done_callbacks.append(callback)
+                return
+        callback(self)
+
+    def _tell_progress(self, snapshot: JobProgress) -> None:
+        """Call the progress callbacks (outside the lock); one that fails is logged, the others still run."""
+        for callback in list(self._progress_callbacks):
+            try:
+                callback(self, snapshot)
+            except Exception:
+                log.exception("progress callback failed for %s %s", self._label, self.id)
+
+    def _finish(self, *, result: GenerationResult | None = None, error: Wan2GPError | None = None,
+                keep_status: bool = False) -> None:
+        """End the job (once): its status follows the outcome unless ``keep_status``; callbacks are called."""
+        with self._lock:
+            if self._done.is_set():
+                return
+            self._result, self._error = result, error
+            if not keep_status:
+                if result is not None:
+                    update: dict[str, Any] = {"status": JobStatus.COMPLETED, "fraction": 1.0}
+                elif isinstance(error, JobCancelledError):
+                    update = {"status": JobStatus.CANCELLED}
+                else:
+                    update = {"status": JobStatus.FAILED, "message": str(error) if error else ""}
+                self._progress = self._progress.model_copy(update=update)
+            snapshot = self._progress
+            self._done.set()
+            callbacks = list(self._done_callbacks)
+            self._done_callbacks.clear()
+        self._tell_progress(snapshot)
+        for callback in callbacks:
+            try:
+                callback(self)
+            except Exception:
+                log.exception("done callback failed for %s %s", self._label, self.id)
+
+
+class Wan2GPJob(JobHandle):
     """A generation submitted with :meth:`Wan2GPClient.submit`.
 
     Callbacks run on a background thread; GUI code (Blender) must hand them over to its own main thread.
@@ -76,19 +163,12 @@ class Wan2GPJob:
     """
 
     def __init__(self, client: Wan2GPClient, settings: GenerationSettings) -> None:
-        self.id = uuid.uuid4().hex[:12]
+        super().__init__()
         self.settings = settings
         self.client_id = settings.client_id or f"bmd-{self.id}"
         self._client = client
-        self._lock = threading.RLock()
-        self._progress = JobProgress()
-        self._done = threading.Event()
         self._cancel = threading.Event()
         self._detach = threading.Event()
-        self._result: GenerationResult | None = None
-        self._error: Wan2GPError | None = None
-        self._progress_callbacks: list[ProgressCallback] = []
-        self._done_callbacks: list[DoneCallback] = []
         self._session: GradioSession | None = None
         self._process_job: Any = None
         self._processing_started = False
@@ -107,30 +187,6 @@ class Wan2GPJob:
         self.submitted_at = time.time()
 
     # --- public ---------------------------------------------------------------------------------------
-
-    def status(self) -> JobStatus:
-        return self._progress.status
-
-    @property
-    def progress(self) -> JobProgress:
-        with self._lock:
-            return self._progress.model_copy()
-
-    def done(self) -> bool:
-        return self._done.is_set()
-
-    def result(self, timeout: float | None = None) -> GenerationResult:
-        """Wait for the shot. Raises the job's error, :class:`JobCancelledError`, or a timeout error."""
-        if not self._done.wait(timeout):
-            raise Wan2GPTimeoutError(f"job {self.id} is still {self.status().value} after {timeout} s",
-                                     job_id=self.id, hint="wait longer, or cancel() it")
-        if self._error is not None:
-            raise self._error
-        assert self._result is not None
-        return self._result
-
-    def exception(self) -> Wan2GPError | None:
-        return self._error if self.done() else None
 
     def cancel(self) -> bool:
         """Cancel the job; its work stops on the server too. Returns False if it had already finished.
@@ -158,16 +214,6 @@ class Wan2GPJob:
         if session is not None:
             session.close_streams()  # nothing of ours keeps reading, so a closing program exits at once
         return True
-
-    def add_progress_callback(self, callback: ProgressCallback) -> None:
-        self._progress_callbacks.append(callback)
-
-    def add_done_callback(self, callback: DoneCallback) -> None:
-        with self._lock:
-            if not self.done():
-                self._done_callbacks.append(callback)
-                return
-        callback(self)
 
     @property
     def session_hash(self) -> str | None:
@@ -201,14 +247,10 @@ class Wan2GPJob:
                 return
             data = self._progress.model_dump()
             data.update(changes)
-            data["updated_at"] = __import__("datetime").datetime.now()
+            data["updated_at"] = datetime.now()
             self._progress = JobProgress(**data)
             snapshot = self._progress
-        for callback in list(self._progress_callbacks):
-            try:
-                callback(self, snapshot)
-            except Exception:
-                log.exception("progress callback failed for job %s", self.id)
+        self._tell_progress(snapshot)
 
     def _on_status(self, update: Any, outputs: list[Any]) -> None:
         """Every status update of the status stream (refresh_status_async) and of process_tasks."""
@@ -272,35 +314,6 @@ class Wan2GPJob:
         return max(0.0, (total - step) * (t1 - t0) / (s1 - s0))
 
     # --- the run --------------------------------------------------------------------------------------
-
-    def _finish(self, *, result: GenerationResult | None = None, error: Wan2GPError | None = None,
-                keep_status: bool = False) -> None:
-        with self._lock:
-            if self._done.is_set():
-                return
-            self._result, self._error = result, error
-            if not keep_status:  # detached: the job goes on on the server, its status stays as it was
-                if result is not None:
-                    self._progress = self._progress.model_copy(update={"status": JobStatus.COMPLETED, "fraction": 1.0})
-                elif isinstance(error, JobCancelledError):
-                    self._progress = self._progress.model_copy(update={"status": JobStatus.CANCELLED})
-                else:
-                    self._progress = self._progress.model_copy(
-                        update={"status": JobStatus.FAILED, "message": str(error) if error else ""})
-            snapshot = self._progress
-            self._done.set()
-            callbacks = list(self._done_callbacks)
-            self._done_callbacks.clear()
-        for callback in list(self._progress_callbacks):
-            try:
-                callback(self, snapshot)
-            except Exception:
-                log.exception("progress callback failed for job %s", self.id)
-        for callback in callbacks:
-            try:
-                callback(self)
-            except Exception:
-                log.exception("done callback failed for job %s", self.id)
 
     def _check_cancel(self) -> None:
         self._check_cancel_detached()
