@@ -266,3 +266,16 @@ def test_duration_in_seconds_becomes_the_models_frame_count(emulator_v12, out_di
         result = client.generate(prompt="two seconds", seconds=2, steps=1)
     assert result.frames == 33 and result.settings.video_length == 33  # 16 fps, 4n+1
     assert result.settings.seconds is None
+
+
+def test_max_jobs_bounds_the_jobs_set_up_on_the_server_at_once(make_emulator, out_dir):
+    server = make_emulator("v12")  # private: its events are only these jobs'
+    with _client(server, out_dir, max_jobs=2) as client:
+        jobs = [client.submit(prompt=f"bounded {i} [[slow]]", frames=5, steps=4) for i in range(4)]
+        deadline = time.monotonic() + 30
+        while not _events(server, "started") and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.5)  # the other two would have reached WanGP's queue by now, were they not held back
+        assert len(_events(server, "queued")) == 2
+        assert all(job.result(timeout=60).video_path.exists() for job in jobs)
+    assert len(_events(server, "queued")) == 4 and len(_events(server, "completed")) == 4
