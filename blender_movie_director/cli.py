@@ -538,11 +538,11 @@ def cmd_status(args: argparse.Namespace, out: _Output) -> int:
             sys.stdout.flush()
 
     monitor = HealthMonitor([url], period=args.period, timeout=min(args.timeout, 0.8 * args.period),
-                            on_event=on_event)
+                            on_event=on_event, max_rounds=args.count)
     out.note(f"watching {url} every {args.period:g} s (Ctrl-C to stop)")
     monitor.start()
     try:
-        while monitor.running and (args.count is None or monitor.rounds < args.count):
+        while monitor.running:
             time.sleep(0.05)
     except KeyboardInterrupt:
         pass

@@ -220,6 +220,7 @@ class HealthMonitor:
         history: how many reports to keep per server.
         clients: optional clients by URL, for their jobs, busy state and model.
         on_event: a first listener (see :meth:`add_listener`).
+        max_rounds: stop the background checks after this many rounds (default: run until :meth:`stop`).
 
     Thread-safe: ``latest()``, ``history()``, ``add_listener()`` may be called from any thread. Listeners
     run on the monitor's thread, one event at a time; an exception in one is logged and ignored.
@@ -234,6 +235,7 @@ class HealthMonitor:
         history: int = DEFAULT_HISTORY,
         clients: Mapping[str, Wan2GPClient] | None = None,
         on_event: Listener | None = None,
+        max_rounds: int | None = None,
     ) -> None:
         if period <= 0:
             raise ValueError("period must be positive")
@@ -254,6 +256,7 @@ class HealthMonitor:
         self._thread: threading.Thread | None = None
         self._round_lock = threading.Lock()  # one round of checks at a time
         self.rounds = 0
+        self.max_rounds = max_rounds  # the background checks end by themselves after this many rounds
 
     # --- public ---------------------------------------------------------------------------------------
 
@@ -360,6 +363,8 @@ class HealthMonitor:
                 self.check_now()
             except Exception:  # never let the monitor die silently
                 log.exception("health check round failed")
+            if self.max_rounds is not None and self.rounds >= self.max_rounds:
+                break
             next_at += self.period
             delay = next_at - time.monotonic()
             if delay < 0:  # a round took longer than a period: start again from now
