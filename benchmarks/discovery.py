@@ -27,12 +27,14 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
+import gzip  # noqa: E402
+
 import httpx  # noqa: E402
 
 from blender_movie_director.backend.discovery import DEFAULT_PORTS, discover, probe  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "discovery.json"
-REAL_CONFIG = Path("/work/shared/wan2gp-real/head-2026-08_config.json")
+REAL_CONFIG = Path(__file__).resolve().parents[1] / "tests" / "captures" / "head-2026-08_config.json.gz"
 
 
 def _routes(url: str) -> dict:
@@ -62,7 +64,7 @@ def _real_config_probe() -> dict | None:
     import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-    body = REAL_CONFIG.read_bytes()
+    body = gzip.decompress(REAL_CONFIG.read_bytes())
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802

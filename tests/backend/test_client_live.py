@@ -279,3 +279,25 @@ def test_max_jobs_bounds_the_jobs_set_up_on_the_server_at_once(make_emulator, ou
         assert len(_events(server, "queued")) == 2
         assert all(job.result(timeout=60).video_path.exists() for job in jobs)
     assert len(_events(server, "queued")) == 4 and len(_events(server, "completed")) == 4
+
+
+def test_a_shot_queued_behind_a_longer_one_waits_longer_than_stall(make_emulator, out_dir):
+    # WanGP runs one process_tasks at a time for all sessions: the second shot hears only gradio's heartbeats
+    # (and its queue rank) until the first one ends. Waiting is not dying: it must not fail after `stall`.
+    server = make_emulator("v12")
+    # heartbeat longer than the wait: as on a real server, where gradio's heartbeats keep the stream fresh
+    quick = Timeouts(connect=5, call=30, job=120, stall=0.5, heartbeat=30, download=30)
+    with Wan2GPClient(server.url, output_dir=out_dir, timeouts=quick) as client:
+        long = client.submit(prompt="the long shot", frames=5, steps=60, seed=1)
+        deadline = time.monotonic() + 20
+        while not _events(server, "started") and time.monotonic() < deadline:
+            time.sleep(0.02)
+        queued_at = time.monotonic()
+        short = client.submit(prompt="the shot behind it", frames=5, steps=2, seed=2)
+        assert short.result(timeout=60).video_path.is_file()
+        assert long.result(timeout=60).video_path.is_file()
+    started = {e["detail"].split(": ", 1)[1]: e["t"] for e in _events(server, "started")}
+    completed = {e["session"]: e["t"] for e in _events(server, "completed")}
+    long_done = completed[long.session_hash]
+    assert started["the shot behind it"] >= long_done  # one at a time: it waited for the whole long shot
+    assert started["the shot behind it"] - queued_at > 4 * quick.stall  # and that wait was longer than `stall`

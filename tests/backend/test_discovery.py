@@ -3,14 +3,15 @@ server, a TCP service that is not HTTP and a closed port. Nothing but 127.0.0.1 
 
 from __future__ import annotations
 
+import gzip
 import json
 import socket
 import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
+import captures
 import pytest
 
 from blender_movie_director.backend import discovery
@@ -24,8 +25,6 @@ from blender_movie_director.backend.discovery import (
     is_loopback,
     probe,
 )
-
-REAL = Path("/work/shared/wan2gp-real")
 
 
 class _Plain(BaseHTTPRequestHandler):
@@ -239,13 +238,10 @@ class _Chunks:
             yield chunk
 
 
-@pytest.mark.parametrize(("name", "version"), [("head-2026-08_config.json", "12.60"),
-                                                ("2025-06_config.json", "6.31")])
-def test_real_wangp_config_is_recognised_from_its_first_chunk(name, version) -> None:
-    path = REAL / name
-    if not path.exists():
-        pytest.skip("the captured real configs are not on this machine")
-    response = _Chunks(path.read_text(encoding="utf-8"))
+@pytest.mark.parametrize("version", sorted(captures.RELEASES))
+def test_real_wangp_config_is_recognised_from_its_first_chunk(version) -> None:
+    text = gzip.decompress(captures.path(f"{captures.RELEASES[version]}_config.json").read_bytes()).decode()
+    response = _Chunks(text)
     config, found, gradio = _read_config_head(response)  # type: ignore[arg-type]
     assert found == version
     assert gradio and gradio.startswith("5.")

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
 import av
+import captures
 import numpy as np
 import pytest
 
@@ -17,14 +19,10 @@ from blender_movie_director.backend.wan2gp.enums import FrameRule, ModelCategory
 from blender_movie_director.backend.wan2gp.errors import UnsupportedServerError
 from blender_movie_director.backend.wan2gp.files import output_name, safe_name
 
-REAL = Path(__file__).resolve().parents[3] / "shared" / "wan2gp-real"
-needs_real = pytest.mark.skipif(not REAL.is_dir(), reason="../shared/wan2gp-real not present")
-
 
 def _real_api(prefix: str) -> ServerApi:
-    config = json.loads((REAL / f"{prefix}_config.json").read_text())
-    info = json.loads((REAL / f"{prefix}_gradio_api_info.json").read_text())
-    return ServerApi(config, info, "http://real")
+    return ServerApi(copy.deepcopy(captures.load(f"{prefix}_config.json")),
+                     copy.deepcopy(captures.load(f"{prefix}_gradio_api_info.json")), "http://real")
 
 
 def test_public_surface_is_pinned():
@@ -34,7 +32,6 @@ def test_public_surface_is_pinned():
         assert hasattr(wan2gp, name), name
 
 
-@needs_real
 @pytest.mark.parametrize(
     ("prefix", "version", "count", "expected"),
     [
@@ -58,26 +55,55 @@ def test_chain_resolves_on_the_real_servers(prefix, version, count, expected):
     assert set(api.chain.form_index) == {p.name for p in save.parameters} - {"target"}
 
 
-@needs_real
+# How each release's web UI switches the model (the captures' versions_model_switch.json, as the real browsers'
+# event chains and the API probes showed it), and how many models its configuration tab lists.
+SWITCHES = {
+    "6.31": (None, None, "/change_model", 31),
+    "8.11": (None, "/change_model_family", "/change_model", 51),
+    "9.81": ("/goto_model_type", None, "/change_model", 97),
+    "11.66": ("/goto_model_type", None, "/change_model", 176),
+    "12.60": ("/goto_model_type_with_filter", None, "/change_model_from_target", 213),
+}
+
+
+@pytest.mark.parametrize("release", sorted(SWITCHES))
+def test_the_model_switch_is_found_by_role_on_every_release(release):
+    api = _real_api(captures.RELEASES[release])
+    group, family, select, n_models = SWITCHES[release]
+    switch = api.chain.switch
+    assert (switch.group, switch.family, switch.select) == (group, family, select)
+    assert len(api.models) == n_models
+    # the server's own list holds far more than the start-up group of its model dropdown (4 models on 9.x+)
+    assert set(api.model_dropdown_choices()) <= set(api.models)
+    assert {"t2v_1.3B", "i2v"} <= set(api.models)
+    probe = captures.load("versions_model_switch.json")[release]
+    captured = {e["api_name"] for e in probe["switch_endpoints"].values()}
+    assert set(switch.endpoints) <= captured
+
+
+def test_the_8x_family_step_names_the_families_the_server_offers():
+    api = _real_api("v8.11")
+    startup = captures.load("versions_model_switch.json")["8.11"]["startup_dropdowns"]
+    assert api.families() == [c[1] for c in startup["model_family"]["choices"]]
+
+
 def test_a_gradio_app_that_is_not_wangp_is_refused():
-    config = json.loads((REAL / "2025-06_config.json").read_text())
+    config = copy.deepcopy(captures.load("2025-06_config.json"))
     config["title"] = "Some other app"
     config["components"] = [c for c in config["components"] if c["id"] != 1]
     with pytest.raises(UnsupportedServerError, match="not a WanGP"):
         ServerApi(config, {"named_endpoints": {}}, "http://x")
 
 
-@needs_real
 def test_a_wangp_whose_chain_is_broken_names_what_is_missing():
-    config = json.loads((REAL / "2025-06_config.json").read_text())
-    info = json.loads((REAL / "2025-06_gradio_api_info.json").read_text())
+    config = copy.deepcopy(captures.load("2025-06_config.json"))
+    info = copy.deepcopy(captures.load("2025-06_gradio_api_info.json"))
     info["named_endpoints"] = {k: v for k, v in info["named_endpoints"].items() if "process_tasks" not in k}
     with pytest.raises(UnsupportedServerError) as caught:
         ServerApi(config, info, "http://x")
     assert "process_tasks" in caught.value.missing
 
 
-@needs_real
 def test_endpoint_bind_checks_names_types_and_required():
     api = _real_api("head-2026-08")
     add = api.endpoints["/process_prompt_and_add_tasks"]
@@ -100,9 +126,8 @@ def test_settings_aliases_and_wangp_json_round_trip(tmp_path):
     assert back.video_length == 33 and back.seed == 7 and back.extra == {"NAG_scale": 1.5}
 
 
-@needs_real
 def test_reads_wangp_own_export_file():
-    export = json.loads((REAL / "head_export_settings_t2v_1.3B.json").read_text())
+    export = copy.deepcopy(captures.load("head_export_settings_t2v_1.3B.json"))
     if "url" in export:  # the capture may hold the endpoint's answer rather than the file
         pytest.skip("capture holds the download link, not the file")
     s = GenerationSettings.from_wangp_json(export)

@@ -34,6 +34,7 @@ from .errors import (
     Wan2GPConnectionError,
     Wan2GPError,
     Wan2GPServerError,
+    Wan2GPTimeoutError,
     Wan2GPValidationError,
     did_you_mean,
     is_generic_app_error,
@@ -112,6 +113,7 @@ class Wan2GPClient:
         self._root: GradioSession | None = None
         self._api: ServerApi | None = None
         self._forms: dict[str, ModelForm] = {}
+        self._families: dict[str, str] = {}  # model -> family, learnt from the server (8.x's model switch)
         self._jobs: dict[str, Wan2GPJob] = {}
         self._stoppers: set[threading.Thread] = set()  # jobs still being stopped on the server, see disconnect
         self._pool: ThreadPoolExecutor | None = None
@@ -173,7 +175,16 @@ class Wan2GPClient:
                 error.message = redact(error.message, self._secrets)
                 error.args = (error.message,)
                 refused_login = type(exc).__name__ == "AuthenticationError" or "user name or password" in error.message
-                if not isinstance(error, Wan2GPConnectionError) or refused_login or attempt == retries.attempts:
+                # A server that accepted the connection and then said nothing is frozen: asking it again only
+                # makes the user wait longer for the same answer.
+                frozen = isinstance(error, Wan2GPTimeoutError)
+                if frozen and error.message == "connecting timed out":
+                    error = Wan2GPTimeoutError(
+                        f"{self.server_address} did not answer within {timeouts.connect:.0f} s",
+                        server=self.server_address,
+                        hint="WanGP may be frozen or still starting: check its console, then try again")
+                if not isinstance(error, Wan2GPConnectionError) or refused_login or frozen or \
+                        attempt == retries.attempts:
                     raise error from None
                 sleep = min(delay, retries.max_backoff) * (0.5 + _rng.random())
                 log.info("connect attempt %d to %s failed (%s); retrying in %.1f s", attempt,
@@ -215,6 +226,7 @@ class Wan2GPClient:
                 self._http.close()
             self._root = self._api = self._pool = self._http = None
             self._forms.clear()
+            self._families.clear()
 
     close = disconnect
 
@@ -275,6 +287,52 @@ class Wan2GPClient:
 
     # --- models -----------------------------------------------------------------------------------------
 
+    def _check_model(self, model: str) -> None:
+        """Refuse a model the server does not have, before anything is sent (its list is in ``/config``)."""
+        api = self._require_api()
+        known = api.models or (api.model_dropdown_choices() if not api.chain.switch.group else {})
+        if known and model not in known:
+            raise self._unknown_model(model, known)
+
+    def _unknown_model(self, model: str, known: Any) -> Wan2GPValidationError:
+        version = self._api.wangp_version if self._api else None
+        return Wan2GPValidationError(
+            f"WanGP {version or ''} has no model {model!r}{did_you_mean(model, known)}".replace("  ", " "),
+            field="model", hint="`movie-director models` (or client.list_models()) lists the server's models")
+
+    def _switch_calls(self, model: str) -> list[tuple[str, list[Any]]]:
+        """The calls that make ``model`` a session's model on this server (see ``ModelSwitch``)."""
+        switch = self._require_api().chain.switch
+        calls: list[tuple[str, list[Any]]] = []
+        if switch.group:
+            calls.append((switch.group, [model]))
+        elif switch.family:
+            calls.append((switch.family, [self._family_of(model)]))
+        calls.append((switch.select, [model]))
+        return calls
+
+    def _family_of(self, model: str) -> str:
+        """The family whose models the family dropdown shows with ``model`` (8.x), asked of the server once."""
+        with self._lock:
+            if model in self._families:
+                return self._families[model]
+            api = self._require_api()
+            assert self._root is not None
+            switch = api.chain.switch
+            assert switch.family is not None
+            guess = catalog().get(model, {}).get("family")
+            families = sorted(api.families(), key=lambda f: f != guess)
+            for family in families:
+                answer = self._root.call(switch.family, [family], timeout=self.settings.timeouts.call,
+                                         what="finding the model's family", attempts=self.settings.retries.attempts)
+                for name in _choices(answer.value, switch.family_index):
+                    self._families.setdefault(name, family)
+                if model in self._families:
+                    return self._families[model]
+            raise Wan2GPValidationError(
+                f"WanGP {api.wangp_version} lists model {model!r} but none of its families offers it",
+                field="model", hint="`movie-director models` lists the models the server offers")
+
     def _model_form(self, model: str) -> ModelForm:
         """The server's form for ``model`` (switching the client's own session to it); cached."""
         with self._lock:
@@ -282,31 +340,22 @@ class Wan2GPClient:
                 return self._forms[model]
             api = self._require_api()
             assert self._root is not None
+            self._check_model(model)
             call = self.settings.timeouts.call
             again = self.settings.retries.attempts  # model switch and form read are idempotent
-            chain = api.chain
-            offered = api.model_dropdown_choices()
-            if len(chain.model_switch) == 2:
-                unknown = Wan2GPValidationError(
-                    f"WanGP {api.wangp_version} has no model {model!r}{did_you_mean(model, catalog())}",
-                    field="model", hint="client.list_models() lists the models")
-                try:  # WanGP 12 crashes (a generic error) on a model type it does not know
-                    families = self._root.call(chain.model_switch[0], [model], timeout=call,
-                                               what="finding the model", attempts=again)
+            switch = api.chain.switch
+            for endpoint, args in self._switch_calls(model):
+                try:
+                    answer = self._root.call(endpoint, args, timeout=call, what="switching model", attempts=again)
                 except Wan2GPServerError as exc:
-                    if not is_generic_app_error(exc.message):
-                        raise  # not the crash on an unknown model: a real problem, say it as it is
-                    raise unknown from exc
-                if model not in _choices(families.value, 2):
-                    raise unknown
-                self._root.call(chain.model_switch[1], [model], timeout=call, what="switching model", attempts=again)
-            else:
-                if offered and model not in offered:
-                    raise Wan2GPValidationError(
-                        f"WanGP {api.wangp_version} has no model {model!r}{did_you_mean(model, offered)}",
-                        field="model")
-                self._root.call(chain.model_switch[0], [model], timeout=call, what="switching model", attempts=again)
-            outputs = self._root.call(chain.fill, [], timeout=call, what="reading the model's form",
+                    # 12.60 takes an unknown model type in its first step and crashes in the second
+                    if not api.models and is_generic_app_error(exc.message):
+                        raise self._unknown_model(model, catalog()) from exc
+                    raise
+                if endpoint == switch.group and not api.models and model not in _choices(answer.value,
+                                                                                         switch.group_index):
+                    raise self._unknown_model(model, catalog())  # the server's list was not in /config
+            outputs = self._root.call(api.chain.fill, [], timeout=call, what="reading the model's form",
                                       attempts=again).value
             form = ModelForm.from_fill(api, model, outputs if isinstance(outputs, tuple) else (outputs,))
             self._forms[model] = form
@@ -317,23 +366,21 @@ class Wan2GPClient:
         return self._model_form(str(model)).info()
 
     def list_models(self, *, family: str | None = None, category: ModelCategory | str | None = None) -> list[ModelInfo]:
-        """Models of the connected server, with catalog metadata; filter by family or category.
+        """Every model of the connected server, with catalog metadata; filter by family or category.
 
-        On v6 the server's model dropdown lists every model. On v12 there is no list endpoint: the result is
-        the built-in catalog (WanGP 12.60's 217 models) restricted to the families the server offers.
+        The list is the server's own (its configuration tab's list of every model, read from ``/config``), so it
+        holds every model the server can run whatever group its model dropdown shows. The catalog adds names,
+        families and inputs for the models it knows.
         """
         api = self._require_api()
-        offered = api.model_dropdown_choices()
-        families = {f for _label, f in api.family_choices()}
         entries = catalog()
-        if len(api.chain.model_switch) < 2 and offered:  # v6: the dropdown is the whole list
-            names = offered
-        else:
-            names = [m for m, e in entries.items() if "12" in e.get("versions", []) and
-                     (not families or e.get("family") in families)]
         wanted = ModelCategory(category) if category else None
         result = []
-        for name in names:
+        # A server without the list in its /config: what its dropdown shows, and the catalog of its major version.
+        models = api.models or {**{m: "" for m in api.model_dropdown_choices()},
+                                **{m: "" for m, e in entries.items() if str(api.wangp_version).split(".")[0]
+                                   in e.get("versions", [])}}
+        for name, label in models.items():
             entry = entries.get(name, {})
             cats = categories_of(name, entry)
             if family and entry.get("family") != family:
@@ -341,9 +388,9 @@ class Wan2GPClient:
             if wanted and wanted not in cats:
                 continue
             result.append(ModelInfo(
-                model_type=name, name=entry.get("name", name), family=entry.get("family", ""),
+                model_type=name, name=entry.get("name") or label or name, family=entry.get("family", ""),
                 categories=sorted(c.value for c in cats), inputs=entry.get("inputs", []),
-                outputs=entry.get("outputs", []), on_server=name in offered if offered else None,
+                outputs=entry.get("outputs", []), on_server=True if api.models else None,
             ))
         return result
 
@@ -356,7 +403,7 @@ class Wan2GPClient:
         Raises :class:`Wan2GPValidationError` at once for settings that can't be right.
         """
         settings = _as_settings(settings, kwargs)
-        self._require_api()
+        self._check_model(str(settings.model))
         if settings.model in self._forms:  # the model's rules are known: check them before returning
             from .form import check_settings
 
@@ -586,7 +633,9 @@ class Wan2GPClient:
 
 def _choices(outputs: Any, index: int) -> list[str]:
     """Values of a Dropdown update's choices among an endpoint's outputs."""
-    if not isinstance(outputs, tuple) or index >= len(outputs):
+    if not isinstance(outputs, tuple):
+        outputs = (outputs,)  # gradio_client returns one output as itself
+    if index < 0 or index >= len(outputs):
         return []
     update = outputs[index]
     choices = update.get("choices") if isinstance(update, dict) else None

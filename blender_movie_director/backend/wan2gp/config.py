@@ -81,8 +81,9 @@ class Timeouts(BaseModel):
     call: float = Field(120.0, gt=0, description="one short chain call (model switch, form fill, add task)")
     # A real generation is minutes; a long one on a small GPU can be an hour or more.
     job: float = Field(6 * 3600.0, gt=0, description="whole generation, from submit to the saved file")
-    # With no word at all from the server for this long while a job runs, it is taken as gone.
-    stall: float = Field(900.0, gt=0, description="longest silence from the server during a job")
+    # A job queued behind others, or behind a model download, hears only heartbeats for as long as that takes:
+    # after this long without a status the server is probed, and the job waits on while the server answers.
+    stall: float = Field(900.0, gt=0, description="status silence during a job before the server is probed")
     download: float = Field(600.0, gt=0, description="downloading one output file")
     # Re-attaching to a job whose program stopped mid-generation, on a WanGP that can't show its queue (6.x):
     # how long to wait for that run's output before running the task again.

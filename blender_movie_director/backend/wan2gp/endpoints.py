@@ -97,11 +97,39 @@ class Endpoint:
         return args
 
 
+@dataclass(frozen=True)
+class ModelSwitch:
+    """How the server's web UI selects a model, found on its ``/config`` graph by role (never by version).
+
+    The model dropdown the add-task step reads holds only one group of models at a time (6.x: every model;
+    8.x: one family; 9.x and later: one base type's variants), and gradio refuses a value outside the
+    session's current choices. So a switch first loads the model's group into the dropdown, then selects it:
+
+    * ``group``: an endpoint that takes any model type (a hidden textbox) and writes the group's choices into
+      the model dropdown (``goto_model_type`` on 9.x–11.x, ``goto_model_type_with_filter`` on 12.x);
+    * else ``family``: an endpoint that takes a family from the family dropdown and writes that family's models
+      into the model dropdown (``change_model_family`` on 8.x); the model's family is found by asking it;
+    * ``select``: the endpoint that makes the model the session's model (``change_model`` on 6.x–11.x: the
+      dropdown's value; ``change_model_from_target`` on 12.x: the textbox the group step read).
+    """
+
+    select: str
+    group: str | None = None
+    family: str | None = None
+    family_index: int = -1  # position of the model dropdown among the family step's API outputs
+    group_index: int = -1  # position of the model dropdown among the group step's API outputs
+
+    @property
+    def endpoints(self) -> list[str]:
+        return [e for e in (self.group, self.family, self.select) if e]
+
+
 @dataclass
 class Chain:
     """The endpoints of each role in WanGP's generation flow, resolved on the connected server."""
 
-    model_switch: list[str]  # v12: goto_model_type_with_filter, change_model_from_target; v6: change_model
+    model_switch: list[str]  # the endpoints of `switch`, in call order (shown by `movie-director endpoints`)
+    switch: ModelSwitch
     fill: str
     validate: str | None
     save_inputs: str
@@ -217,20 +245,16 @@ class ServerApi:
         if add is None or save is None:
             missing.append("process_prompt_and_add_tasks after save_inputs")
 
-        # Model switch: v12 goto_model_type_with_filter -> change_model_from_target; v6 change_model.
-        switch: list[Endpoint] = []
-        for target in self._named("change_model_from_target"):
-            before = self._after(target)
-            if before is not None and before.base == "goto_model_type_with_filter":
-                switch = [before, target]
-                break
-        if not switch:
-            switch = [e for e in self._named("change_model") if e.parameters][:1]
-        if not switch:
-            missing.append("model switch (change_model_from_target or change_model)")
+        # Model switch: see ModelSwitch; the model dropdown is the one the add-task step reads.
+        dropdown = self._input_component(add, "model_choice") if add else None
+        self.models = self._find_models(dropdown)
+        switch = self._resolve_switch(dropdown) if dropdown is not None else None
+        if switch is None:
+            missing.append("model switch (an endpoint that selects the add-task step's model)")
 
         # Form fill: the fill_inputs that follows the model switch.
-        fill = next((f for f in self._named("fill_inputs") if switch and self._after(f) == switch[-1]), None)
+        select = self.endpoints.get(switch.select) if switch else None
+        fill = next((f for f in self._named("fill_inputs") if select and self._after(f) == select), None)
         if fill is None and save is not None:
             wanted = set(self._api_inputs(save))
             fill = next((f for f in self._named("fill_inputs")
@@ -278,14 +302,15 @@ class ServerApi:
                 missing=missing, server=self.url,
                 hint="this WanGP version is not supported yet; please report it with its version",
             )
-        assert add and save and fill and activate and process and abort and clear and gallery
+        assert add and save and fill and activate and process and abort and clear and gallery and switch
 
         def first(base: str) -> str | None:
             named = self._named(base)
             return named[0].api_name if named else None
 
         chain = Chain(
-            model_switch=[e.api_name for e in switch],
+            model_switch=switch.endpoints,
+            switch=switch,
             fill=fill.api_name,
             validate=validate.api_name if validate else None,
             save_inputs=save.api_name,
@@ -326,23 +351,120 @@ class ServerApi:
                 return self.component(cid)
         return {}
 
-    def family_choices(self) -> list[tuple[str, str]]:
-        """(label, family) pairs of the model family dropdown (v12), from the first switch output."""
-        if len(self.chain.model_switch) < 2:
+    def _input_component(self, endpoint: Endpoint, name: str) -> int | None:
+        """The component behind one of an endpoint's API parameters."""
+        names = [p.name for p in endpoint.parameters]
+        return dict(zip(names, self._api_inputs(endpoint), strict=False)).get(name)
+
+    def _resolve_switch(self, dropdown: int) -> ModelSwitch | None:
+        """The model switch of this server, by role (see :class:`ModelSwitch`)."""
+        by_dep = sorted(self.endpoints.values(), key=lambda e: e.dep_id)
+        adders = {"process_prompt_and_add_tasks"}
+
+        def one_input(e: Endpoint, kind: str) -> int | None:
+            inputs = self._api_inputs(e)
+            if len(inputs) == 1 and self.component(inputs[0]).get("type") == kind:
+                return inputs[0]
+            return None
+
+        # The group step: one textbox in, the model dropdown among its outputs. Of several (9.x registers the
+        # same function twice), the one whose outputs refresh the form (a fill_inputs listens to one of them).
+        form_triggers = {t[0] for d in self._deps.values() if _SUFFIX.sub("", d.get("api_name") or "") ==
+                         "fill_inputs" for t in d.get("targets", []) if t and t[0] is not None}
+        groups = [e for e in by_dep if one_input(e, "textbox") is not None and dropdown in self._api_outputs(e)]
+        groups.sort(key=lambda e: not (form_triggers & set(self._api_outputs(e))))
+        group = groups[0] if groups else None
+        # The select step: the model dropdown in (6.x-11.x), or the group's textbox right after it (12.x).
+        select = None
+        if group is not None:
+            select = next((e for e in by_dep if self._after(e) == group and
+                           self._api_inputs(e) == self._api_inputs(group)), None)
+        if select is None:
+            select = next((e for e in by_dep if self._api_inputs(e) == [dropdown] and e.base not in adders and
+                           dropdown not in self._api_outputs(e)), None)
+        if select is None:
+            return None
+        if group is not None:
+            return ModelSwitch(select=select.api_name, group=group.api_name,
+                               group_index=self._api_outputs(group).index(dropdown))
+        # The family step (8.x): one dropdown in (not the model's), the model dropdown among its outputs.
+        family = next((e for e in by_dep if (c := one_input(e, "dropdown")) is not None and c != dropdown and
+                       dropdown in self._api_outputs(e) and self._choice_values(c)), None)
+        if family is not None and self._choice_values(self._api_inputs(family)[0]) and \
+                not set(self.models) <= set(self._choice_values(dropdown)):
+            return ModelSwitch(select=select.api_name, family=family.api_name,
+                               family_index=self._api_outputs(family).index(dropdown))
+        return ModelSwitch(select=select.api_name)  # 6.x: the dropdown holds every model
+
+    def _choice_values(self, component_id: int) -> list[str]:
+        """The values of a dropdown's choices (or of a hierarchy selector's items) as ``/config`` gives them."""
+        return [value for value, _label in _choices_of(self.component(component_id))]
+
+    def families(self) -> list[str]:
+        """The family dropdown's values, when the model switch goes through it (8.x)."""
+        switch = self.chain.switch
+        if switch.family is None:
             return []
-        goto = self.endpoints[self.chain.model_switch[0]]
-        outputs = self._api_outputs(goto)
-        if not outputs:
-            return []
-        choices = self.component(outputs[0]).get("props", {}).get("choices") or []
-        return [(str(c[0]), str(c[1])) for c in choices if isinstance(c, list | tuple) and len(c) == 2]
+        return self._choice_values(self._api_inputs(self.endpoints[switch.family])[0])
 
     def model_dropdown_choices(self) -> list[str]:
-        """Model types offered by the model dropdown the add-task step checks (all models on v6)."""
+        """Model types offered at start-up by the model dropdown the add-task step checks (one group)."""
         add = self.endpoints[self.chain.add_tasks]
-        param = add.param("model_choice")
-        if param is None:
-            return []
-        cid = dict(zip([p.name for p in add.parameters], self._api_inputs(add), strict=False)).get("model_choice")
-        choices = self.component(cid).get("props", {}).get("choices") or [] if cid is not None else []
-        return [str(c[1]) if isinstance(c, list | tuple) else str(c) for c in choices]
+        cid = self._input_component(add, "model_choice")
+        return self._choice_values(cid) if cid is not None else []
+
+    def _find_models(self, dropdown: int | None) -> dict[str, str]:
+        """Every model type the server has, with its label, from ``/config`` alone (:attr:`models`).
+
+        The model dropdown shows one group, but WanGP's configuration tab has a "Selectable Generative Models"
+        list of every model (a dropdown up to 11.x, a hierarchy selector on 12.x). It is found by role: the
+        largest list of choices that holds every model of the model dropdown. Empty when the server has no such
+        list (only the dropdown's own group is known then).
+        """
+        if dropdown is None:
+            return {}
+        shown = dict(_choices_of(self.component(dropdown)))
+        best: dict[str, str] = {}
+        for cid, comp in self._components.items():
+            if cid == dropdown or comp.get("type") not in ("dropdown", "hierarchyselector"):
+                continue
+            values = dict(_choices_of(comp))
+            if shown and set(shown) <= set(values) and len(values) > len(best):
+                best = values
+        return {**best, **{k: v for k, v in shown.items() if k not in best}} if best else {}
+
+
+def _choices_of(component: dict[str, Any]) -> list[tuple[str, str]]:
+    """(value, label) pairs of a dropdown's choices, or of a hierarchy selector's items (12.x)."""
+    props = component.get("props", {}) if component else {}
+    if component and component.get("type") == "hierarchyselector":
+        tree = props.get("hierarchy")
+        if isinstance(tree, str):
+            import ast
+
+            try:
+                tree = ast.literal_eval(tree)
+            except (ValueError, SyntaxError):
+                return []
+        found: list[tuple[str, str]] = []
+
+        def walk(node: Any, path: str) -> None:
+            if not isinstance(node, dict):
+                return
+            for item in node.get("items") or []:
+                if isinstance(item, dict) and item.get("value") is not None:
+                    label = f"{path} {item.get('name', '')}".strip() if path else str(item.get("name", ""))
+                    found.append((str(item["value"]), label))
+            for folder in node.get("folders") or []:
+                if isinstance(folder, dict):
+                    walk(folder, str(folder.get("path") or folder.get("name") or ""))
+
+        walk(tree, "")
+        return found
+    pairs = []
+    for choice in props.get("choices") or []:
+        if isinstance(choice, list | tuple) and len(choice) == 2:
+            pairs.append((str(choice[1]), str(choice[0])))
+        elif isinstance(choice, str | int | float):
+            pairs.append((str(choice), str(choice)))
+    return pairs

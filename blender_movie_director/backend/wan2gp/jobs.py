@@ -385,8 +385,8 @@ class Wan2GPJob(JobHandle):
         api = client._require_api()
         chain, call, model = api.chain, client.settings.timeouts.call, str(sent.model)
         again = client.settings.retries.attempts  # these steps write the session's form: safe to repeat
-        for endpoint in chain.model_switch:
-            session.call(endpoint, [model], timeout=call, what="switching model", attempts=again)
+        for endpoint, switch_args in client._switch_calls(model):
+            session.call(endpoint, switch_args, timeout=call, what="switching model", attempts=again)
         session.call(chain.fill, [], timeout=call, what="reading the model's form", attempts=again)
         if chain.validate:
             validate = api.endpoints[chain.validate]
@@ -663,19 +663,18 @@ class Wan2GPJob(JobHandle):
                     self._stop_on_server(session, client)  # first, before waiting for any stream
                     raise JobCancelledError(f"job {self.id} was cancelled", job_id=self.id)
                 now = time.monotonic()
-                if now - max(self._last_server_word, session.last_heard) > timeouts.heartbeat:
-                    self._probe(session, client)  # silence: is the server still there?
+                # Waiting is not dying: a shot queued behind others, or behind a model download, hears nothing
+                # but gradio's heartbeats for as long as that takes. Silence on the stream (no heartbeat either),
+                # or no status for `stall` seconds, only makes the client ask whether the server is still there;
+                # a frozen server fails that probe and the job fails within `reconnect` seconds.
+                if now - max(self._last_server_word, session.last_heard) > timeouts.heartbeat or \
+                        now - self._last_server_word > timeouts.stall:
+                    self._probe(session, client)
                 if now - started > timeouts.job:
                     self._cancel.set()
                     self._stop_on_server(session, client)
                     raise Wan2GPTimeoutError(f"job {self.id} ran past its {timeouts.job:.0f} s limit; "
                                              "it was stopped on the server", job_id=self.id)
-                if now - self._last_server_word > timeouts.stall:
-                    self._cancel.set()
-                    self._stop_on_server(session, client)
-                    raise Wan2GPTimeoutError(
-                        f"no word from the server for {timeouts.stall:.0f} s during job {self.id}",
-                        job_id=self.id, hint="the server may be frozen; check its console")
             try:
                 process_job.result(timeout=0)
             except FutureCancelledError as exc:

@@ -171,9 +171,10 @@ class GradioSession(Client):
     _local = threading.local()
 
     def __init__(self, src: str, *, describe_timeout: float = 60.0, stream_read: float = MIN_STREAM_READ,
-                 **kwargs: Any) -> None:
+                 connect_timeout: float = 10.0, **kwargs: Any) -> None:
         # Set before Client.__init__, which downloads /config and the API description through our overrides.
         self._describe_timeout = describe_timeout
+        self._connect_timeout = connect_timeout
         self._stream_read = max(stream_read, MIN_STREAM_READ)
         super().__init__(src, **kwargs)
 
@@ -196,6 +197,7 @@ class GradioSession(Client):
         session = cls(
             url,
             describe_timeout=describe_timeout,
+            connect_timeout=connect_timeout,
             stream_read=call_timeout,
             max_workers=max_workers,
             verbose=False,
@@ -208,7 +210,6 @@ class GradioSession(Client):
             ssl_verify=not url.startswith("http://"),
             analytics_enabled=False,
         )
-        session._connect_timeout = connect_timeout
         # Shared by the root and its forks: one connection pool (and one SSL context) instead of one per request
         # or per stream, which also keeps the process's memory flat over thousands of jobs.
         session._poster = httpx.Client(verify=session.ssl_verify, timeout=timeout)
@@ -226,7 +227,11 @@ class GradioSession(Client):
         """GET with a size cap and a wall-clock deadline (a slow or endless answer can't hold us)."""
         deadline = time.monotonic() + self._describe_timeout
         body = bytearray()
-        with httpx.Client(verify=self.ssl_verify, **self.httpx_kwargs) as http:
+        # Each read waits at most the connect timeout: a live server starts answering /config within
+        # milliseconds, so a server that accepted the connection and says nothing for that long is frozen.
+        # The whole download is bounded by the describe timeout.
+        kwargs = {**self.httpx_kwargs, "timeout": httpx.Timeout(self._connect_timeout)}
+        with httpx.Client(verify=self.ssl_verify, **kwargs) as http:
             with http.stream("GET", url, headers=self.headers, cookies=self.cookies) as response:
                 for chunk in response.iter_bytes():
                     body += chunk
