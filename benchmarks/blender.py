@@ -13,8 +13,14 @@ percentile with 10 jobs in flight.
    WanGP's per-step updates), plus 10 finished-job messages: the budget has to hold the line.
 4. **Generate All** (issue 7): 50 selected text strips; the operator's time on the UI thread, then the run
    until every shot is placed, every shot accounted for.
+5. **Quit with 3 jobs in flight** (issue 13, target <= 1 s): a fresh Blender (bpy) process submits three slow
+   shots to the emulator, saves, and ends; the seconds from its last line to the process being gone. On this
+   Python and, with ``--python313``, on the newest bpy for Python 3.13 (enabling is timed there too).
+6. **Zips** (issue 13): the extension zip of each platform, built from PyPI's wheels for Python 3.11 and 3.13
+   (``tools/build_extension.py``; needs the network): size and wheels.
 
-Prints a summary and saves ``benchmarks/results/blender.json``. Run: ``python benchmarks/blender.py``.
+Prints a summary and saves ``benchmarks/results/blender.json`` (``--only`` re-runs some parts and keeps the
+others' saved figures). Run: ``python benchmarks/blender.py``.
 """
 
 from __future__ import annotations
@@ -38,7 +44,9 @@ _USER = tempfile.mkdtemp(prefix="md-bench-user-")
 os.environ["BLENDER_USER_RESOURCES"] = _USER  # before bpy is imported: nothing written to the home folder
 
 RESULTS = Path(__file__).parent / "results" / "blender.json"
+ROOT = Path(__file__).resolve().parent.parent
 ADDON = "blender_movie_director"
+SECTIONS = ("enable", "tick_live", "tick_stress", "generate_all", "quit", "zips")
 
 _ENABLE = """
 import json, sys, time
@@ -67,11 +75,11 @@ def _summary(values: list[float]) -> dict[str, float]:
             "p99": round(_percentile(values, 99), 3), "max": round(max(values), 3)}
 
 
-def bench_enable(runs: int) -> dict:
+def bench_enable(runs: int, python: str = sys.executable) -> dict:
     enable, disable, heavy = [], [], set()
     for _ in range(runs):
         with tempfile.TemporaryDirectory() as user:
-            out = subprocess.run([sys.executable, "-c", _ENABLE], capture_output=True, text=True, check=True,
+            out = subprocess.run([python, "-c", _ENABLE], capture_output=True, text=True, check=True,
                                  env={**os.environ, "BLENDER_USER_RESOURCES": user})
         result = json.loads(out.stdout.strip().splitlines()[-1])
         enable.append(result["enable_ms"])
@@ -79,6 +87,75 @@ def bench_enable(runs: int) -> dict:
         heavy.update(result["heavy"])
     return {"enable_ms": _summary(enable), "disable_ms": _summary(disable), "heavy_imports_at_enable": sorted(heavy),
             "target_ms": 150}
+
+
+_QUIT = """
+import json, os, sys, time
+import bpy, addon_utils
+addon_utils.enable("blender_movie_director", default_set=True)
+from blender_movie_director import storyboard
+from blender_movie_director.ui import pump
+url, out, path = sys.argv[1:4]
+p = bpy.context.preferences.addons["blender_movie_director"].preferences
+p.servers.add().url = url
+p.output_folder = out
+scene = bpy.context.scene
+scene.render.fps = 16
+shot = scene.movie_director
+shot.prompt, shot.steps, shot.seconds = "quit benchmark [[slow]]", 20, 1.0
+for frame in (1, 30, 60):
+    scene.frame_current = frame
+    bpy.ops.movie_director.generate()
+ok = pump.pump(60, until=lambda: all((storyboard.loads(j.record) or {}).get("task_queued") for j in shot.jobs))
+bpy.ops.wm.save_as_mainfile(filepath=path)
+print(json.dumps({"ok": ok, "statuses": [j.status for j in shot.jobs], "bpy": bpy.app.version_string,
+                  "quit_at": time.time()}), flush=True)
+"""
+
+
+def bench_quit(runs: int, python: str = sys.executable) -> dict:
+    """Seconds from the end of a Blender (bpy) script with 3 slow shots in flight to its process being gone."""
+    process, url = _start_emulator(0.05)  # [[slow]] shots: 0.5 s a step, 10 s each: far longer than any exit
+    seconds, bpy_version, statuses = [], "", []
+    try:
+        for _ in range(runs):
+            with tempfile.TemporaryDirectory() as work:
+                run = subprocess.Popen([python, "-c", _QUIT, url, work, os.path.join(work, "quit.blend")],
+                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                       env={**os.environ, "BLENDER_USER_RESOURCES": work})
+                out, err = run.communicate(timeout=300)
+                gone = time.time()
+                if run.returncode != 0:
+                    raise RuntimeError(f"the quit run failed: {err[-2000:]}")
+                result = json.loads(out.strip().splitlines()[-1])
+                seconds.append(gone - result["quit_at"])
+                bpy_version, statuses = result["bpy"], result["statuses"]
+    finally:
+        process.terminate()
+        process.wait(10)
+    return {"bpy": bpy_version, "jobs_in_flight": 3, "statuses_at_quit": statuses, "exit_seconds": _summary(seconds),
+            "target_seconds": 1.0}
+
+
+def bench_zips() -> dict:
+    """Build every platform's zip from PyPI (as released) and report its size and wheels."""
+    sys.path.insert(0, str(ROOT / "tools"))
+    import zipfile
+
+    import build_extension
+
+    with tempfile.TemporaryDirectory() as out:
+        started = time.perf_counter()
+        zips = build_extension.build(argparse.Namespace(platform=None, from_installed=False, output_dir=out,
+                                                        single_zip=False, blender_ext=None, pip_arg=None))
+        built = {}
+        for path in zips:
+            with zipfile.ZipFile(path) as archive:
+                wheels = [n for n in archive.namelist() if n.endswith(".whl")]
+            built[path.name] = {"mb": round(path.stat().st_size / 1e6, 2), "wheels": len(wheels),
+                                "compiled": sum(1 for w in wheels if not w.endswith("-none-any.whl"))}
+    return {"pythons": list(build_extension.PYTHON_VERSIONS), "build_seconds": round(time.perf_counter() - started, 1),
+            "zips": built}
 
 
 def _start_emulator(step_seconds: float) -> tuple[subprocess.Popen, str]:
@@ -209,15 +286,15 @@ def bench_generate_all(shots: int, steps: int, step_seconds: float) -> dict:
     then the whole run to the last strip placed, with the timer ticks on the way."""
     import bpy
 
-    from blender_movie_director.ui import convert, pump, vse
+    from blender_movie_director import storyboard
+    from blender_movie_director.ui import pump, vse
 
     process, url = _start_emulator(step_seconds)
     try:
         scene, shot = _connected_scene(url, steps)
         strips = vse.top_strips(scene)
         for index in range(shots):
-            strip = strips.new_effect(name=f"board {index}", type="TEXT", channel=1, frame_start=1 + index * 20,
-                                      length=17)
+            strip = vse.new_effect(strips, f"board {index}", "TEXT", 1, 1 + index * 20, 17)
             strip.text, strip.select = f"storyboard shot {index}", True
         t0 = time.perf_counter()
         bpy.ops.movie_director.generate_all()
@@ -227,7 +304,7 @@ def bench_generate_all(shots: int, steps: int, step_seconds: float) -> dict:
             t1 = time.perf_counter()
             interval = pump.tick()
             ticks.append((time.perf_counter() - t1) * 1000)
-            if all(j.status in convert.FINISHED and (j.placed or j.status != "completed") for j in shot.jobs):
+            if all(j.status in storyboard.FINISHED and (j.placed or j.status != "completed") for j in shot.jobs):
                 break
             time.sleep(interval or pump.ACTIVE_INTERVAL)
         statuses = {s: sum(1 for j in shot.jobs if j.status == s) for s in sorted({j.status for j in shot.jobs})}
@@ -248,33 +325,57 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--step-seconds", type=float, default=0.1)
     parser.add_argument("--stress-seconds", type=float, default=10.0)
     parser.add_argument("--storyboard", type=int, default=50, help="text strips for Generate All")
+    parser.add_argument("--quit-runs", type=int, default=3)
+    parser.add_argument("--python313", default=str(ROOT / ".venv313" / "bin" / "python"),
+                        help="a Python 3.13 with the newest bpy and this project (tools/test_blender_py313.sh)")
+    parser.add_argument("--only", nargs="+", choices=SECTIONS, help="run these parts; keep the others' figures")
     args = parser.parse_args(argv)
+    wanted = set(args.only or SECTIONS)
+    py313 = args.python313 if Path(args.python313).exists() else None
 
-    results: dict = {"python": platform.python_version(), "machine": platform.machine(),
-                     "cpus": os.cpu_count(), "when": time.strftime("%Y-%m-%d %H:%M:%S")}
-    results["enable"] = bench_enable(args.enable_runs)
-    print(f"enable: {results['enable']['enable_ms']} ms (target <= 150); heavy imports: "
-          f"{results['enable']['heavy_imports_at_enable']}")
+    results: dict = json.loads(RESULTS.read_text()) if args.only and RESULTS.exists() else {}
+    results.update({"python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count(),
+                    "when": time.strftime("%Y-%m-%d %H:%M:%S")})
+    if "enable" in wanted:
+        results["enable"] = bench_enable(args.enable_runs)
+        print(f"enable: {results['enable']['enable_ms']} ms (target <= 150); heavy imports: "
+              f"{results['enable']['heavy_imports_at_enable']}")
+        if py313:
+            results["enable_py313"] = bench_enable(args.enable_runs, py313)
+            print(f"enable, Python 3.13: {results['enable_py313']['enable_ms']} ms")
+    if "quit" in wanted:
+        results["quit"] = bench_quit(args.quit_runs)
+        print(f"quit with 3 jobs in flight, bpy {results['quit']['bpy']}: {results['quit']['exit_seconds']} s")
+        if py313:
+            results["quit_py313"] = bench_quit(args.quit_runs, py313)
+            print(f"quit, bpy {results['quit_py313']['bpy']}: {results['quit_py313']['exit_seconds']} s")
+    if "zips" in wanted:
+        results["zips"] = bench_zips()
+        print("zips: " + ", ".join(f"{n} {z['mb']} MB" for n, z in results["zips"]["zips"].items()))
 
-    import bpy  # noqa: I001  (bpy first: it makes Blender's own modules, addon_utils, importable)
-    import addon_utils
+    if wanted & {"tick_live", "tick_stress", "generate_all"}:
+        import bpy  # noqa: I001  (bpy first: it makes Blender's own modules, addon_utils, importable)
+        import addon_utils
 
-    results["bpy"] = bpy.app.version_string
-    addon_utils.enable(ADDON, default_set=True)
-    try:
-        results["tick_live"] = bench_tick_live(args.jobs, args.steps, args.step_seconds)
-        print(f"tick, {args.jobs} live jobs: {results['tick_live']['tick_ms']} ms; with all in flight: "
-              f"{results['tick_live']['tick_ms_with_all_jobs_in_flight']}; placing: "
-              f"{results['tick_live']['placing_tick_ms']} (statuses {results['tick_live']['statuses']})")
-        results["tick_stress"] = bench_tick_stress(args.jobs, args.stress_seconds)
-        print(f"tick, stress: {results['tick_stress']['tick_ms']} ms; finishing: "
-              f"{results['tick_stress']['finishing_tick_ms']}")
-        results["generate_all"] = bench_generate_all(args.storyboard, args.steps, args.step_seconds)
-        g = results["generate_all"]
-        print(f"Generate All, {g['shots']} text strips: operator {g['operator_ms']} ms; {g['statuses']}, "
-              f"{g['movie_strips']} strips placed in {g['wall_seconds']} s; tick {g['tick_ms']} ms")
-    finally:
-        addon_utils.disable(ADDON, default_set=True)  # unregister before exit (bpy 4.x hangs otherwise)
+        results["bpy"] = bpy.app.version_string
+        addon_utils.enable(ADDON, default_set=True)
+        try:
+            if "tick_live" in wanted:
+                results["tick_live"] = bench_tick_live(args.jobs, args.steps, args.step_seconds)
+                print(f"tick, {args.jobs} live jobs: {results['tick_live']['tick_ms']} ms; with all in flight: "
+                      f"{results['tick_live']['tick_ms_with_all_jobs_in_flight']}; placing: "
+                      f"{results['tick_live']['placing_tick_ms']} (statuses {results['tick_live']['statuses']})")
+            if "tick_stress" in wanted:
+                results["tick_stress"] = bench_tick_stress(args.jobs, args.stress_seconds)
+                print(f"tick, stress: {results['tick_stress']['tick_ms']} ms; finishing: "
+                      f"{results['tick_stress']['finishing_tick_ms']}")
+            if "generate_all" in wanted:
+                results["generate_all"] = bench_generate_all(args.storyboard, args.steps, args.step_seconds)
+                g = results["generate_all"]
+                print(f"Generate All, {g['shots']} text strips: operator {g['operator_ms']} ms; {g['statuses']}, "
+                      f"{g['movie_strips']} strips placed in {g['wall_seconds']} s; tick {g['tick_ms']} ms")
+        finally:
+            addon_utils.disable(ADDON, default_set=True)  # unregister before exit (bpy 4.x hangs otherwise)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     print(f"saved {RESULTS}")

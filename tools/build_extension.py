@@ -5,15 +5,17 @@ time. This script
 
 1. resolves the add-on's runtime dependencies (``[project].dependencies`` of pyproject.toml, minus what the
    add-on never imports, see ``EXCLUDED``) to the exact versions installed in this environment, with the
-   dependencies each target platform adds (environment markers evaluated for that platform);
-2. gets their wheels for each platform, either with ``pip download --only-binary=:all: --platform ...
-   --python-version 3.11`` (default; needs the network) or, with ``--from-installed``, by repacking the
-   distributions installed here (this machine's platform only; no network: what tests and CI use);
-3. keeps pure-Python wheels once and compiled ones per platform, stages the add-on with them, writes the
-   ``wheels`` and ``platforms`` of the staged manifest, and builds with Blender's own extension tool
-   (``bl_pkg/cli/blender_ext.py`` from the bpy module, or ``--blender-ext``): one zip per platform
-   (``--split-platforms``) unless ``--single-zip``;
-4. validates every zip with the same tool.
+   dependencies each target platform and Python adds (environment markers evaluated for them);
+2. gets their wheels for each platform and each Python Blender embeds (``PYTHON_VERSIONS``: 3.11 for Blender
+   4.2 - 5.0, 3.13 for 5.1 - 5.3), unmodified from PyPI with ``pip download --only-binary=:all: --platform ...
+   --python-version ...`` (default; needs the network), or, with ``--from-installed``, by repacking the
+   distributions installed here (this machine's platform and Python only; no network: what tests use);
+3. keeps pure-Python wheels once and compiled ones per platform and Python (Blender installs those of its own
+   Python and platform), stages the add-on with them, writes the ``wheels`` and ``platforms`` of the staged
+   manifest, and builds with Blender's own extension tool (``bl_pkg/cli/blender_ext.py`` from the bpy module,
+   or ``--blender-ext``): one zip per platform (``--split-platforms``) unless ``--single-zip``;
+4. validates every zip with the same tool, and checks that each holds, for each Python, one wheel of every
+   dependency that Python needs on that platform.
 
 Examples::
 
@@ -49,7 +51,8 @@ from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "blender_movie_director"
-PYTHON_VERSION = "3.11"  # Blender 4.2 - 5.0 embed Python 3.11
+# The Pythons Blender embeds: 3.11 in Blender 4.2 - 5.0, 3.13 in 5.1 - 5.3 (blender_manifest.toml's range).
+PYTHON_VERSIONS = ("3.11", "3.13")
 
 # Dependencies of the distribution that the add-on never imports inside Blender.
 EXCLUDED = {
@@ -104,12 +107,12 @@ def runtime_requirements() -> list[str]:
         return list(tomllib.load(f)["project"]["dependencies"])
 
 
-def resolve(requirements: list[str], markers: dict[str, str]) -> dict[str, str | None]:
-    """Every distribution needed on a platform: name -> installed version (None: not installed here)."""
+def resolve(requirements: list[str], markers: dict[str, str], python: str) -> dict[str, str | None]:
+    """Every distribution needed on a platform with a Python: name -> installed version (None: not here)."""
     environment = default_environment()
     environment.update(markers)
-    environment["python_version"] = PYTHON_VERSION
-    environment["python_full_version"] = PYTHON_VERSION + ".0"
+    environment["python_version"] = python
+    environment["python_full_version"] = python + ".0"
     found: dict[str, str | None] = {}
     stack = [(Requirement(r), "") for r in requirements]
     while stack:
@@ -180,20 +183,62 @@ def repack_installed(name: str, dest: Path) -> Path:
     return path
 
 
-def download(pins: dict[str, str | None], target: Target, dest: Path, *, pip_args: list[str]) -> None:
-    """``pip download`` the exact versions, binary only, for one platform and Python 3.11."""
+def download(pins: dict[str, str | None], target: Target, python: str, dest: Path, *, pip_args: list[str]) -> None:
+    """``pip download`` the exact versions, binary only, for one platform and one Python."""
     requirements = [f"{name}=={version}" if version else name for name, version in pins.items()]
     command = [sys.executable, "-m", "pip", "download", "--only-binary=:all:", "--no-deps",
-               "--python-version", PYTHON_VERSION, "--implementation", "cp", "-d", str(dest), "--quiet"]
+               "--python-version", python, "--implementation", "cp", "-d", str(dest), "--quiet"]
     for tag in target.pip_platforms:
         command += ["--platform", tag]
     command += pip_args + requirements
-    log(f"  pip download {len(requirements)} wheels for {target.name}")
+    log(f"  pip download {len(requirements)} wheels for {target.name}, Python {python}")
     subprocess.run(command, check=True)
 
 
 def is_pure(wheel: Path) -> bool:
     return wheel.name.endswith("-none-any.whl")
+
+
+def wheel_name(wheel: str) -> str:
+    """The distribution a wheel file is of, canonicalized (``pydantic_core-2.33.2-cp311-...`` -> pydantic-core)."""
+    return canonicalize_name(Path(wheel).name.split("-")[0])
+
+
+def wheel_pythons(wheel: str) -> set[str]:
+    """The Pythons of ``PYTHON_VERSIONS`` a wheel file installs on, by its tags (Blender reads them the same way:
+    ``cp311``/``py3``, and an ``abi3`` wheel on its Python and the later ones)."""
+    python_tag, abi_tag = Path(wheel).name[:-4].split("-")[-3:-1]
+    found = set()
+    for python in PYTHON_VERSIONS:
+        major, minor = (int(n) for n in python.split("."))
+        for tag in python_tag.split("."):
+            digits = tag[2:]
+            if tag[:2] not in ("cp", "py") or not digits.isdigit():
+                continue
+            if digits == str(major) or digits == f"{major}{minor}":
+                found.add(python)
+            elif abi_tag == "abi3" and digits.startswith(str(major)) and int(digits[1:] or 0) <= minor:
+                found.add(python)
+    return found
+
+
+def check_bundle(wheels: list[str], needed: dict[str, set[str]]) -> list[str]:
+    """What is wrong with one platform's wheels: ``needed`` maps each Python to the distributions it needs.
+
+    Each of them must have exactly one wheel for that Python (Blender keeps one wheel per name and version),
+    and no wheel may serve no Python at all (a wheel not needed).
+    """
+    problems = []
+    for python, names in needed.items():
+        for name in sorted(names):
+            count = sum(1 for w in wheels if wheel_name(w) == name and python in wheel_pythons(w))
+            if count != 1:
+                problems.append(f"{count} wheels of {name} for Python {python}")
+    for wheel in wheels:
+        serves = wheel_pythons(wheel) & set(needed)
+        if not serves or all(wheel_name(wheel) not in needed[p] for p in serves):
+            problems.append(f"{Path(wheel).name} is not needed")
+    return problems
 
 
 # --- staging and building ---------------------------------------------------------------------------------------
@@ -249,38 +294,57 @@ def build(args: argparse.Namespace) -> list[Path]:
     output = Path(args.output_dir).resolve()
     output.mkdir(parents=True, exist_ok=True)
     tool = find_blender_ext(args.blender_ext)
+    pythons = ["{}.{}".format(*sys.version_info[:2])] if args.from_installed else list(PYTHON_VERSIONS)
     requirements = runtime_requirements()
-    wheels: dict[str, Path] = {}  # file name -> path: a pure wheel is the same file on every platform
+    wheels: dict[str, dict[str, Path]] = {}  # platform -> file name -> path (a pure wheel: the same file)
+    needed: dict[str, dict[str, set[str]]] = {}  # platform -> Python -> distributions
+    zips: list[Path] = []
     with tempfile.TemporaryDirectory(prefix="md-extension-") as temp:
         temp_dir = Path(temp)
         for name in platforms:
             target = TARGETS[name]
-            pins = resolve(requirements, target.markers)
-            platform_dir = temp_dir / "wheels" / name
-            platform_dir.mkdir(parents=True)
-            if args.from_installed:
-                missing = [n for n, v in pins.items() if v is None]
-                if missing:
-                    raise SystemExit(f"not installed here: {missing}")
-                log(f"  repacking {len(pins)} installed distributions for {name}")
-                for dist_name in pins:
-                    repack_installed(dist_name, platform_dir)
-            else:
-                download(pins, target, platform_dir, pip_args=args.pip_arg or [])
-            for wheel in platform_dir.glob("*.whl"):
-                wheels.setdefault(wheel.name, wheel)
-        pure = sum(1 for w in wheels.values() if is_pure(w))
-        log(f"  {len(wheels)} wheels: {pure} pure-Python (once), {len(wheels) - pure} compiled")
-        staged = stage(PACKAGE, temp_dir / "stage", list(wheels.values()), platforms)
-        blender_ext(tool, "validate", str(staged))
-        build_args = ["build", "--source-dir", str(staged), "--output-dir", str(output)]
-        if len(platforms) > 1 and not args.single_zip:
-            build_args.append("--split-platforms")
-        before = set(output.glob("*.zip"))
-        blender_ext(tool, *build_args)
-        zips = sorted(set(output.glob("*.zip")) - before) or sorted(output.glob("*.zip"))
+            for python in pythons:
+                pins = resolve(requirements, target.markers, python)
+                needed.setdefault(name, {})[python] = set(pins)
+                wheel_dir = temp_dir / "wheels" / name / python
+                wheel_dir.mkdir(parents=True)
+                if args.from_installed:
+                    missing = [n for n, v in pins.items() if v is None]
+                    if missing:
+                        raise SystemExit(f"not installed here: {missing}")
+                    log(f"  repacking {len(pins)} installed distributions for {name}, Python {python}")
+                    for dist_name in pins:
+                        repack_installed(dist_name, wheel_dir)
+                else:
+                    download(pins, target, python, wheel_dir, pip_args=args.pip_arg or [])
+                for wheel in wheel_dir.glob("*.whl"):
+                    wheels.setdefault(name, {}).setdefault(wheel.name, wheel)
+        # One zip per platform holds that platform's wheels only (a pure wheel one platform needs, such as
+        # colorama on Windows, is not in the others); --single-zip puts every platform's in one.
+        groups = [platforms] if args.single_zip else [[name] for name in platforms]
+        for group in groups:
+            files = {n: w for name in group for n, w in wheels[name].items()}
+            pure = sum(1 for w in files.values() if is_pure(w))
+            log(f"  {', '.join(group)}: {len(files)} wheels, {pure} pure-Python, {len(files) - pure} compiled "
+                f"(Python {', '.join(pythons)})")
+            staged = stage(PACKAGE, temp_dir / "stage" / "+".join(group), list(files.values()), group)
+            blender_ext(tool, "validate", str(staged))
+            build_args = ["build", "--source-dir", str(staged), "--output-dir", str(output)]
+            if not args.single_zip:
+                build_args.append("--split-platforms")  # names the zip after its platform
+            before = {p: p.stat().st_mtime_ns for p in output.glob("*.zip")}
+            blender_ext(tool, *build_args)
+            zips += [p for p in output.glob("*.zip") if before.get(p) != p.stat().st_mtime_ns]
     for path in zips:
         blender_ext(tool, "validate", str(path))
+        with zipfile.ZipFile(path) as archive:
+            bundled = [n for n in archive.namelist() if n.startswith("wheels/") and n.endswith(".whl")]
+            manifest = tomllib.loads(archive.read("blender_manifest.toml").decode())
+        zip_platforms = manifest.get("platforms", platforms)
+        if len(zip_platforms) == 1:  # a zip of one platform: exactly its wheels, one per name and Python
+            problems = check_bundle(bundled, needed[zip_platforms[0]])
+            if problems:
+                raise SystemExit(f"{path.name}: " + "; ".join(problems))
         log(f"  built and validated {path} ({path.stat().st_size / 1e6:.1f} MB)")
     log(f"  done in {time.perf_counter() - started:.1f} s")
     return zips

@@ -12,6 +12,7 @@ from typing import Any
 import bpy
 from bpy.props import BoolProperty, StringProperty
 
+from .. import storyboard
 from . import convert, persistence, pump, vse
 from .preferences import DEFAULT_SERVER, connection, prefs
 from .properties import request_rules, rules_for
@@ -21,7 +22,7 @@ def _running(cls: type, context: Any) -> bool:
     if not pump.running():
         cls.poll_message_set("Movie Director is not enabled")
         return False
-    if context.scene is None:
+    if vse.sequencer_scene(context) is None:
         cls.poll_message_set("No scene")
         return False
     return True
@@ -42,10 +43,18 @@ def find_job(scene: Any, key: str) -> Any:
     return None
 
 
-def _reservations(scene: Any) -> list[tuple[int, int, int]]:
-    """Slots of shots on their way: two jobs submitted at the same frame don't pick the same channel."""
+def _reservations(scene: Any, meta: str) -> list[storyboard.Span]:
+    """Slots of shots on their way to a level (a meta strip, or the top): two jobs submitted at the same frame
+    don't pick the same channel."""
     return [(i.channel, i.frame_start, i.frame_start + max(1, i.expected_length)) for i in pump.job_items(scene)
-            if i.status in convert.ACTIVE or (i.status == "completed" and not i.placed)]
+            if i.meta == meta and (i.status in storyboard.ACTIVE or (i.status == "completed" and not i.placed))]
+
+
+def free_channel(scene: Any, lowest: int, start: int, end: int) -> int:
+    """The first free channel from ``lowest`` over ``[start, end)`` where the user is editing (an open meta
+    strip, or the top level), strips and shots on their way counted."""
+    meta = vse.editing_meta(scene)
+    return vse.first_free_channel(scene, lowest, start, end, meta=meta, reserved=_reservations(scene, meta))
 
 
 def expected_length(context: Any, scene: Any, model: str, seconds: float | None = None, *,
@@ -53,21 +62,24 @@ def expected_length(context: Any, scene: Any, model: str, seconds: float | None 
     """Timeline frames a shot will take, from the model's rules when known (else the scene's fps)."""
     fps = vse.scene_fps(scene)
     if frames is None:
-        known = convert.frames_for(seconds or 0.0, rules_for(context, model))
+        known = storyboard.frames_for(seconds or 0.0, rules_for(context, model))
         if known is None:
             return max(1, round((seconds or 0.0) * fps))
         frames, clip_fps = known
-    return convert.timeline_length(frames, clip_fps, fps, scene.movie_director.fps_policy)
+    return storyboard.timeline_length(frames, clip_fps, fps, scene.movie_director.fps_policy)
 
 
 def submit(context: Any, scene: Any, *, kind: str, request: dict[str, Any], channel: int, frame_start: int,
-           length: int, batch: str = "") -> Any:
-    """Add the job to the scene (saved with the .blend) and hand it to a worker. Returns the job item."""
+           length: int, batch: str = "", meta: str | None = None) -> Any:
+    """Add the job to the scene (saved with the .blend) and hand it to a worker. Returns the job item.
+
+    ``meta``: the meta strip the shot goes into (default: the one open for editing, or the top level).
+    """
     st = pump.state()
     p = prefs(context)
     conn = connection(p)
     state = scene.movie_director
-    prompt, model = convert.request_summary(request)
+    prompt, model = storyboard.request_summary(request)
     item = state.jobs.add()
     item.key = uuid.uuid4().hex[:12]
     item.kind = kind
@@ -76,10 +88,11 @@ def submit(context: Any, scene: Any, *, kind: str, request: dict[str, Any], chan
     item.output_dir = conn.output_dir
     item.prompt = prompt
     item.model = model
-    item.request = convert.dumps(request)
+    item.request = storyboard.dumps(request)
     item.status = "submitting"
     item.phase = "Sending to the server"
     item.channel = channel
+    item.meta = vse.editing_meta(scene) if meta is None else meta
     item.frame_start = frame_start
     item.expected_length = length
     item.fps_policy = state.fps_policy
@@ -102,8 +115,8 @@ class _ShotOperator(_NeedsAddon):
     bl_options = {"REGISTER"}
 
     def _request(self, context: Any) -> dict[str, Any] | None:
-        request = convert.shot_request(context.scene.movie_director)
-        problem = convert.quick_check(request)
+        request = convert.shot_request(vse.sequencer_scene(context).movie_director)
+        problem = storyboard.quick_check(request)
         if problem:
             self.report({"ERROR"}, problem)
             return None
@@ -111,13 +124,12 @@ class _ShotOperator(_NeedsAddon):
 
     def _queue(self, context: Any, kind: str, request: dict[str, Any], frame: int, channel: int | None = None,
                length: int | None = None) -> set[str]:
-        scene = context.scene
+        scene = vse.sequencer_scene(context)
         state = scene.movie_director
         if length is None:
             length = expected_length(context, scene, request["model"], request.get("seconds"))
         if channel is None:
-            channel = vse.first_free_channel(scene, state.channel, frame, frame + length,
-                                             reserved=_reservations(scene))
+            channel = free_channel(scene, state.channel, frame, frame + length)
         item = submit(context, scene, kind=kind, request=request, channel=channel, frame_start=frame, length=length)
         self.report({"INFO"}, f"Shot queued for channel {item.channel}, frame {item.frame_start}")
         return {"FINISHED"}
@@ -133,7 +145,7 @@ class MD_OT_generate(_ShotOperator, bpy.types.Operator):
         request = self._request(context)
         if request is None:
             return {"CANCELLED"}
-        return self._queue(context, "generate", request, context.scene.frame_current)
+        return self._queue(context, "generate", request, vse.sequencer_scene(context).frame_current)
 
 
 class MD_OT_generate_from_frame(_ShotOperator, bpy.types.Operator):
@@ -146,7 +158,7 @@ class MD_OT_generate_from_frame(_ShotOperator, bpy.types.Operator):
         request = self._request(context)
         if request is None:
             return {"CANCELLED"}
-        scene = context.scene
+        scene = vse.sequencer_scene(context)
         frame = scene.frame_current
         strip = vse.active_strip(scene)
         if vse.is_image(strip) and strip.select:
@@ -164,7 +176,8 @@ class MD_OT_generate_from_frame(_ShotOperator, bpy.types.Operator):
 
 
 class MD_OT_extend(_ShotOperator, bpy.types.Operator):
-    """Continue the selected movie strip: its last frame starts a new shot, placed right after it"""
+    """Continue the selected strip (a movie, meta, scene or image strip): what it shows at its last frame starts a
+    new shot, placed right after it"""
 
     bl_idname = "movie_director.extend"
     bl_label = "Extend"
@@ -173,31 +186,33 @@ class MD_OT_extend(_ShotOperator, bpy.types.Operator):
     def poll(cls, context):
         if not _running(cls, context):
             return False
-        if not vse.is_movie(vse.active_strip(context.scene)):
-            cls.poll_message_set("Select a movie strip to extend")
+        if not vse.can_extend(vse.active_strip(vse.sequencer_scene(context))):
+            cls.poll_message_set("Select a movie, meta, scene or image strip to extend")
             return False
         return True
 
     def execute(self, context):
-        scene = context.scene
+        scene = vse.sequencer_scene(context)
         strip = vse.active_strip(scene)
         request = convert.shot_request(scene.movie_director)
         if not request["prompt"].strip():  # nothing typed: continue with the strip's own prompt
             meta = vse.get_shot_metadata(strip) or {}
             request["prompt"] = (meta.get("settings") or {}).get("prompt", "")
-        problem = convert.quick_check(request)
+        problem = storyboard.quick_check(request)
         if problem:
             self.report({"ERROR"}, problem)
             return {"CANCELLED"}
-        image = os.path.join(_inputs_dir(context), f"extend_{vse.strip_span(strip)[1]}_{uuid.uuid4().hex[:6]}.png")
+        start, end = vse.strip_span(strip)
+        image = os.path.join(_inputs_dir(context), f"extend_{end}_{uuid.uuid4().hex[:6]}.png")
         try:
-            vse.movie_frame_to_png(strip, vse.last_frame(strip), image)
+            vse.strip_frame_to_png(scene, strip, vse.last_frame(strip), image)
         except Exception as exc:
-            self.report({"ERROR"}, f"Could not read the last frame of {strip.name}: {exc}")
+            self.report({"ERROR"}, f"Could not render the last frame of {strip.name}: {exc}")
             return {"CANCELLED"}
         request["image_start"] = image
-        start, end = vse.strip_span(strip)
-        return self._queue(context, "extend", request, end, channel=strip.channel)
+        length = expected_length(context, scene, request["model"], request.get("seconds"))
+        channel = free_channel(scene, strip.channel, end, end + length)  # its own channel, unless taken
+        return self._queue(context, "extend", request, end, channel=channel, length=length)
 
 
 class MD_OT_regenerate(_ShotOperator, bpy.types.Operator):
@@ -218,24 +233,23 @@ class MD_OT_regenerate(_ShotOperator, bpy.types.Operator):
     def poll(cls, context):
         if not _running(cls, context):
             return False
-        if vse.get_shot_metadata(vse.active_strip(context.scene)) is None:
+        if vse.get_shot_metadata(vse.active_strip(vse.sequencer_scene(context))) is None:
             cls.poll_message_set("Select a strip made by Movie Director")
             return False
         return True
 
     def execute(self, context):
-        scene = context.scene
+        scene = vse.sequencer_scene(context)
         strip = vse.active_strip(scene)
         meta = vse.get_shot_metadata(strip) or {}
         stored = meta.get("settings")
         if not isinstance(stored, dict) or not stored.get("prompt"):
             self.report({"ERROR"}, f"{strip.name} carries no generation settings")
             return {"CANCELLED"}
-        request = convert.rerun_request(stored, variation=self.variation)
+        request = storyboard.rerun_request(stored, variation=self.variation)
         start, end = vse.strip_span(strip)
         length = end - start
-        channel = vse.first_free_channel(scene, strip.channel + 1, start, start + length,
-                                         reserved=_reservations(scene))
+        channel = free_channel(scene, strip.channel + 1, start, start + length)
         return self._queue(context, "variation" if self.variation else "regenerate", request, start,
                            channel=channel, length=length)
 
@@ -250,7 +264,7 @@ class MD_OT_generate_all(_NeedsAddon, bpy.types.Operator):
     bl_options = {"REGISTER"}
 
     def execute(self, context):
-        scene = context.scene
+        scene = vse.sequencer_scene(context)
         state = scene.movie_director
         base = convert.shot_request(state)
         shots, skipped, notes = _timeline_prompts(scene, base.get("seconds") or 1.0)
@@ -258,20 +272,19 @@ class MD_OT_generate_all(_NeedsAddon, bpy.types.Operator):
             self.report({"ERROR"}, "Nothing to generate: select text strips (their text is the prompt) or timeline "
                         "markers (their name is the prompt)" + (f"; skipped {', '.join(skipped)}" if skipped else ""))
             return {"CANCELLED"}
-        problem = convert.quick_check({**base, "prompt": shots[0][0]})  # prompts here are never empty
+        problem = storyboard.quick_check({**base, "prompt": shots[0][0]})  # prompts here are never empty
         if problem:
             self.report({"ERROR"}, problem)
             return {"CANCELLED"}
         batch = uuid.uuid4().hex[:8]
-        rule = convert.model_rule(rules_for(context, base["model"]))
+        rule = storyboard.model_rule(rules_for(context, base["model"]))
         for prompt, start, seconds, lowest in shots:
             request = {**base, "prompt": prompt, "seconds": seconds}
             length = expected_length(context, scene, request["model"], seconds)
             if rule is not None and round(seconds * rule.fps) + 1 > rule.last:
                 notes.append(f"the shot at frame {start} is shorter than its place: {base['model']} makes at most "
                              f"{rule.last} frames ({(rule.last - 1) / rule.fps:.1f} s)")
-            channel = vse.first_free_channel(scene, lowest or state.channel, start, start + length,
-                                             reserved=_reservations(scene))
+            channel = free_channel(scene, lowest or state.channel, start, start + length)
             submit(context, scene, kind="batch", request=request, channel=channel, frame_start=start,
                    length=length, batch=batch)
         text = f"{len(shots)} shot(s) queued"
@@ -294,7 +307,7 @@ def _timeline_prompts(scene: Any, default_seconds: float) -> tuple[list[tuple[st
             if not strip.text.strip():
                 skipped.append(f"{strip.name} (no text)")
                 continue
-            shots.append((strip.text.strip(), start, convert.span_seconds(start, end, fps), strip.channel + 1))
+            shots.append((strip.text.strip(), start, storyboard.span_seconds(start, end, fps), strip.channel + 1))
         return shots, skipped, notes
     markers = sorted(scene.timeline_markers, key=lambda m: m.frame)
     for index, marker in enumerate(markers):
@@ -304,10 +317,10 @@ def _timeline_prompts(scene: Any, default_seconds: float) -> tuple[list[tuple[st
             skipped.append(f"the marker at frame {marker.frame} (no name)")
             continue
         later = [m.frame for m in markers[index + 1:] if m.frame > marker.frame]
-        seconds = convert.span_seconds(marker.frame, later[0], fps) if later else default_seconds
+        seconds = storyboard.span_seconds(marker.frame, later[0], fps) if later else default_seconds
         shots.append((marker.name.strip(), marker.frame, seconds, None))
-        if len(marker.name) >= convert.MARKER_NAME_MAX:
-            notes.append(f"the marker at frame {marker.frame} has a {convert.MARKER_NAME_MAX}-character name, "
+        if len(marker.name) >= storyboard.MARKER_NAME_MAX:
+            notes.append(f"the marker at frame {marker.frame} has a {storyboard.MARKER_NAME_MAX}-character name, "
                          "Blender's limit: its prompt may be cut; use a text strip for long prompts")
     return shots, skipped, notes
 
@@ -323,14 +336,14 @@ class MD_OT_load_strip_settings(bpy.types.Operator):
     def poll(cls, context):
         if not _running(cls, context):
             return False
-        if vse.get_shot_metadata(vse.active_strip(context.scene)) is None:
+        if vse.get_shot_metadata(vse.active_strip(vse.sequencer_scene(context))) is None:
             cls.poll_message_set("Select a strip made by Movie Director")
             return False
         return True
 
     def execute(self, context):
-        meta = vse.get_shot_metadata(vse.active_strip(context.scene)) or {}
-        convert.shot_from_settings(context.scene.movie_director, meta.get("settings") or {})
+        meta = vse.get_shot_metadata(vse.active_strip(vse.sequencer_scene(context))) or {}
+        convert.load_shot_settings(vse.sequencer_scene(context).movie_director, meta.get("settings") or {})
         return {"FINISHED"}
 
 
@@ -340,7 +353,7 @@ class _JobOperator:
     key: StringProperty(options={"HIDDEN", "SKIP_SAVE"})
 
     def _item(self, context: Any) -> Any:
-        item = find_job(context.scene, self.key)
+        item = find_job(vse.sequencer_scene(context), self.key)
         if item is None:
             self.report({"ERROR"}, f"No job {self.key} in this scene")
         return item
@@ -356,7 +369,7 @@ class MD_OT_cancel_job(_NeedsAddon, _JobOperator, bpy.types.Operator):
         item = self._item(context)
         if item is None:
             return {"CANCELLED"}
-        if item.status not in convert.ACTIVE:
+        if item.status not in storyboard.ACTIVE:
             self.report({"WARNING"}, f"The job is already {item.status}")
             return {"CANCELLED"}
         cancel_item(item)
@@ -392,8 +405,8 @@ class MD_OT_cancel_batch(_NeedsAddon, bpy.types.Operator):
     batch: StringProperty(options={"HIDDEN", "SKIP_SAVE"})
 
     def execute(self, context):
-        active = [i for i in context.scene.movie_director.jobs
-                  if self.batch and i.batch == self.batch and i.status in convert.ACTIVE]
+        active = [i for i in vse.sequencer_scene(context).movie_director.jobs
+                  if self.batch and i.batch == self.batch and i.status in storyboard.ACTIVE]
         if not active:
             self.report({"WARNING"}, "No unfinished shot in this batch")
             return {"CANCELLED"}
@@ -411,10 +424,10 @@ class MD_OT_remove_job(_JobOperator, bpy.types.Operator):
     bl_label = "Remove Job"
 
     def execute(self, context):
-        state = context.scene.movie_director
+        state = vse.sequencer_scene(context).movie_director
         for index, item in enumerate(state.jobs):
             if item.key == self.key:
-                if item.status in convert.ACTIVE:
+                if item.status in storyboard.ACTIVE:
                     self.report({"ERROR"}, "Cancel the job first")
                     return {"CANCELLED"}
                 state.jobs.remove(index)
@@ -431,9 +444,9 @@ class MD_OT_clear_finished(bpy.types.Operator):
     bl_options = {"REGISTER"}
 
     def execute(self, context):
-        state = context.scene.movie_director
+        state = vse.sequencer_scene(context).movie_director
         for index in reversed(range(len(state.jobs))):
-            if state.jobs[index].status in convert.FINISHED:
+            if state.jobs[index].status in storyboard.FINISHED:
                 state.jobs.remove(index)
         state.job_index = min(state.job_index, max(0, len(state.jobs) - 1))
         return {"FINISHED"}
@@ -449,16 +462,16 @@ class MD_OT_retry_job(_NeedsAddon, _JobOperator, bpy.types.Operator):
         item = self._item(context)
         if item is None:
             return {"CANCELLED"}
-        if item.status == "lost" and convert.loads(item.record):
+        if item.status == "lost" and storyboard.loads(item.record):
             persistence.retry(pump.state(), item)
             return {"FINISHED"}
         if item.status in ("failed", "cancelled", "lost"):
-            request = convert.loads(item.request)
+            request = storyboard.loads(item.request)
             if not request:
                 self.report({"ERROR"}, "This job has no stored request")
                 return {"CANCELLED"}
-            submit(context, context.scene, kind=item.kind, request=request, channel=item.channel,
-                   frame_start=item.frame_start, length=item.expected_length, batch=item.batch)
+            submit(context, vse.sequencer_scene(context), kind=item.kind, request=request, channel=item.channel,
+                   frame_start=item.frame_start, length=item.expected_length, batch=item.batch, meta=item.meta)
             return {"FINISHED"}
         self.report({"WARNING"}, f"The job is {item.status}")
         return {"CANCELLED"}

@@ -7,7 +7,8 @@ from typing import Any
 
 import bpy
 
-from . import convert, pump, vse
+from .. import storyboard
+from . import pump, vse
 from .preferences import active_url, is_loopback, prefs
 from .properties import rules_for
 
@@ -83,7 +84,7 @@ class MD_PT_main(bpy.types.Panel):
 
     @classmethod
     def poll(cls, context):
-        return pump.running() and context.scene is not None
+        return pump.running() and vse.sequencer_scene(context) is not None
 
     def draw(self, context):
         _draw_server(self.layout, context)
@@ -99,7 +100,7 @@ class MD_PT_shot(bpy.types.Panel):
 
     def draw(self, context):
         layout = self.layout
-        scene = context.scene
+        scene = vse.sequencer_scene(context)
         shot = scene.movie_director
         layout.prop(shot, "prompt", text="")
         layout.prop(shot, "negative_prompt")
@@ -109,10 +110,10 @@ class MD_PT_shot(bpy.types.Panel):
         row = layout.row(align=True)
         row.prop(shot, "seconds")
         rules = rules_for(context, shot.model)
-        known = convert.frames_for(shot.seconds, rules)
+        known = storyboard.frames_for(shot.seconds, rules)
         if known is not None:
             frames, fps = known
-            length = convert.timeline_length(frames, fps, vse.scene_fps(scene), shot.fps_policy)
+            length = storyboard.timeline_length(frames, fps, vse.scene_fps(scene), shot.fps_policy)
             layout.label(text=f"{frames} frames at {fps} fps → {length} frames in this scene", icon="TIME")
         elif rules and rules.get("error"):
             draw_wrapped(layout, context, rules["error"], icon="ERROR", alert=True)
@@ -146,8 +147,8 @@ class MD_UL_jobs(bpy.types.UIList):
         row = layout.row(align=True)
         row.alert = item.status in ("failed", "lost")
         row.label(text=item.prompt[:40] or item.kind, icon=_STATUS_ICONS.get(item.status, "DOT"))
-        if item.status in convert.ACTIVE:
-            row.progress(factor=item.fraction, type="BAR", text=convert.progress_text(item))
+        if item.status in storyboard.ACTIVE:
+            row.progress(factor=item.fraction, type="BAR", text=storyboard.progress_text(item))
             row.operator("movie_director.cancel_job", text="", icon="X", emboss=False).key = item.key
         else:
             row.label(text=item.status.capitalize())
@@ -156,9 +157,9 @@ class MD_UL_jobs(bpy.types.UIList):
 def _draw_batch(layout: Any, jobs: Any, batch: str) -> None:
     """The Generate All run of the selected job: how far it is, and Cancel All while shots are unfinished."""
     items = [i for i in jobs if i.batch == batch]
-    counts = convert.batch_counts(items)
+    counts = storyboard.batch_counts(items)
     row = layout.row(align=True)
-    row.progress(factor=counts["fraction"], type="BAR", text=convert.batch_text(counts))
+    row.progress(factor=counts["fraction"], type="BAR", text=storyboard.batch_text(counts))
     if counts["active"]:
         row.operator("movie_director.cancel_batch", text="", icon="CANCEL").batch = batch
 
@@ -172,7 +173,7 @@ class MD_PT_queue(bpy.types.Panel):
 
     def draw(self, context):
         layout = self.layout
-        state = context.scene.movie_director
+        state = vse.sequencer_scene(context).movie_director
         if not state.jobs:
             layout.label(text="No shots yet.")
             return
@@ -185,11 +186,12 @@ class MD_PT_queue(bpy.types.Panel):
         box.label(text=f"{item.kind.replace('_', ' ').capitalize()} · {item.model} · {item.status}",
                   icon=_STATUS_ICONS.get(item.status, "DOT"))
         draw_wrapped(box, context, item.prompt)
-        box.label(text=f"Channel {item.channel}, frame {item.frame_start}")
+        where = f" in {item.meta}" if item.meta else ""
+        box.label(text=f"Channel {item.channel}, frame {item.frame_start}{where}")
         if item.batch:
             _draw_batch(box, state.jobs, item.batch)
-        if item.status in convert.ACTIVE:
-            box.progress(factor=item.fraction, type="BAR", text=convert.progress_text(item))
+        if item.status in storyboard.ACTIVE:
+            box.progress(factor=item.fraction, type="BAR", text=storyboard.progress_text(item))
             box.operator("movie_director.cancel_job", icon="CANCEL").key = item.key
         if item.error:
             draw_wrapped(box, context, item.error, icon="ERROR", alert=True)
@@ -198,7 +200,7 @@ class MD_PT_queue(bpy.types.Panel):
             row.operator("movie_director.copy_error", icon="COPYDOWN").key = item.key
         if item.message:
             draw_wrapped(box, context, item.message, icon="INFO")
-        if item.status in convert.FINISHED:
+        if item.status in storyboard.FINISHED:
             box.operator("movie_director.remove_job", icon="TRASH").key = item.key
 
 

@@ -13,7 +13,8 @@ of the jobs), and when the add-on is enabled (first timer tick, since ``bpy.data
 - queued but never accepted by the server (Blender closed while submitting): marked lost, with the reason;
 - finished and downloaded but not yet on the timeline: placed now.
 
-Before a save, the records of tracked jobs are refreshed so the file holds their latest state.
+Before a save, the records of tracked jobs are refreshed so the file holds their latest state. When Blender
+quits, running jobs are let go at once (``pump.on_quit``): they are collected the next time the file is opened.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from typing import Any
 import bpy
 from bpy.app.handlers import persistent
 
-from . import convert, pump
+from .. import storyboard
+from . import pump
 from .preferences import connection, prefs
 
 
@@ -38,7 +40,7 @@ def reconcile(st: pump.State) -> bool:
             if key in st.orphans:
                 st.post(st.orphans.pop(key))
                 continue
-            if item.status in convert.ACTIVE:
+            if item.status in storyboard.ACTIVE:
                 if key in st.finished:  # an undo brought back an earlier state of a job that has ended
                     st.post(st.finished[key])
                     continue
@@ -46,7 +48,7 @@ def reconcile(st: pump.State) -> bool:
                     continue
                 if pump.adopt(st, key):  # parked by a disable in this session: still followed in memory
                     continue
-                record = convert.loads(item.record)
+                record = storyboard.loads(item.record)
                 if not record:
                     item.status = "lost"
                     item.error = ("lost: Blender was closed before the server accepted this job, so it never ran; "
@@ -68,7 +70,7 @@ def reconcile(st: pump.State) -> bool:
 
 def retry(st: pump.State, item: Any) -> bool:
     """Try a lost job's record again (e.g. the server was down when the file was loaded)."""
-    record = convert.loads(item.record)
+    record = storyboard.loads(item.record)
     if not record:
         return False
     item.status = "reconnecting"
@@ -95,7 +97,12 @@ def _save_pre(*_args: Any) -> None:
         _scene, item = pump.find_item(st, key)
         record = pump.record_of(job)
         if item is not None and record is not None:
-            item.record = convert.dumps(record)
+            item.record = storyboard.dumps(record)
+
+
+@persistent
+def _exit_pre(*_args: Any) -> None:
+    pump.on_quit()
 
 
 _HANDLERS = (
@@ -104,6 +111,9 @@ _HANDLERS = (
     (bpy.app.handlers.redo_post, _load_post),
     (bpy.app.handlers.save_pre, _save_pre),
 )
+# Blender 5.x calls exit_pre as it quits (a Blender without it: pump's own exit hook does the same).
+if hasattr(bpy.app.handlers, "exit_pre"):
+    _HANDLERS += ((bpy.app.handlers.exit_pre, _exit_pre),)
 
 
 def _same(a: Any, b: Any) -> bool:

@@ -109,6 +109,7 @@ class MD_Job(bpy.types.PropertyGroup):
     strip_name: StringProperty()
     placed: BoolProperty(default=False)
     channel: IntProperty(min=1, max=128, default=1)
+    meta: StringProperty(description="The meta strip the shot goes into (empty: the top level)")
     frame_start: IntProperty()
     expected_length: IntProperty(description="Timeline frames reserved at submit")
     fps_policy: StringProperty(default="STRETCH")

@@ -11,6 +11,8 @@ redraw, and places finished shots on the timeline (at most one per tick: adding 
 
 from __future__ import annotations
 
+import atexit
+import concurrent.futures.thread  # noqa: F401  (its exit hook must be registered before ours: _hook_exit)
 import logging
 import os
 import queue
@@ -18,13 +20,13 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 import bpy
 
-from . import convert, vse
+from .. import storyboard
+from . import vse
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +91,51 @@ class ServersFound:
     error: str = ""
 
 
+class Workers:
+    """A few daemon threads for the add-on's own calls (connect, submit, status, catalog, discovery).
+
+    Daemon threads, unlike a ``ThreadPoolExecutor``'s: Python joins an executor's threads before it exits, so a
+    call waiting on a slow server would hold Blender's exit for its whole timeout. These calls hold nothing that
+    must finish (a shot's job has its record, and runs on the client's threads, detached on quit).
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.tasks: queue.SimpleQueue[tuple[Callable[..., None], tuple[Any, ...]] | None] = queue.SimpleQueue()
+        self.threads: list[threading.Thread] = []
+        self.lock = threading.Lock()
+        self.closed = False
+
+    def submit(self, fn: Callable[..., None], *args: Any) -> None:
+        """Run ``fn(*args)`` on a worker thread; its exceptions are logged, never lost silently."""
+        with self.lock:
+            if self.closed:
+                return
+            self.tasks.put((fn, args))
+            if len(self.threads) < self.size:  # started on demand; they wait for work when idle
+                thread = threading.Thread(target=self._work, name=f"movie-director-{len(self.threads)}", daemon=True)
+                self.threads.append(thread)
+                thread.start()
+
+    def _work(self) -> None:
+        while True:
+            task = self.tasks.get()
+            if task is None:
+                return
+            fn, args = task
+            try:
+                fn(*args)
+            except Exception:
+                log.exception("Movie Director worker %s failed", getattr(fn, "__name__", fn))
+
+    def shutdown(self) -> None:
+        """No new calls; idle threads end, busy ones end after their call (nothing waits for them)."""
+        with self.lock:
+            self.closed = True
+            for _thread in self.threads:
+                self.tasks.put(None)
+
+
 @dataclass(frozen=True)
 class Connection:
     """What a worker needs to reach a server: plain values read from the preferences on the main thread."""
@@ -116,7 +163,7 @@ class State:
     to_place: deque[str] = field(default_factory=deque)
     clients: dict[Connection, Any] = field(default_factory=dict)
     conns: dict[str, Connection] = field(default_factory=dict)  # job key -> the connection it runs on
-    pool: ThreadPoolExecutor | None = None
+    pool: Workers | None = None
     servers: dict[str, dict[str, Any]] = field(default_factory=dict)  # url -> last ServerStatus as a dict
     catalogs: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     rules: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
@@ -147,15 +194,8 @@ class State:
         if self.closed:
             return
         if self.pool is None:
-            self.pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="movie-director")
-
-        def guarded() -> None:
-            try:
-                fn(*args)
-            except Exception:
-                log.exception("Movie Director worker %s failed", getattr(fn, "__name__", fn))
-
-        self.pool.submit(guarded)
+            self.pool = Workers(WORKERS)
+        self.pool.submit(fn, *args)
 
     def busy(self) -> bool:
         return bool(self.jobs or self.pending or self.to_place or self.progress or not self.messages.empty()
@@ -225,10 +265,10 @@ def _finished_message(key: str, job: Any) -> JobFinished:
     error = job.exception()
     record = record_of(job)
     if error is None:
-        return JobFinished(key, "completed", result=convert.result_record(job.result(timeout=0)), record=record)
+        return JobFinished(key, "completed", result=storyboard.result_record(job.result(timeout=0)), record=record)
     if isinstance(error, JobCancelledError):
         return JobFinished(key, "cancelled", error=str(error), record=record)
-    text = convert.describe_error(error)
+    text = storyboard.describe_error(error)
     return JobFinished(key, "lost" if text.startswith("lost:") else "failed", error=text, record=record)
 
 
@@ -269,7 +309,7 @@ def _seconds_to_frames(client: Any, request: dict[str, Any]) -> dict[str, Any]:
     if request.get("seconds") is None or "__wangp__" in request or request.get("video_length"):
         return request
     info = client.get_model_info(str(request["model"]))
-    known = convert.frames_for(float(request["seconds"]), info.model_dump(mode="json"))
+    known = storyboard.frames_for(float(request["seconds"]), info.model_dump(mode="json"))
     if known is None:
         return request
     changed = {k: v for k, v in request.items() if k != "seconds"}
@@ -280,12 +320,12 @@ def _seconds_to_frames(client: Any, request: dict[str, Any]) -> dict[str, Any]:
 def submit_worker(st: State, key: str, conn: Connection, request: dict[str, Any]) -> None:
     try:
         client = client_for(st, conn)
-        settings = convert.settings_from_request(_seconds_to_frames(client, request))
+        settings = storyboard.settings_from_request(_seconds_to_frames(client, request))
         job = client.submit(settings)
     except Exception as exc:  # every failure reaches the job in the panel, with its message
         with st.lock:
             st.pending.discard(key)
-        st.post(JobFinished(key, "failed", error=convert.describe_error(exc)))
+        st.post(JobFinished(key, "failed", error=storyboard.describe_error(exc)))
         return
     track(st, key, conn, job)
 
@@ -302,7 +342,7 @@ def resume_worker(st: State, key: str, conn: Connection, record: dict[str, Any])
     except Exception as exc:
         with st.lock:
             st.pending.discard(key)
-        text = str(exc) if isinstance(exc, LookupError) else convert.describe_error(exc)
+        text = str(exc) if isinstance(exc, LookupError) else storyboard.describe_error(exc)
         st.post(JobFinished(key, "lost", error=text if text.startswith("lost:") else f"lost: {text}"))
         return
     track(st, key, conn, job)
@@ -320,7 +360,7 @@ def check_worker(st: State, conn: Connection) -> None:
         st.post(ServerChecked(conn.url, status.model_dump(mode="json"), models))
     except Exception as exc:
         st.post(ServerChecked(conn.url, {"url": conn.url, "reachable": False,
-                                         "error": convert.describe_error(exc)}))
+                                         "error": storyboard.describe_error(exc)}))
 
 
 def rules_worker(st: State, conn: Connection, model: str) -> None:
@@ -328,7 +368,7 @@ def rules_worker(st: State, conn: Connection, model: str) -> None:
         info = client_for(st, conn).get_model_info(model)
         st.post(ModelRules(conn.url, model, info.model_dump(mode="json")))
     except Exception as exc:
-        st.post(ModelRules(conn.url, model, None, convert.describe_error(exc)))
+        st.post(ModelRules(conn.url, model, None, storyboard.describe_error(exc)))
 
 
 def find_worker(st: State, urls: list[str]) -> None:
@@ -341,7 +381,7 @@ def find_worker(st: State, urls: list[str]) -> None:
         services = discovery.discover(urls, include_env=False)
         st.post(ServersFound([s.to_dict() for s in services if s.is_wangp]))
     except Exception as exc:
-        st.post(ServersFound([], convert.describe_error(exc)))
+        st.post(ServersFound([], storyboard.describe_error(exc)))
 
 
 # --- main thread ---------------------------------------------------------------------------------------
@@ -365,9 +405,9 @@ def find_item(st: State, key: str) -> tuple[Any, Any]:
 
 def _apply_progress(st: State, msg: JobProgressed) -> bool:
     scene, item = find_item(st, msg.key)
-    if item is None or item.status in convert.FINISHED:
+    if item is None or item.status in storyboard.FINISHED:
         return False
-    if msg.status in convert.BACKEND_STATES and item.status != "cancelling":
+    if msg.status in storyboard.BACKEND_STATES and item.status != "cancelling":
         item.status = msg.status  # terminal states come with JobFinished, which also carries the result
     item.fraction = min(max(msg.fraction, 0.0), 1.0)
     item.step = msg.step or 0
@@ -378,7 +418,7 @@ def _apply_progress(st: State, msg: JobProgressed) -> bool:
     if msg.message:
         item.message = msg.message
     if msg.record is not None:
-        item.record = convert.dumps(msg.record)
+        item.record = storyboard.dumps(msg.record)
     return True
 
 
@@ -389,7 +429,7 @@ def _apply(st: State, msg: Any) -> bool:
             return False
         item.job_id = msg.job_id
         if msg.record is not None:
-            item.record = convert.dumps(msg.record)
+            item.record = storyboard.dumps(msg.record)
         if item.status in ("submitting", "reconnecting"):
             item.status = "queued"
         return True
@@ -404,9 +444,9 @@ def _apply(st: State, msg: Any) -> bool:
             st.orphans[msg.key] = msg
             return False
         if msg.record is not None:
-            item.record = convert.dumps(msg.record)
+            item.record = storyboard.dumps(msg.record)
         if msg.status == "completed" and msg.result:
-            item.result = convert.dumps(msg.result)
+            item.result = storyboard.dumps(msg.result)
             item.video_path = msg.result["video_path"]
             item.fraction = 1.0
             item.phase = "Placing on the timeline"
@@ -450,7 +490,7 @@ def place(st: State, key: str) -> bool:
         return False
     from .. import __version__
 
-    result = convert.loads(item.result) or {}
+    result = storyboard.loads(item.result) or {}
     path = item.video_path
     if not path or not os.path.isfile(path):
         item.status = "failed"
@@ -459,14 +499,14 @@ def place(st: State, key: str) -> bool:
         return True
     try:
         placement = vse.place_movie(scene, path, _strip_name(item), item.channel, item.frame_start,
-                                    clip_fps=result.get("fps"), fps_policy=item.fps_policy)
+                                    clip_fps=result.get("fps"), fps_policy=item.fps_policy, meta=item.meta)
     except Exception as exc:  # e.g. no free channel: the file is safe in the output folder
         item.status = "failed"
         item.error = f"could not place the shot on the timeline ({exc}); its file is {path}"
         log.exception("placing job %s", key)
         return True
     strip = vse.find_strip(scene, placement.strip_name)
-    vse.set_shot_metadata(strip, convert.strip_metadata(result, kind=item.kind, addon_version=__version__,
+    vse.set_shot_metadata(strip, storyboard.strip_metadata(result, kind=item.kind, addon_version=__version__,
                                                         created=time.time()))
     item.strip_name = placement.strip_name
     item.placed = True
@@ -480,6 +520,7 @@ def place(st: State, key: str) -> bool:
         notices.append(placement.notice)
     item.message = "; ".join(notices)
     item.channel = placement.channel
+    item.meta = placement.meta
     return True
 
 
@@ -554,21 +595,15 @@ def start() -> None:
         _state = State()
     if not bpy.app.timers.is_registered(tick):
         bpy.app.timers.register(tick, first_interval=ACTIVE_INTERVAL, persistent=True)
+    _hook_exit()
 
 
-def stop() -> None:
-    """Stop the timer and park the jobs: they go on on the server and are picked up again (reconcile).
+def _let_go(st: State) -> None:
+    """Stop following every job here, without cancelling it; never touches bpy (it also runs as Python exits).
 
-    Running jobs are not cancelled (their records are in the .blend). A client job with ``detach()`` is let
-    go (tracking resumes from its record); without it, the job's thread goes on in this process and the next
-    enable adopts it. The clients of idle servers are closed.
+    A client job with ``detach()`` is let go: it goes on on the server and its record (in the .blend) follows
+    it again later. Without it, the job's thread goes on in this process and the next enable adopts it.
     """
-    global _state
-    st, _state = _state, None
-    if bpy.app.timers.is_registered(tick):
-        bpy.app.timers.unregister(tick)
-    if st is None:
-        return
     st.closed = True
     for key, job in list(st.jobs.items()):
         if job.done():
@@ -581,6 +616,22 @@ def stop() -> None:
             detach()
         except Exception:
             log.exception("detaching job %s", getattr(job, "id", "?"))
+    if st.pool is not None:
+        st.pool.shutdown()
+
+
+def stop() -> None:
+    """Stop the timer and let go of the jobs: they go on on the server and are picked up again (reconcile).
+
+    Running jobs are not cancelled (their records are in the .blend). The clients of idle servers are closed.
+    """
+    global _state
+    st, _state = _state, None
+    if bpy.app.timers.is_registered(tick):
+        bpy.app.timers.unregister(tick)
+    if st is None:
+        return
+    _let_go(st)
     busy = {st.conns.get(key) for key, job in st.jobs.items() if not job.done()}
     for conn, client in st.clients.items():
         if conn not in busy:
@@ -588,5 +639,42 @@ def stop() -> None:
                 client.close()
             except Exception:
                 log.exception("closing the WanGP client")
-    if st.pool is not None:
-        st.pool.shutdown(wait=False, cancel_futures=True)
+
+
+def on_quit(*_args: Any) -> None:
+    """Blender is quitting: let go of the running jobs at once, so that nothing holds its exit.
+
+    Called by ``bpy.app.handlers.exit_pre`` (Blender 5.x) and, everywhere, by Python's exit before it joins
+    worker threads (see :func:`_hook_exit`). The jobs go on on the server; each one's record, saved in the
+    .blend, has it collected when the file is opened again. Never touches bpy: Blender may be half gone.
+    """
+    st = _state
+    if st is not None:
+        _let_go(st)
+
+
+_exit_hooked = False
+
+
+def _hook_exit() -> None:
+    """Have :func:`on_quit` run when Python exits, before it joins the threads of thread pools.
+
+    Python joins every ``ThreadPoolExecutor`` thread first thing as it exits (the WanGP client runs jobs on
+    one, and so does gradio_client), before ``atexit`` functions, Blender's ``exit_pre`` handlers of the bpy
+    module and the add-ons' ``unregister``: a job waiting on the server would hold the exit until it ends.
+    ``threading._register_atexit`` is the hook that runs before those joins (the one ``concurrent.futures``
+    itself uses; they run last registered first, and concurrent.futures.thread is imported at the top of this
+    module, so ours runs first). It exists in Python 3.9 to 3.13; without it, ``atexit`` is the fallback.
+    """
+    global _exit_hooked
+    if _exit_hooked:
+        return
+    _exit_hooked = True
+    register = getattr(threading, "_register_atexit", None)
+    try:
+        if register is not None:
+            register(on_quit)
+        else:
+            atexit.register(on_quit)
+    except RuntimeError:  # the interpreter is already shutting down
+        pass

@@ -1,9 +1,21 @@
-"""Every Video Sequence Editor call of the add-on, in one place.
+"""Every Video Sequence Editor call of the add-on, in one place, for Blender 4.2 to 5.3.
 
-Blender's sequencer API moved under our feet: 4.4 renamed ``Sequence`` to ``Strip`` and added
-``sequence_editor.strips`` (keeping ``sequences`` as an alias), 5.0 removed ``sequences``, and ``new_effect``
-took ``frame_end``/``seq1`` before 4.4, ``frame_end``/``input1`` in 4.4-4.5 and ``length``/``input1`` in 5.0.
-Nothing outside this module touches a strip collection, so those differences are handled here only.
+Blender's sequencer API moved under our feet, and each difference is handled here only:
+
+- 4.4 renamed ``Sequence`` to ``Strip`` and added ``sequence_editor.strips`` (``sequences`` stayed as an alias
+  until 5.0 removed it). ``new_effect`` took ``frame_end``/``seq1`` before 4.4, ``frame_end``/``input1`` in
+  4.4-4.5 and ``length``/``input1`` from 5.0.
+- 5.0 edits a scene per workspace: the sequencer shows ``context.sequencer_scene``, which need not be
+  ``context.scene`` (:func:`sequencer_scene`).
+- 5.1 gave strips handles and content: ``left_handle``, ``right_handle``, ``duration``, ``content_start``,
+  ``content_duration``, ``content_trim_*``; the ``frame_final_*`` names they replace warn that they go in 6.0.
+  :data:`HANDLES` says which API this Blender has; the old names are read only where the new ones don't exist.
+- 5.2 added ``new_movie(..., stream=)``: a strip is made on the right stream of a file, not switched after.
+
+What the user's timeline holds is taken as it is: a strip's span is what it shows (after retiming keys and
+handles); when a meta strip is open for editing, new shots go inside it, next to what the user sees; the
+start image of Extend is rendered through the user's own strip (with its retiming, Speed effect, meta or
+scene), the other strips muted for that one render.
 
 Measured facts this module relies on (bpy 5.0.1, see the field notes):
 
@@ -16,19 +28,34 @@ Measured facts this module relies on (bpy 5.0.1, see the field notes):
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from typing import Any
 
 import bpy
 
+from .. import storyboard
+
 # Where a shot's generation settings live on its strip (a custom property holding JSON).
 METADATA_KEY = "movie_director"
-MAX_CHANNEL = 128  # Blender's channel range is 1..128 since 2.8x
+
+_STRIP = getattr(bpy.types, "Strip", None) or bpy.types.Sequence  # "Sequence" before 4.4
+# 5.1+: strips have handles and content (left_handle, right_handle, duration, ...). Decided once per Blender.
+HANDLES = "left_handle" in _STRIP.bl_rna.properties
+# Strip types Extend can continue: what they show at their last frame is rendered as the start image.
+EXTENDABLE = frozenset({"MOVIE", "META", "SCENE", "IMAGE"})
 
 
-# --- the strip collections ----------------------------------------------------------------------------
+# --- the scene and its strip collections ---------------------------------------------------------------------
+
+def sequencer_scene(context: Any) -> Any:
+    """The scene the Video Sequence Editor edits: the workspace's sequencer scene in 5.0+, else the window's.
+
+    Where no workspace names one (background mode, scripts, an older Blender), ``context.scene``.
+    """
+    scene = getattr(context, "sequencer_scene", None)
+    return scene if scene is not None else context.scene
+
 
 def sequence_editor(scene: bpy.types.Scene, *, create: bool = True) -> Any:
     """The scene's sequence editor, created on demand (``None`` if absent and ``create`` is false)."""
@@ -38,13 +65,15 @@ def sequence_editor(scene: bpy.types.Scene, *, create: bool = True) -> Any:
     return editor
 
 
-def top_strips(scene: bpy.types.Scene) -> Any:
-    """The top-level strip collection (``strips`` on 4.4+, ``sequences`` before; 5.0 has no ``sequences``).
+def _strips_of(holder: Any) -> Any:
+    """The strips of a sequence editor or a meta strip (``strips`` on 4.4+, ``sequences`` before; 5.0 has no
+    ``sequences``). Never ``getattr(holder, "strips", None) or holder.sequences``: an empty collection is falsy."""
+    return holder.strips if hasattr(holder, "strips") else holder.sequences
 
-    Never ``getattr(editor, "strips", None) or editor.sequences``: an empty collection is falsy.
-    """
-    editor = sequence_editor(scene)
-    return editor.strips if hasattr(editor, "strips") else editor.sequences
+
+def top_strips(scene: bpy.types.Scene) -> Any:
+    """The top-level strip collection."""
+    return _strips_of(sequence_editor(scene))
 
 
 def all_strips(scene: bpy.types.Scene) -> list[Any]:
@@ -52,15 +81,31 @@ def all_strips(scene: bpy.types.Scene) -> list[Any]:
     editor = sequence_editor(scene, create=False)
     if editor is None:
         return []
-    collection = editor.strips_all if hasattr(editor, "strips_all") else editor.sequences_all
-    return list(collection)
+    return list(editor.strips_all if hasattr(editor, "strips_all") else editor.sequences_all)
 
 
-def _top_level(scene: bpy.types.Scene) -> list[Any]:
+def editing_meta(scene: bpy.types.Scene) -> str:
+    """The name of the meta strip open for editing ("" at the top level): where the user is looking."""
     editor = sequence_editor(scene, create=False)
-    if editor is None:
+    if editor is None or not len(editor.meta_stack):
+        return ""
+    return editor.meta_stack[-1].name
+
+
+def level_strips(scene: bpy.types.Scene, meta: str = "") -> Any:
+    """The strips of meta strip ``meta``, or of the top level ("" or a meta that no longer exists)."""
+    if meta:
+        strip = find_strip(scene, meta)
+        if strip is not None and strip.type == "META":
+            return _strips_of(strip)
+    return top_strips(scene)
+
+
+def _shown(scene: bpy.types.Scene) -> list[Any]:
+    """The strips of the level being edited (the open meta strip's, or the top level's)."""
+    if sequence_editor(scene, create=False) is None:
         return []
-    return list(editor.strips if hasattr(editor, "strips") else editor.sequences)
+    return list(level_strips(scene, editing_meta(scene)))
 
 
 def active_strip(scene: bpy.types.Scene) -> Any | None:
@@ -69,13 +114,13 @@ def active_strip(scene: bpy.types.Scene) -> Any | None:
 
 
 def selected_strips(scene: bpy.types.Scene) -> list[Any]:
-    return [s for s in _top_level(scene) if s.select]
+    """The selected strips of the level being edited."""
+    return [s for s in _shown(scene) if s.select]
 
 
 def selected_text_strips(scene: bpy.types.Scene) -> list[Any]:
-    """The selected top-level text strips, in timeline order."""
-    return sorted((s for s in selected_strips(scene) if s.type == "TEXT"),
-                  key=lambda s: (s.frame_final_start, s.channel))
+    """The selected text strips of the level being edited, in timeline order."""
+    return sorted((s for s in selected_strips(scene) if s.type == "TEXT"), key=lambda s: (strip_start(s), s.channel))
 
 
 def find_strip(scene: bpy.types.Scene, name: str) -> Any | None:
@@ -86,7 +131,7 @@ def find_strip(scene: bpy.types.Scene, name: str) -> Any | None:
 
 
 def select_only(scene: bpy.types.Scene, strip: Any) -> None:
-    for other in _top_level(scene):
+    for other in all_strips(scene):
         other.select = False
     strip.select = True
     sequence_editor(scene).active_strip = strip
@@ -100,9 +145,43 @@ def is_image(strip: Any) -> bool:
     return strip is not None and strip.type == "IMAGE"
 
 
+def can_extend(strip: Any) -> bool:
+    return strip is not None and strip.type in EXTENDABLE
+
+
+# --- frames: the handles API of 5.1+, the frame_final_* names before -----------------------------------------
+
+def strip_start(strip: Any) -> int:
+    """The first timeline frame the strip shows."""
+    return int(strip.left_handle if HANDLES else strip.frame_final_start)
+
+
+def strip_end(strip: Any) -> int:
+    """The first timeline frame after the strip."""
+    return int(strip.right_handle if HANDLES else strip.frame_final_end)
+
+
+def strip_duration(strip: Any) -> int:
+    """Timeline frames the strip shows, from handle to handle."""
+    return int(strip.duration if HANDLES else strip.frame_final_duration)
+
+
+def set_strip_duration(strip: Any, frames: int) -> None:
+    """Move the right handle so the strip shows ``frames`` frames (past its content: the last frame is held)."""
+    if HANDLES:
+        strip.duration = frames
+    else:
+        strip.frame_final_duration = frames
+
+
 def strip_span(strip: Any) -> tuple[int, int]:
     """``(first frame, frame after the last)`` of what the strip shows on the timeline."""
-    return int(strip.frame_final_start), int(strip.frame_final_end)
+    return strip_start(strip), strip_end(strip)
+
+
+def last_frame(strip: Any) -> int:
+    """The last timeline frame a strip shows."""
+    return strip_end(strip) - 1
 
 
 def movie_path(strip: Any) -> str:
@@ -121,53 +200,26 @@ def image_strip_path(strip: Any, frame: int | None = None) -> str:
     return bpy.path.abspath(os.path.join(strip.directory, element.filename))
 
 
-# --- free slots ------------------------------------------------------------------------------------------
+# --- free slots ----------------------------------------------------------------------------------------------
 
-Reservation = tuple[int, int, int]  # (channel, start, end) of a shot on its way
-
-
-def occupied(scene: bpy.types.Scene, channel: int, start: int, end: int, *,
-             reserved: list[Reservation] | tuple[Reservation, ...] = (), ignore: Any = None) -> bool:
-    """True if ``channel`` holds a strip (other than ``ignore``) or a reservation over ``[start, end)``."""
-    for strip in _top_level(scene):
-        if strip.channel == channel and strip != ignore:
-            s, e = strip_span(strip)
-            if s < end and start < e:
-                return True
-    return any(c == channel and s < end and start < e for c, s, e in reserved)
+def spans(scene: bpy.types.Scene, meta: str = "", *, ignore: Any = None) -> list[storyboard.Span]:
+    """``(channel, start, end)`` of every strip of a level (a meta strip's, or the top level), but ``ignore``."""
+    if sequence_editor(scene, create=False) is None:
+        return []
+    return [(s.channel, *strip_span(s)) for s in level_strips(scene, meta) if s != ignore]
 
 
-def _free(scene: bpy.types.Scene, channel: int, span: int, start: int, end: int, **options: Any) -> bool:
-    return 1 <= channel and channel + span - 1 <= MAX_CHANNEL and not any(
-        occupied(scene, c, start, end, **options) for c in range(channel, channel + span))
+def first_free_channel(scene: bpy.types.Scene, lowest: int, start: int, end: int, *, meta: str = "",
+                       reserved: list[storyboard.Span] | tuple[storyboard.Span, ...] = ()) -> int:
+    """The lowest channel >= ``lowest`` free over ``[start, end)``, strips and shots on their way counted."""
+    return storyboard.first_free_channel([*spans(scene, meta), *reserved], lowest, start, end)
 
 
-def first_free_channel(scene: bpy.types.Scene, lowest: int, start: int, end: int, *, span: int = 1,
-                       **options: Any) -> int:
-    """The lowest channel >= ``lowest`` free over ``[start, end)`` (``span`` channels in a row)."""
-    for channel in range(max(1, lowest), MAX_CHANNEL + 1):
-        if _free(scene, channel, span, start, end, **options):
-            return channel
-    raise RuntimeError(f"no free channel from {lowest} up between frames {start} and {end}")
+def scene_fps(scene: bpy.types.Scene) -> float:
+    return scene.render.fps / (scene.render.fps_base or 1.0)
 
 
-def nearest_free_channel(scene: bpy.types.Scene, channel: int, start: int, end: int, *, span: int = 1,
-                         **options: Any) -> int:
-    """``channel`` if free over ``[start, end)``, else the nearest free one (upwards first on a tie)."""
-    for distance in range(MAX_CHANNEL):
-        for candidate in (channel + distance, channel - distance):
-            if _free(scene, candidate, span, start, end, **options):
-                return candidate
-    raise RuntimeError(f"no free channel between frames {start} and {end}")
-
-
-def _empty_channel(scene: bpy.types.Scene) -> int:
-    """A channel with nothing on it at all: a strip can be added there before its length is known."""
-    used = {s.channel for s in _top_level(scene)}
-    return next((c for c in range(MAX_CHANNEL, 0, -1) if c not in used), MAX_CHANNEL)
-
-
-# --- placing a finished shot -----------------------------------------------------------------------------
+# --- placing a finished shot ---------------------------------------------------------------------------------
 
 @dataclass
 class Placement:
@@ -180,36 +232,41 @@ class Placement:
     moved: bool  # the slot chosen at submit was taken: the nearest free channel was used
     notice: str = ""  # the frame-rate notice, if the clip's fps differs from the scene's
     speed_strip_name: str = ""
+    meta: str = ""  # the meta strip it went into ("" for the top level)
 
 
-def scene_fps(scene: bpy.types.Scene) -> float:
-    return scene.render.fps / (scene.render.fps_base or 1.0)
+def _new_movie(strips: Any, name: str, filepath: str, channel: int, frame_start: int, stream: int = 0) -> Any:
+    """``new_movie`` on the file's video stream ``stream``: given at creation in 5.2+, set afterwards before."""
+    if "stream" in strips.bl_rna.functions["new_movie"].parameters:
+        return strips.new_movie(name=name, filepath=filepath, channel=channel, frame_start=frame_start,
+                                stream=stream)
+    strip = strips.new_movie(name=name, filepath=filepath, channel=channel, frame_start=frame_start)
+    if stream:
+        strip.stream_index = stream
+    return strip
 
 
-def stretched_length(frames: int, clip_fps: float, fps: float) -> int:
-    """Timeline frames that play ``frames`` frames of a ``clip_fps`` clip in real time at ``fps``."""
-    return max(1, round(frames * fps / clip_fps))
-
-
-def _new_speed_effect(scene: bpy.types.Scene, name: str, channel: int, frame_start: int, length: int,
-                      source: Any) -> Any:
-    strips = top_strips(scene)
+def new_effect(strips: Any, name: str, kind: str, channel: int, frame_start: int, length: int,
+               source: Any = None) -> Any:
+    """An effect strip of ``length`` frames (``source``: its input, for effects that take one)."""
     params = strips.bl_rna.functions["new_effect"].parameters.keys()
     kwargs: dict[str, Any] = {}
-    if "length" in params:  # 5.0
+    if "length" in params:  # 5.0+
         kwargs["length"] = length
     else:  # 4.2 - 4.5
         kwargs["frame_end"] = frame_start + length
-    kwargs["input1" if "input1" in params else "seq1"] = source  # seq1 before 4.4
-    return strips.new_effect(name=name, type="SPEED", channel=channel, frame_start=frame_start, **kwargs)
+    if source is not None:
+        kwargs["input1" if "input1" in params else "seq1"] = source  # seq1 before 4.4
+    return strips.new_effect(name=name, type=kind, channel=channel, frame_start=frame_start, **kwargs)
 
 
 def place_movie(scene: bpy.types.Scene, filepath: str, name: str, channel: int, frame_start: int, *,
-                clip_fps: float | None, fps_policy: str = "STRETCH") -> Placement:
+                clip_fps: float | None, fps_policy: str = "STRETCH", meta: str = "") -> Placement:
     """Add a finished shot at ``(channel, frame_start)``, or on the nearest free channel if that is taken.
 
     ``fps_policy``: ``"STRETCH"`` plays the clip in real time (a Speed effect in Stretch mode on the channel
     above it), ``"KEEP"`` keeps one clip frame per scene frame (the clip then plays faster or slower).
+    ``meta``: the meta strip to put it in (the top level if it is "" or no longer exists).
     """
     path = filepath
     if bpy.data.filepath:
@@ -218,56 +275,52 @@ def place_movie(scene: bpy.types.Scene, filepath: str, name: str, channel: int, 
         except ValueError:  # another drive (Windows): keep the absolute path
             path = filepath
     fps = scene_fps(scene)
-    mismatch = bool(clip_fps) and abs(clip_fps - fps) > 1e-3
-    stretch = mismatch and fps_policy == "STRETCH"
-    span = 2 if stretch else 1
+    stretch = fps_policy == "STRETCH" and storyboard.fps_differs(clip_fps, fps)
+    holder = find_strip(scene, meta) if meta else None
+    into = meta if holder is not None and holder.type == "META" else ""
+    strips = level_strips(scene, into)
     # Added first on an empty channel (no overlap, so Blender shuffles nothing), to learn its real length.
-    strip = top_strips(scene).new_movie(name=name, filepath=path, channel=_empty_channel(scene),
-                                        frame_start=frame_start)
-    frames = int(strip.frame_final_duration)
-    duration = stretched_length(frames, clip_fps, fps) if stretch else frames
-    free = nearest_free_channel(scene, channel, frame_start, frame_start + duration, span=span, ignore=strip)
+    strip = _new_movie(strips, name, path, storyboard.empty_channel(s.channel for s in strips), frame_start)
+    frames = strip_duration(strip)
+    duration = storyboard.timeline_length(frames, clip_fps, fps, fps_policy)
+    free = storyboard.nearest_free_channel(spans(scene, into, ignore=strip), channel, frame_start,
+                                           frame_start + duration, height=2 if stretch else 1)
     strip.channel = free
     notice, speed_name = "", ""
     if stretch:
-        strip.frame_final_duration = duration  # holds the last frame; the Speed effect spreads the frames out
-        effect = _new_speed_effect(scene, f"{name} speed", free + 1, frame_start, duration, strip)
+        set_strip_duration(strip, duration)  # holds the last frame; the Speed effect spreads the frames out
+        effect = new_effect(strips, f"{name} speed", "SPEED", free + 1, frame_start, duration, strip)
         effect.speed_control = "STRETCH"
         speed_name = effect.name
         notice = (f"clip is {clip_fps:g} fps, scene {fps:g} fps: time-stretched its {frames} frames over "
                   f"{duration} (Speed effect on channel {free + 1})")
-    elif mismatch:
+    elif storyboard.fps_differs(clip_fps, fps):
         notice = (f"clip is {clip_fps:g} fps, scene {fps:g} fps: kept its {frames} frames, so it plays "
                   f"{fps / clip_fps:.2f}x as fast as it was generated")
-    return Placement(strip.name, free, int(strip.frame_final_start), duration, free != channel, notice,
-                     speed_name)
+    if meta and not into:
+        notice = "; ".join(filter(None, [f"the meta strip {meta} is gone: placed at the top level", notice]))
+    return Placement(strip.name, free, strip_start(strip), duration, free != channel, notice, speed_name, into)
 
 
 def remove_strip(scene: bpy.types.Scene, strip: Any) -> None:
-    top_strips(scene).remove(strip)
+    parent = strip.parent_meta() if hasattr(strip, "parent_meta") else None
+    (_strips_of(parent) if parent is not None else top_strips(scene)).remove(strip)
 
 
-# --- shot metadata on strips -----------------------------------------------------------------------------
+# --- shot metadata on strips ---------------------------------------------------------------------------------
 
 def set_shot_metadata(strip: Any, data: dict[str, Any]) -> None:
     """Store a shot's full generation record on its strip (saved with the .blend)."""
-    strip[METADATA_KEY] = json.dumps(data, sort_keys=True, default=str)
+    strip[METADATA_KEY] = storyboard.dumps(data)
 
 
 def get_shot_metadata(strip: Any) -> dict[str, Any] | None:
     if strip is None:
         return None
-    raw = strip.get(METADATA_KEY)
-    if not raw:
-        return None
-    try:
-        data = json.loads(raw)
-    except (TypeError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
+    return storyboard.metadata_from_text(strip.get(METADATA_KEY))
 
 
-# --- stills for image-to-video ---------------------------------------------------------------------------
+# --- stills for image-to-video -------------------------------------------------------------------------------
 
 def render_frame(scene: bpy.types.Scene, frame: int, filepath: str) -> str:
     """Render ``scene`` at ``frame`` (its 3D view, or its sequencer if it has strips) to a PNG file.
@@ -289,37 +342,55 @@ def render_frame(scene: bpy.types.Scene, frame: int, filepath: str) -> str:
     return filepath
 
 
-def movie_frame_to_png(strip: Any, frame: int, filepath: str) -> str:
-    """Write the picture a movie strip shows at timeline ``frame`` to a PNG, at the clip's own size.
+def _shown_with(strip: Any, scene: bpy.types.Scene) -> set[str]:
+    """Names of the strips that make what ``strip`` shows: itself, what is inside it (a meta strip), the meta
+    strips it is in, and the effects that take it as input (a Speed effect), and theirs."""
+    keep = {strip.name}
+    if strip.type == "META":
+        stack = list(_strips_of(strip))
+        while stack:
+            inner = stack.pop()
+            keep.add(inner.name)
+            if inner.type == "META":
+                stack.extend(_strips_of(inner))
+    parent = strip.parent_meta() if hasattr(strip, "parent_meta") else None
+    while parent is not None:
+        keep.add(parent.name)
+        parent = parent.parent_meta()
+    others = all_strips(scene)
+    grown = True
+    while grown:
+        grown = False
+        for other in others:
+            if other.name in keep:
+                continue
+            inputs = [getattr(other, attr, None) for attr in ("input_1", "input_2")]
+            if any(i is not None and i.name in keep for i in inputs):
+                keep.add(other.name)
+                grown = True
+    return keep
 
-    Renders a temporary scene holding only a copy of that strip (Standard view transform, so the colours of
-    the file are kept), then removes the scene.
+
+def strip_frame_to_png(scene: bpy.types.Scene, strip: Any, frame: int, filepath: str) -> str:
+    """Write the picture ``strip`` shows at timeline ``frame`` to a PNG, as the timeline shows it.
+
+    The scene's sequencer is rendered with every other strip muted (its retiming, Speed effect, meta strip or
+    scene strip apply), at 100 % of the scene's resolution and with the Standard view transform (the colours
+    of the file are kept); mutes and settings are put back afterwards.
     """
-    element = strip.elements[0] if len(strip.elements) else None
-    width = element.orig_width if element is not None and element.orig_width else 0
-    height = element.orig_height if element is not None and element.orig_height else 0
-    temp = bpy.data.scenes.new("MovieDirector still")
+    keep = _shown_with(strip, scene)
+    muted = [(s, s.mute) for s in all_strips(scene)]
+    render, view = scene.render, scene.view_settings
+    saved = (render.resolution_percentage, view.view_transform, view.look, render.use_sequencer)
     try:
-        if width and height:
-            temp.render.resolution_x, temp.render.resolution_y = width, height
-        temp.render.resolution_percentage = 100
-        temp.view_settings.view_transform = "Standard"
-        copy = top_strips(temp).new_movie(name="still", filepath=movie_path(strip), channel=1,
-                                          frame_start=int(strip.frame_start))
-        copy.frame_offset_start = strip.frame_offset_start
-        copy.frame_offset_end = strip.frame_offset_end
-        temp.frame_start = max(0, int(copy.frame_final_start))
-        temp.frame_end = int(copy.frame_final_end)
-        temp.frame_current = frame
-        with bpy.context.temp_override(scene=temp):
-            bpy.ops.render.render(write_still=False)
-        temp.render.image_settings.file_format = "PNG"
-        bpy.data.images["Render Result"].save_render(filepath, scene=temp)
+        for other, _mute in muted:
+            other.mute = other.name not in keep
+        render.resolution_percentage = 100
+        view.view_transform, view.look = "Standard", "None"
+        render.use_sequencer = True
+        render_frame(scene, frame, filepath)
     finally:
-        bpy.data.scenes.remove(temp)
+        for other, mute in muted:
+            other.mute = mute
+        render.resolution_percentage, view.view_transform, view.look, render.use_sequencer = saved
     return filepath
-
-
-def last_frame(strip: Any) -> int:
-    """The last timeline frame a strip shows."""
-    return int(strip.frame_final_end) - 1

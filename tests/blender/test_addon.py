@@ -108,7 +108,8 @@ def test_find_servers_finds_the_emulator(blend):
 
 
 def test_connect_shows_server_status_catalog_and_frame_count(blend):
-    from blender_movie_director.ui import convert, properties, pump
+    from blender_movie_director import storyboard
+    from blender_movie_director.ui import properties, pump
 
     connect(blend)
     st = pump.state()
@@ -116,8 +117,8 @@ def test_connect_shows_server_status_catalog_and_frame_count(blend):
     assert status["reachable"] and status["wangp_version"] == blend.server.version
     assert any(m["model_type"] == "t2v_1.3B" for m in st.catalogs[blend.url])
     rules = properties.rules_for(bpy.context, "t2v_1.3B")
-    assert convert.frames_for(1.0, rules) == (17, 16)  # what WanGP will really make of 1 s
-    assert convert.frames_for(2.0, rules) == (33, 16)
+    assert storyboard.frames_for(1.0, rules) == (17, 16)  # what WanGP will really make of 1 s
+    assert storyboard.frames_for(2.0, rules) == (33, 16)
     found = properties._search_models(blend.shot, bpy.context, "1.3")
     assert ("t2v_1.3B", next(m["name"] for m in st.catalogs[blend.url] if m["model_type"] == "t2v_1.3B")) in found
 
@@ -148,4 +149,7 @@ def test_manifest_matches_the_package():
     manifest = tomllib.loads((Path(blender_movie_director.__file__).parent / "blender_manifest.toml").read_text())
     assert manifest["version"] == blender_movie_director.__version__
     assert manifest["id"] == ADDON and manifest["blender_version_min"] == "4.2.0"
+    # The range admits the Blender these tests run on (5.0.1 on Python 3.11, the newest on 3.13).
+    low, high = (tuple(int(n) for n in manifest[k].split(".")) for k in ("blender_version_min", "blender_version_max"))
+    assert low <= bpy.app.version < high
     assert set(manifest["permissions"]) == {"network", "files"}

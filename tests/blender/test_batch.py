@@ -6,7 +6,8 @@ import time
 
 import pytest
 
-from blender_movie_director.ui import convert, vse
+from blender_movie_director import storyboard
+from blender_movie_director.ui import vse
 
 from .conftest import bpy, connect, draw_panels, pump_until
 
@@ -26,7 +27,7 @@ def _jobs(scene):
 
 
 def _all_finished(scene):
-    return lambda: all(i.status in convert.FINISHED for i in scene.movie_director.jobs)
+    return lambda: all(i.status in storyboard.FINISHED for i in scene.movie_director.jobs)
 
 
 def test_generate_all_from_text_strips_fills_each_strips_place(blend):
@@ -40,19 +41,19 @@ def test_generate_all_from_text_strips_fills_each_strips_place(blend):
 
     assert bpy.ops.movie_director.generate_all() == {"FINISHED"}
     jobs = _jobs(scene)
-    assert [convert.loads(j.request)["prompt"] for j in jobs] == ["a lighthouse at dusk", "waves against the rocks"]
+    assert [storyboard.loads(j.request)["prompt"] for j in jobs] == ["a lighthouse at dusk", "waves against the rocks"]
     assert [(j.channel, j.frame_start, j.expected_length) for j in jobs] == [(2, 1, 17), (2, 40, 33)]
     assert len({j.batch for j in jobs}) == 1 and jobs[0].batch and {j.kind for j in jobs} == {"batch"}
     # The panel's other settings are shared: model, steps, resolution.
-    request = convert.loads(jobs[0].request)
+    request = storyboard.loads(jobs[0].request)
     assert (request["model"], request["num_inference_steps"], request["resolution"]) == ("t2v_1.3B", 2, "832x480")
 
     pump_until(_all_finished(scene), timeout=90)
     for job, start, frames in zip(_jobs(scene), (1, 40), (17, 33), strict=True):
         assert job.status == "completed", job.error
         strip = vse.find_strip(scene, job.strip_name)
-        assert (strip.channel, strip.frame_final_start, strip.frame_final_duration) == (2, start, frames)
-        assert vse.get_shot_metadata(strip)["settings"]["prompt"] == convert.loads(job.request)["prompt"]
+        assert (strip.channel, vse.strip_start(strip), vse.strip_duration(strip)) == (2, start, frames)
+        assert vse.get_shot_metadata(strip)["settings"]["prompt"] == storyboard.loads(job.request)["prompt"]
     shown = [text for kind, text in draw_panels(scene) if kind == "progress"]
     assert "Batch: 2/2 done" in shown
 
@@ -69,7 +70,7 @@ def test_generate_all_from_markers_lasts_until_the_next_marker(blend):
 
     assert bpy.ops.movie_director.generate_all() == {"FINISHED"}
     jobs = _jobs(scene)
-    assert [convert.loads(j.request)["prompt"] for j in jobs] == ["a fox in the snow", "a fox asleep",
+    assert [storyboard.loads(j.request)["prompt"] for j in jobs] == ["a fox in the snow", "a fox asleep",
                                                                   "the sun comes up"]
     # 10 -> 43 is 33 frames: 2 s at 16 fps; 43 -> 60 is 17 frames: 1 s; the last has the panel's 1 s.
     assert [j.frame_start for j in jobs] == [10, 43, 80]

@@ -45,13 +45,14 @@ def test_extension_zip_builds_validates_installs_and_enables(tmp_path):
     zips = build_extension.build(build_extension.argparse.Namespace(
         platform=[build_extension.this_platform()], from_installed=True, output_dir=str(out), single_zip=False,
         blender_ext=None, pip_arg=None))  # validates the staged source and each zip with blender_ext.py
-    assert len(zips) == 1
+    assert len(zips) == 1 and zips[0].name.endswith(f"-{build_extension.this_platform().replace('-', '_')}.zip")
     with zipfile.ZipFile(zips[0]) as archive:
         names = archive.namelist()
         manifest = archive.read("blender_manifest.toml").decode()
     wheels = [n for n in names if n.startswith("wheels/") and n.endswith(".whl")]
     assert any(w.startswith("wheels/gradio_client-") for w in wheels)
-    assert any(w.startswith("wheels/pydantic_core-") for w in wheels)  # a compiled one, for this platform
+    python = "cp{}{}".format(*sys.version_info[:2])
+    assert any(w.startswith("wheels/pydantic_core-") and f"-{python}-" in w for w in wheels)  # compiled, this Python
     assert not any("rich-" in w or "hf_xet" in w for w in wheels)  # not needed inside Blender
     assert all(f'"./{w}"' in manifest for w in wheels)
     assert "__init__.py" in names and "ui/vse.py" in names and not any("__pycache__" in n for n in names)

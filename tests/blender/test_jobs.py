@@ -8,7 +8,8 @@ import subprocess
 import sys
 import time
 
-from blender_movie_director.ui import convert, persistence, pump, vse
+from blender_movie_director import storyboard
+from blender_movie_director.ui import persistence, pump, vse
 
 from .conftest import ADDON, addon_utils, bpy, pump_until, wait_done
 
@@ -25,7 +26,7 @@ def test_cancel_stops_the_job_on_the_server(blend):
     item = blend.scene.movie_director.jobs[-1]
     pump_until(lambda: item.status == "running" and item.step >= 1, timeout=30)
     assert 0 < item.fraction < 1 and item.total == 40 and item.phase
-    assert "1/40" in convert.progress_text(item) or f"{item.step}/40" in convert.progress_text(item)
+    assert "1/40" in storyboard.progress_text(item) or f"{item.step}/40" in storyboard.progress_text(item)
 
     assert bpy.ops.movie_director.cancel_job(key=item.key) == {"FINISHED"}
     assert item.status == "cancelling"
@@ -54,7 +55,7 @@ def test_a_failing_job_shows_the_servers_error_and_what_to_do(blend):
     # Retry submits the same request again, as a new job.
     assert bpy.ops.movie_director.retry_job(key=item.key) == {"FINISHED"}
     assert len(blend.scene.movie_director.jobs) == 2
-    assert convert.loads(blend.scene.movie_director.jobs[-1].request)["prompt"] == "this one fails [[fail]]"
+    assert storyboard.loads(blend.scene.movie_director.jobs[-1].request)["prompt"] == "this one fails [[fail]]"
     wait_done(blend.scene)
     bpy.ops.movie_director.clear_finished()
     assert len(blend.scene.movie_director.jobs) == 0
@@ -76,7 +77,7 @@ def test_disable_and_enable_with_a_job_running_keeps_following_it(blend):
     item = wait_done(scene, timeout=60)  # the first tick reconciles: the parked job is adopted again
     assert item.key == key and item.status == "completed", item.error
     strip = vse.find_strip(scene, item.strip_name)
-    assert strip is not None and (strip.frame_final_start, strip.channel) == (40, 2)
+    assert strip is not None and (vse.strip_start(strip), strip.channel) == (40, 2)
     assert len(_events(blend.server, "queued", before)) == 1 and not _events(blend.server, "aborted", before)
 
 
@@ -84,7 +85,8 @@ _CLOSED_BLENDER = """
 import json, os, sys, time
 import bpy, addon_utils
 addon_utils.enable("blender_movie_director", default_set=True)
-from blender_movie_director.ui import convert, pump
+from blender_movie_director import storyboard
+from blender_movie_director.ui import pump
 p = bpy.context.preferences.addons["blender_movie_director"].preferences
 p.servers.add().url = {url!r}
 p.output_folder = {out!r}
@@ -95,7 +97,8 @@ shot.prompt, shot.steps, shot.seconds, shot.channel = "survives a restart [[slow
 scene.frame_current = 40
 bpy.ops.movie_director.generate()
 item = shot.jobs[-1]
-ok = pump.pump(30, until=lambda: item.status == "running" and (convert.loads(item.record) or {{}}).get("task_queued"))
+ok = pump.pump(30, until=lambda: item.status == "running" and
+               (storyboard.loads(item.record) or {{}}).get("task_queued"))
 bpy.ops.wm.save_as_mainfile(filepath={path!r})
 print(json.dumps({{"ok": ok, "key": item.key, "status": item.status}}), flush=True)
 os._exit(0)  # Blender is gone (closed or crashed) while the job runs on the server
@@ -119,7 +122,7 @@ def test_save_with_a_job_running_close_blender_reopen_and_reconcile(blend, tmp_p
     item = wait_done(scene, timeout=60)
     assert item.status == "completed", item.error
     strip = vse.find_strip(scene, item.strip_name)
-    assert strip is not None and (strip.frame_final_start, strip.channel) == (40, 2)
+    assert strip is not None and (vse.strip_start(strip), strip.channel) == (40, 2)
     assert vse.get_shot_metadata(strip)["settings"]["prompt"] == "survives a restart [[slow]]"
     assert len(_events(blend.server, "queued", before)) == 1  # picked up again, never submitted twice
 
@@ -131,7 +134,7 @@ def test_reconcile_marks_lost_jobs_with_the_reason(blend):
     gone = scene.movie_director.jobs.add()
     gone.key, gone.status, gone.prompt, gone.server = "k-gone", "running", "gone", blend.url
     gone.output_dir = str(blend.out)
-    gone.record = convert.dumps({
+    gone.record = storyboard.dumps({
         "job_id": "deadbeef0000", "client_id": "bmd-deadbeef0000", "session_hash": "no-such-session",
         "server": blend.url, "settings": {"prompt": "gone", "model": "t2v_1.3B"},
         "sent_settings": {"prompt": "gone", "model": "t2v_1.3B", "video_length": 17, "seed": 1},
@@ -168,3 +171,54 @@ def test_an_undo_does_not_lose_a_finished_shot(blend):
     item = scene.movie_director.jobs[-1]
     assert vse.find_strip(scene, item.strip_name) is not None
     assert sum(1 for s in vse.all_strips(scene) if s.type == "MOVIE") == 1
+
+
+_QUIT_BLENDER = """
+import json, os, sys, time
+import bpy, addon_utils
+addon_utils.enable("blender_movie_director", default_set=True)
+from blender_movie_director import storyboard
+from blender_movie_director.ui import pump
+p = bpy.context.preferences.addons["blender_movie_director"].preferences
+p.servers.add().url = {url!r}
+p.output_folder = {out!r}
+scene = bpy.context.scene
+scene.render.fps = 16
+shot = scene.movie_director
+shot.prompt, shot.steps, shot.seconds, shot.channel = "quit while it runs [[slow]]", 6, 1.0, 2
+for frame in (1, 30, 60):
+    scene.frame_current = frame
+    bpy.ops.movie_director.generate()
+queued = lambda: all((storyboard.loads(j.record) or {{}}).get("task_queued") for j in shot.jobs)
+ok = pump.pump(30, until=queued)
+bpy.ops.wm.save_as_mainfile(filepath={path!r})
+print(json.dumps({{"ok": ok, "statuses": [j.status for j in shot.jobs], "quit_at": time.time()}}), flush=True)
+# The script ends: Python exits as Blender does when it quits, with the three jobs in flight.
+"""
+
+
+def test_quit_with_jobs_running_exits_at_once_and_the_next_load_collects_them(blend, tmp_path):
+    before = len(blend.server.events())
+    path = tmp_path / "film.blend"
+    script = _QUIT_BLENDER.format(url=blend.url, out=str(blend.out), path=str(path))
+    env = {**os.environ, "BLENDER_USER_RESOURCES": str(tmp_path / "user")}
+    process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, env=env)
+    out, err = process.communicate(timeout=120)
+    exited_at = time.time()
+    assert process.returncode == 0, err[-3000:]
+    saved = json.loads(out.strip().splitlines()[-1])
+    assert saved["ok"] and set(saved["statuses"]) <= {"queued", "running"}, err[-3000:]
+    # Three 3-second shots were in flight (about 9 s of work): the exit did not wait for them.
+    assert exited_at - saved["quit_at"] < 3.0
+    assert not _events(blend.server, "completed", before)
+
+    bpy.ops.wm.open_mainfile(filepath=str(path))  # load_post: reconcile, with the records saved in the file
+    scene = bpy.context.scene
+    pump_until(lambda: all(j.status in storyboard.FINISHED for j in scene.movie_director.jobs), timeout=90)
+    jobs = list(scene.movie_director.jobs)
+    assert [j.status for j in jobs] == ["completed"] * 3, [j.error for j in jobs]
+    for job, frame in zip(jobs, (1, 30, 60), strict=True):
+        strip = vse.find_strip(scene, job.strip_name)
+        assert (vse.strip_start(strip), strip.channel, vse.strip_duration(strip)) == (frame, 2, 17)
+    assert len(_events(blend.server, "queued", before)) == 3  # each picked up again, none submitted twice

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from blender_movie_director.ui import convert, vse
+from blender_movie_director import storyboard
+from blender_movie_director.ui import vse
 
 from .conftest import bpy, close_to, connect, select, video_frames, wait_done, write_clip
 
@@ -26,8 +27,8 @@ def test_generate_places_the_shot_at_the_chosen_frame_and_channel(blend):
     item = wait_done(blend.scene)
     assert item.status == "completed", item.error
     strip = _strip(blend.scene, item)
-    assert strip.type == "MOVIE" and strip.channel == 2 and strip.frame_final_start == 10
-    assert strip.frame_final_duration == 17  # 1 s at 16 fps, 4n+1 frames
+    assert strip.type == "MOVIE" and strip.channel == 2 and vse.strip_start(strip) == 10
+    assert vse.strip_duration(strip) == 17  # 1 s at 16 fps, 4n+1 frames
     path = Path(bpy.path.abspath(strip.filepath))
     assert path.parent == blend.out and path.is_file()  # written to the output folder before the strip existed
     assert not list(blend.out.glob(".*part*"))  # no half file
@@ -54,12 +55,12 @@ def test_fps_mismatch_time_stretch_or_keep_frames_with_a_notice(blend):
 
     assert stretched.status == kept.status == "completed"
     strip = _strip(blend.scene, stretched)
-    assert strip.frame_final_duration == 26
+    assert vse.strip_duration(strip) == 26
     speed = [s for s in vse.all_strips(blend.scene) if s.type == "SPEED"]
     assert len(speed) == 1 and speed[0].input_1 == strip and speed[0].speed_control == "STRETCH"
     assert speed[0].channel == strip.channel + 1
     assert "time-stretched" in stretched.message and "16 fps" in stretched.message
-    assert _strip(blend.scene, kept).frame_final_duration == 17
+    assert vse.strip_duration(_strip(blend.scene, kept)) == 17
     assert "kept its 17 frames" in kept.message and "1.50x" in kept.message
 
 
@@ -74,7 +75,7 @@ def test_a_slot_taken_since_submit_goes_to_the_nearest_free_channel(blend):
     item = wait_done(blend.scene)
     assert item.status == "completed", item.error
     strip = _strip(blend.scene, item)
-    assert strip.channel in (1, 3) and strip.frame_final_start == 1
+    assert strip.channel in (1, 3) and vse.strip_start(strip) == 1
     assert "channel 2 was taken" in item.message
 
     # Two shots queued at the same frame don't pick the same channel.
@@ -128,7 +129,7 @@ def test_image_to_video_from_a_rendered_frame(blend):
 
 
 def convert_request(item):
-    return convert.loads(item.request)
+    return storyboard.loads(item.request)
 
 
 def test_extend_starts_from_the_last_frame_and_goes_right_after(blend):
@@ -144,7 +145,7 @@ def test_extend_starts_from_the_last_frame_and_goes_right_after(blend):
     item = wait_done(blend.scene)
     assert item.status == "completed", item.error
     strip = _strip(blend.scene, item)
-    assert (strip.channel, strip.frame_final_start) == (3, source.frame_final_end)  # right after it
+    assert (strip.channel, vse.strip_start(strip)) == (3, vse.strip_end(source))  # right after it
     _, _, first, _ = video_frames(item.video_path)
     assert close_to(first.reshape(-1, 3).mean(axis=0), (0, 0, 255), tolerance=40)
 
@@ -169,7 +170,7 @@ def test_regenerate_and_variation_from_strip_metadata(blend):
     assert same["seed"] == meta["seed"]
     assert {k: v for k, v in same["settings"].items() if k != "client_id"} == \
         {k: v for k, v in meta["settings"].items() if k != "client_id"}
-    assert _strip(blend.scene, again).frame_final_start == 30 and _strip(blend.scene, again).channel == 3
+    assert vse.strip_start(_strip(blend.scene, again)) == 30 and _strip(blend.scene, again).channel == 3
 
     select(blend.scene, strip)
     assert bpy.ops.movie_director.regenerate(variation=True) == {"FINISHED"}
