@@ -216,8 +216,8 @@ class _ProgressDisplay:
         details = []
         if p.phase and not _is_number(p.phase):  # WanGP's refresh ids (timestamps) come as status text
             details.append(p.phase[:40])
-        if p.queue_position is not None:
-            details.append(f"queue position {p.queue_position}")
+        if p.queue_position is not None and status == "queued":  # Gradio's rank: 0 = the next to run
+            details.append("next in line" if p.queue_position == 0 else f"{p.queue_position} ahead in line")
         if p.eta_seconds is not None and status == "running":
             details.append(f"ETA {p.eta_seconds:.0f} s")
         with self._lock:

@@ -301,3 +301,24 @@ def test_a_shot_queued_behind_a_longer_one_waits_longer_than_stall(make_emulator
     long_done = completed[long.session_hash]
     assert started["the shot behind it"] >= long_done  # one at a time: it waited for the whole long shot
     assert started["the shot behind it"] - queued_at > 4 * quick.stall  # and that wait was longer than `stall`
+
+
+def test_shots_of_one_client_start_in_the_order_submitted(make_emulator, out_dir):
+    server = make_emulator("v12")
+    with _client(server, out_dir) as client:
+        # Each job's chain runs on its own thread; without an order the quicker chains overtook earlier ones.
+        jobs = [client.submit(prompt=f"shot {n}", frames=5, steps=1, seed=n) for n in range(5)]
+        for job in jobs:
+            job.result(timeout=60)
+    started = [e["detail"].split(": ", 1)[1] for e in _events(server, "started")]
+    assert started == [f"shot {n}" for n in range(5)]
+
+
+def test_the_result_holds_the_settings_wangp_used(emulator_v12, out_dir):
+    # Only prompt, frames and steps are asked: the rest is WanGP's, read back from its queue and the file.
+    with _client(emulator_v12, out_dir) as client:
+        result = client.generate(prompt="reproduce me", frames=9, steps=2)
+    used = result.settings
+    assert used.resolution == f"{result.width}x{result.height}" == "832x480"
+    assert used.guidance_scale is not None and used.flow_shift is not None and used.sample_solver
+    assert (used.num_inference_steps, used.video_length) == (2, 9) and used.seed >= 0

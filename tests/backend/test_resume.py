@@ -99,3 +99,39 @@ def test_detach_lets_go_at_once_and_the_job_goes_on_on_the_server(emulator_v12, 
     assert not [e for e in emulator_v12.events() if e["event"] == "aborted" and e["session"] == record["session_hash"]]
     with Wan2GPClient(emulator_v12.url, output_dir=out_dir, timeouts=FAST) as second:
         assert second.resume_job(record).result(timeout=60).video_path.exists()
+
+
+def _next_shot(url: str, out_dir) -> tuple[list[int], float, JobStatus]:
+    """A shot from a new client that knows nothing of earlier programs: its steps as shown, and its wall time."""
+    steps: list[int] = []
+    started = time.monotonic()
+    with Wan2GPClient(url, output_dir=out_dir, timeouts=FAST) as client:
+        job = client.submit(prompt="the next shot", frames=5, steps=20)
+        job.add_progress_callback(lambda job, p: p.step and steps.append(p.step))
+        job.result(timeout=60)
+    return steps, time.monotonic() - started, job.status()
+
+
+@pytest.mark.parametrize("flavour", ["v12", "v6"])
+def test_a_program_killed_mid_shot_leaves_the_server_healthy(make_emulator, flavour, out_dir):
+    # Issue 10 §3b: Gradio stops the dead program's process_tasks at its next yield, so WanGP never clears that
+    # session's status flag, and its status loop holds Gradio's one status-stream slot for every later shot. The
+    # register (shared by our programs) lets the next client release that session once its task is done.
+    emulator = make_emulator(flavour)
+    first = subprocess.Popen([sys.executable, "-c", _FIRST_PROGRAM, emulator.url, str(out_dir)],
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        record = json.loads(first.stdout.readline())
+    finally:
+        first.kill()
+        first.wait(10)
+    assert "error" not in record, record
+    steps, seconds, status = _next_shot(emulator.url, out_dir)
+    assert status == JobStatus.COMPLETED
+    assert max(steps) >= 15 and len(set(steps)) >= 5, steps  # its step progress came through
+    steps_again, seconds_again, _ = _next_shot(emulator.url, out_dir)
+    assert max(steps_again) >= 15 and len(set(steps_again)) >= 5, steps_again
+    assert seconds_again < 5, seconds_again  # and a later one is not slowed down
+    # the dead program's shot was generated once and is still in the register, to be collected
+    dead = [e for e in emulator.events() if e["session"] == record["session_hash"]]
+    assert len([e for e in dead if e["event"] == "completed"]) == 1

@@ -18,7 +18,8 @@ SCRIPT = shutil.which("movie-director", path=str(Path(sys.executable).parent)) o
 
 
 def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WAN2GP_")}
+    # the tests' own job register (conftest), never the user's
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WAN2GP_") or k == "WAN2GP_STATE_DIR"}
     env.update(HF_HUB_DISABLE_TELEMETRY="1", HF_HUB_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False",
                PYTHONUNBUFFERED="1")
     return env

@@ -12,6 +12,7 @@ Example::
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import logging
@@ -41,10 +42,11 @@ from .errors import (
     redact,
     translate,
 )
-from .files import RemoteFile, download, sweep_partial_files
+from .files import RemoteFile, download, gallery_files, sweep_partial_files
 from .fingerprint import version_tuple
 from .form import ModelForm
 from .jobs import Wan2GPJob
+from .register import JobRegister
 from .schemas import GenerationResult, GenerationSettings, ModelInfo, QueueItem, ServerStatus
 from .session import GradioSession
 
@@ -58,6 +60,11 @@ _rng = random.Random()
 KEEP_FINISHED_JOBS = 50  # finished jobs still listed by jobs(); older ones are forgotten (no growth per job)
 # WanGP's queue.zip of one session's tasks is a few KB (a task's settings); 16 MB is no such queue.
 MAX_QUEUE_ZIP_BYTES = 16 * 1024 * 1024
+# Looking for sessions that dead programs left holding the server costs two small calls (~20 ms); while a job's
+# status stream waits behind one, it is done this often, so that the job's progress shows soon after.
+HEAL_INTERVAL = 0.5
+# From 9.x on WanGP saves a one-task queue, so its empty answer means an empty queue (6.x/8.x: fewer than 2 tasks).
+SAVES_ONE_TASK_QUEUES = (9,)
 
 
 class Wan2GPClient:
@@ -121,6 +128,12 @@ class Wan2GPClient:
         self.poll_interval = 0.5  # seconds between gallery polls while re-attached to an interrupted run
         # An ApiCache (cache.py), set before connect(): a reconnect then skips what the server already told.
         self.api_cache: ApiCache | None = None
+        # This user's shots across processes (register.py): what a dead program left behind is healed from it.
+        self.register: JobRegister | None = JobRegister(settings.state_dir) if settings.register_jobs else None
+        self._healed_at = -HEAL_INTERVAL
+        self._healer: threading.Thread | None = None
+        self._start_order: list[str] = []  # ids of submitted jobs not started yet, in submit order
+        self._turn = threading.Condition(self._lock)
 
     # --- connection -----------------------------------------------------------------------------------
 
@@ -418,12 +431,28 @@ class Wan2GPClient:
         """Run the job on the pool; keep it listed while unfinished, and the last finished ones."""
         with self._lock:
             self._jobs[job.id] = job
+            if not job._resume:
+                self._start_order.append(job.id)
             finished = [j for j in self._jobs.values() if j.done()]
             for old in finished[: max(0, len(finished) - KEEP_FINISHED_JOBS)]:
                 del self._jobs[old.id]
             pool = self._pool
         assert pool is not None
         pool.submit(job.run)
+
+    def _wait_turn(self, job: Wan2GPJob) -> None:
+        """Shots of one client start on the server in the order they were submitted: wait until every earlier
+        one has started (or ended). Each job's chain runs on its own thread, so without this a later, quicker
+        chain can overtake an earlier one in WanGP's queue. Wakes for a cancel or a detach."""
+        with self._turn:
+            while job.id in self._start_order and self._start_order[0] != job.id and not job._cancel.is_set():
+                self._turn.wait(0.1)
+
+    def _turn_taken(self, job: Wan2GPJob) -> None:
+        with self._turn:
+            if job.id in self._start_order:
+                self._start_order.remove(job.id)
+                self._turn.notify_all()
 
     def generate(self, settings: GenerationSettings | dict[str, Any] | None = None, /, *,
                  timeout: float | None = None, **kwargs: Any) -> GenerationResult:
@@ -481,48 +510,150 @@ class Wan2GPClient:
         self._track(job)
         return job
 
+    # --- the register and what dead programs left behind --------------------------------------------------
+
+    def _note(self, job: Wan2GPJob, state: str, *, output: str | None = None, message: str | None = None) -> None:
+        """Write a job's state into the register (shared with this user's other programs)."""
+        if self.register is not None:
+            self.register.write(job.to_record(), state=state, output=output, message=message)
+
+    def _request_heal(self) -> None:
+        """Look for what dead programs left behind, on a background thread (never in a job's way): at most one
+        look at a time, and not more often than every :data:`HEAL_INTERVAL` seconds."""
+        if self.register is None or self._api is None:
+            return
+        with self._lock:
+            now = time.monotonic()
+            if self._healer is not None or now - self._healed_at < HEAL_INTERVAL:
+                return
+            self._healed_at = now
+
+            def heal() -> None:
+                try:
+                    self._heal_leftovers()
+                except Exception as exc:  # noqa: BLE001 - the client closed under it, or the server went away
+                    log.debug("releasing leftover sessions: %s", exc)
+                finally:
+                    with self._lock:
+                        self._healer = None
+
+            self._healer = threading.Thread(target=heal, name="wan2gp-heal", daemon=True)
+            self._healer.start()
+
+    def _heal_leftovers(self) -> int:
+        """Release the sessions that dead programs left holding the server's status stream; how many.
+
+        A session whose task has left WanGP's queue (its output is in its gallery, or its queue reads empty) is
+        released with :meth:`_release_session`; one whose task still runs is tried again later (at most every
+        :data:`HEAL_INTERVAL` seconds). Its output stays on the server: the entry is marked ``orphaned`` and
+        ``resume_job(entry["record"])`` still collects it.
+        """
+        if self.register is None or self._api is None or self._root is None:
+            return 0
+        healed = 0
+        for entry in self.register.leftovers(self.server_address, self._app_id):
+            try:
+                session = self._fork_session(entry["session_hash"])
+            except Wan2GPError:
+                return healed
+            try:
+                tasks = self._session_queue(session)
+                if tasks:
+                    continue  # still queued or generating: its turn to be released comes later
+                finished = tasks is None and bool(self._gallery_files(session))
+                if tasks == [] or finished:
+                    self._release_session(session, finished=finished, job_id=entry["job_id"])
+                    self.register.set_state(entry["job_id"], "orphaned",
+                                            message="its program stopped; the server finished it")
+                    healed += 1
+                    log.info("released the session of job %s, left behind by a program that stopped",
+                             entry["job_id"])
+            except Wan2GPError as exc:
+                log.debug("job %s: releasing its session: %s", entry["job_id"], exc)
+            finally:
+                session.close()
+        return healed
+
+    def _gallery_files(self, session: GradioSession) -> list[RemoteFile]:
+        chain = self._require_api().chain
+        timeouts = self.settings.timeouts
+        gallery = session.call(chain.gallery, [], timeout=min(timeouts.call, 2 * timeouts.connect),
+                               what="reading the gallery", attempts=self.settings.retries.attempts,
+                               retry_timeouts=True).value
+        value = gallery[chain.gallery_index] if isinstance(gallery, tuple) else gallery
+        return gallery_files(value, session.src_prefixed)
+
+    def _release_session(self, session: GradioSession, *, finished: bool = False, job_id: str = "") -> None:
+        """Let WanGP reset a session's status flag after its ``process_tasks`` was lost (its program or its
+        connection went away mid-run): the session's ``refresh_status_async`` keeps polling until then and, with
+        Gradio's one call at a time per function, holds up the status stream of every later job.
+
+        Running ``process_tasks`` on the session's now empty queue returns at once and resets the flag. Done only
+        when the queue is known to be empty: it reads empty, or (``finished``) the session's gallery holds its one
+        task's output. On 6.x/8.x a one-task queue can't be read, and a task still in it would run twice.
+        """
+        if self._api is None:
+            return  # closed meanwhile: never reconnect from here
+        if not finished and self._session_queue(session) != []:
+            return
+        try:
+            session.call(self._api.chain.process, [], timeout=self.settings.timeouts.call,
+                         what="resetting the status", attempts=self.settings.retries.attempts)
+        except Wan2GPError as exc:
+            log.debug("job %s: resetting the session's status: %s", job_id, exc)
+
     def _session_queue(self, session: GradioSession) -> list[dict[str, Any]] | None:
         """The tasks in a session's WanGP queue (their params), or None where the server can't tell.
 
-        WanGP 12's ``save_queue_action`` returns a one-use download link to ``queue.zip`` holding
-        ``queue.json``; 6.x returns the zip inline and only for two tasks or more, so it can't tell.
+        ``save_queue_action`` answers in one of three forms (the captures of each release):
+
+        * a one-use download link to ``queue.zip``, ``{"url": "/wangp_api/download/<token>", ...}`` (12.x);
+        * the zip itself, base64-encoded, in the answer (6.x to 11.x);
+        * ``""`` with the toast "Queue is empty. Nothing to save.": an empty queue on 9.x and later, which save
+          one-task queues; 6.x and 8.x save nothing below two tasks, so there it means "0 or 1 task".
         """
-        chain = self._require_api().chain
+        api = self._require_api()
+        chain = api.chain
         if not chain.save_queue:
             return None
         try:
             answer = session.call(chain.save_queue, [], timeout=self.settings.timeouts.call, what="reading the queue")
         except Wan2GPError:
             return None
-        if isinstance(answer.value, str) and not answer.value:
-            # "Queue is empty. Nothing to save.": true on 12.x, which saves one-task queues; 6.x needs two tasks
-            # before it saves anything, so there an empty answer says nothing.
-            return [] if version_tuple(self._require_api().wangp_version) >= (12,) else None
+        value = answer.value
+        if not isinstance(value, str):
+            return None
+        if not value:
+            return [] if version_tuple(api.wangp_version) >= SAVES_ONE_TASK_QUEUES else None
         try:
-            link = json.loads(answer.value) if isinstance(answer.value, str) else None
+            link = json.loads(value) if value.lstrip().startswith("{") else None
         except ValueError:
-            return None
-        if not isinstance(link, dict) or not str(link.get("url", "")).startswith("/"):
-            return None
+            link = None
+        if isinstance(link, dict):
+            if not str(link.get("url", "")).startswith("/"):
+                return None
+            body = self._fetch_queue_zip(link["url"])
+        else:
+            try:
+                body = base64.b64decode(value, validate=True) if len(value) <= 2 * MAX_QUEUE_ZIP_BYTES else None
+            except ValueError:
+                body = None
+        return _queue_tasks(body) if body is not None else None
+
+    def _fetch_queue_zip(self, route: str) -> bytes | None:
         assert self._http is not None
         try:
             body = bytearray()
-            with self._http.stream("GET", self.settings.url.rstrip("/") + link["url"],
+            with self._http.stream("GET", self.settings.url.rstrip("/") + route,
                                    timeout=self.settings.timeouts.call, follow_redirects=False) as response:
                 response.raise_for_status()
                 for chunk in response.iter_bytes():
                     body += chunk
                     if len(body) > MAX_QUEUE_ZIP_BYTES:
                         return None  # not a queue of one session's tasks
-            with zipfile.ZipFile(io.BytesIO(bytes(body))) as archive:
-                if archive.getinfo("queue.json").file_size > MAX_QUEUE_ZIP_BYTES:
-                    return None  # a zip bomb is not a queue
-                tasks = json.loads(archive.read("queue.json"))
-        except (httpx.HTTPError, zipfile.BadZipFile, KeyError, ValueError):
+            return bytes(body)
+        except httpx.HTTPError:
             return None
-        if not isinstance(tasks, list):
-            return None
-        return [t.get("params", {}) for t in tasks if isinstance(t, dict)]
 
     def jobs(self) -> list[Wan2GPJob]:
         with self._lock:
@@ -629,6 +760,20 @@ class Wan2GPClient:
                 time.sleep(min(delay, retries.max_backoff) * (0.5 + _rng.random()))
                 delay *= 2
         raise AssertionError("unreachable")
+
+
+def _queue_tasks(body: bytes) -> list[dict[str, Any]] | None:
+    """The tasks' params in a ``queue.zip`` (its ``queue.json``), or None if it is not one."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(body)) as archive:
+            if archive.getinfo("queue.json").file_size > MAX_QUEUE_ZIP_BYTES:
+                return None  # a zip bomb is not a queue
+            tasks = json.loads(archive.read("queue.json"))
+    except (zipfile.BadZipFile, KeyError, ValueError):
+        return None
+    if not isinstance(tasks, list):
+        return None
+    return [t.get("params", {}) for t in tasks if isinstance(t, dict)]
 
 
 def _choices(outputs: Any, index: int) -> list[str]:

@@ -7,6 +7,7 @@ itself; this settings object does, once, when it is built.
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 import urllib.parse
 from pathlib import Path
@@ -15,6 +16,14 @@ from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_SERVER = "http://127.0.0.1:7860"  # WanGP's default port (wgp.py --server-port)
+
+
+def default_state_dir() -> Path:
+    """Where this user's job register lives: the platform's folder for application state."""
+    if os.name == "nt":
+        return Path(os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local") / "MovieDirector"
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "blender-movie-director"
 
 
 def normalize_url(url: str) -> str:
@@ -118,6 +127,9 @@ class ClientSettings(BaseSettings):
 
     url: str = DEFAULT_SERVER
     output_dir: Path = Field(default_factory=lambda: Path.home() / "MovieDirector" / "shots")
+    # The register of this user's shots, shared by every process (register.py); WAN2GP_STATE_DIR moves it.
+    state_dir: Path = Field(default_factory=default_state_dir)
+    register_jobs: bool = True
     username: str | None = None
     password: SecretStr | None = None
     timeouts: Timeouts = Timeouts()

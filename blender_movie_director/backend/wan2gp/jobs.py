@@ -42,7 +42,7 @@ from .errors import (
     redact,
     translate,
 )
-from .files import check_video, gallery_files, output_name, unique_path
+from .files import check_video, output_name, unique_path
 from .schemas import GenerationResult, GenerationSettings, JobProgress, Resolution
 from .session import cancel_quietly
 
@@ -58,6 +58,9 @@ _rng = random.Random()
 _STEP_IN_TEXT = re.compile(r"(?<![\d.])(\d+)\s*/\s*(\d+)(?![\d.]|\s*s\b)")
 # How the overall fraction is shared between the job's phases.
 _PREPARE_SHARE, _DOWNLOAD_SHARE = 0.05, 0.05
+# Settings read back from WanGP's queue for the result: what a shot needs to be made again.
+USED_SETTINGS = ("resolution", "num_inference_steps", "video_length", "seed", "guidance_scale", "flow_shift",
+                 "sample_solver", "negative_prompt")
 # Re-attachments after dropped connections, per job: past this the link is too unstable to follow a job.
 MAX_REATTACH = 3
 
@@ -183,6 +186,8 @@ class Wan2GPJob(JobHandle):
         self._add_sent = False  # the add-task call went out (the task may be queued even if no answer came)
         self._app_id: str | None = None  # the server process that holds the job's session
         self._reattaches = 0
+        self._status_streaming = False  # the status stream has started running on the server
+        self._used: dict[str, Any] = {}  # settings WanGP recorded for the task (its queue), see _read_back
         self._lost_when = "when its program stopped"  # for "lost" messages after a re-attachment
         self.submitted_at = time.time()
 
@@ -293,6 +298,11 @@ class Wan2GPJob(JobHandle):
                 changes["queue_position"] = None
             self._update(**changes)
 
+    def _on_status_stream(self, update: Any, outputs: list[Any]) -> None:
+        if getattr(update.code, "name", str(update.code)) != "IN_QUEUE":
+            self._status_streaming = True  # our status stream runs (it is not waiting behind another one)
+        self._on_status(update, outputs)
+
     def _on_process(self, update: Any, outputs: list[Any]) -> None:
         code = getattr(update.code, "name", str(update.code))
         if code in ("PROCESSING", "ITERATING", "PROGRESS") and not self._processing_started:
@@ -348,10 +358,15 @@ class Wan2GPJob(JobHandle):
             log.exception("job %s failed unexpectedly", self.id)
             self._finish(error=translate(exc, server=client.server_address, job_id=self.id, what="the job"))
         finally:
+            client._turn_taken(self)
             session, self._session = self._session, None
             self._process_job = None  # it holds its session (64 endpoint copies): finished jobs keep nothing of it
             if session is not None:
                 session.close()
+            if self._task_queued:
+                client._note(self, "detached" if self._detach.is_set() else self.status().value,
+                             output=str(self._result.video_path) if self._result else None,
+                             message=str(self._error) if self._error and not self._detach.is_set() else None)
 
     def _run_chain(self, client: Wan2GPClient, started: float) -> GenerationResult:
         api = client._require_api()
@@ -406,9 +421,21 @@ class Wan2GPJob(JobHandle):
             self._stop_on_server(session, client)  # the task may have been queued without an answer
             raise
         self._task_queued = True
+        client._note(self, "sent")
+        self._read_back(session, client)
         if added.messages:
             self._update(message=added.messages[-1])
         return added.messages
+
+    def _read_back(self, session: GradioSession, client: Wan2GPClient) -> None:
+        """What WanGP recorded for the task it just queued (its queue holds the settings it will use, defaults
+        and the model's own rules applied): kept for the result, so a shot can be reproduced from it alone.
+        Not every release can show a one-task queue (6.x, 8.x): then the settings sent stand."""
+        tasks = client._session_queue(session)
+        mine = [t for t in tasks or [] if t.get("client_id") in (None, self.client_id)]
+        if len(mine) == 1:
+            params = mine[0]
+            self._used = {key: params[key] for key in USED_SETTINGS if params.get(key) not in (None, "")}
 
     def _collect(self, session: GradioSession, client: Wan2GPClient, form: Any, sent: GenerationSettings,
                  started: float, toasts: list[str]) -> GenerationResult:
@@ -448,6 +475,9 @@ class Wan2GPJob(JobHandle):
         call, again = client.settings.timeouts.call, client.settings.retries.attempts
         try:
             remote = self._gallery(session, client) if self._resume else []
+            if remote and self._processing_started:
+                # It finished while nobody followed it: its process_tasks never cleared the status flag.
+                self._release_status(session, client, finished=True)
             if not remote and self._resume and self._processing_started:
                 # The earlier run goes on in WanGP's worker thread even though its stream is gone; starting
                 # process_tasks again would run the task twice. Wait for that run's output.
@@ -457,10 +487,12 @@ class Wan2GPJob(JobHandle):
                         f"lost: job {self.id} was running {self._lost_when}, and the server no longer has it",
                         server=client.server_address, job_id=self.id, hint="submit the shot again")
                 if remote:
-                    self._release_status(session, client)
+                    self._release_status(session, client, finished=True)
             if not remote:
                 self._check_cancel()
                 self._update(status=JobStatus.QUEUED, phase="Queued on the server")
+                client._wait_turn(self)
+                self._check_cancel()
                 session.call(chain.activate, [], timeout=call, what="starting the queue", attempts=again)
                 self._process(session, client, started)
                 remote = self._gallery(session, client)
@@ -469,26 +501,10 @@ class Wan2GPJob(JobHandle):
             self._stop_on_server(session, client)
             raise
 
-    def _release_status(self, session: GradioSession, client: Wan2GPClient) -> None:
-        """After collecting a run whose stream was lost: let WanGP reset the session's status flag.
-
-        The lost ``process_tasks`` never reached its end, so the session's ``refresh_status_async`` keeps polling
-        on the server, and with a concurrency limit it holds up the status stream of every later job. Running
-        ``process_tasks`` on the session's now empty queue returns at once and resets the flag. Done only when
-        the queue is known to be empty (WanGP 12): on 6.x the queue can't be read and a task still in it would
-        run twice.
-        """
-        if client._api is None:
-            return  # closed meanwhile: never reconnect from here
-        chain = client._api.chain
-        tasks = client._session_queue(session)
-        if tasks != []:
-            return
-        try:
-            session.call(chain.process, [], timeout=client.settings.timeouts.call, what="resetting the status",
-                         attempts=client.settings.retries.attempts)
-        except Wan2GPError as exc:
-            log.debug("job %s: resetting the session's status: %s", self.id, exc)
+    def _release_status(self, session: GradioSession, client: Wan2GPClient, *, finished: bool = False) -> None:
+        """After collecting a run whose stream was lost: let WanGP reset the session's status flag (see
+        :meth:`Wan2GPClient._release_session`). ``finished``: the session's gallery holds the job's output."""
+        client._release_session(session, finished=finished, job_id=self.id)
 
     def _reattach(self, session: GradioSession, client: Wan2GPClient, lost: BaseException) -> GradioSession:
         """After a dropped connection: a new session object on the job's own server session, once the server
@@ -639,25 +655,26 @@ class Wan2GPJob(JobHandle):
         return [], queue_known
 
     def _gallery(self, session: GradioSession, client: Wan2GPClient) -> list[Any]:
-        chain = client._require_api().chain
-        timeouts = client.settings.timeouts
-        # A quick read: short attempts, asked again when an answer is lost (see GradioSession.call).
-        gallery = session.call(chain.gallery, [], timeout=min(timeouts.call, 2 * timeouts.connect),
-                               what="reading the gallery", attempts=client.settings.retries.attempts,
-                               retry_timeouts=True).value
-        # gradio_client returns a tuple for several outputs, the value itself for one
-        value = gallery[chain.gallery_index] if isinstance(gallery, tuple) else gallery
-        return gallery_files(value, session.src_prefixed)
+        return client._gallery_files(session)
 
     def _process(self, session: GradioSession, client: Wan2GPClient, started: float) -> None:
         timeouts = client.settings.timeouts
         chain = client._require_api().chain
-        status_job = session.submit_observed(chain.status, [], self._on_status) if chain.status else None
+        client._request_heal()  # what dead programs left behind would hold up this job's status stream
+        self._status_streaming = False
+        status_job = session.submit_observed(chain.status, [], self._on_status_stream) if chain.status else None
         self._last_server_word = time.monotonic()
         process_job = session.submit_observed(chain.process, [], self._on_process)
         self._process_job = process_job
+        client._turn_taken(self)  # in Gradio's queue now: the next shot of this client may follow
+        noted_running = False
         try:
             while not process_job.done():
+                if self._processing_started and not noted_running:
+                    noted_running = True
+                    client._note(self, "running")
+                if self._processing_started and status_job is not None and not self._status_streaming:
+                    client._request_heal()  # our status stream waits: maybe behind a leftover
                 if self._cancel.wait(0.05):
                     self._check_cancel_detached()
                     self._stop_on_server(session, client)  # first, before waiting for any stream
@@ -781,11 +798,14 @@ class Wan2GPJob(JobHandle):
                                          job_id=self.id, server=client.server_address) from exc
             saved.append(path)
         video = next((p for p in saved if p.suffix.lower() in (".mp4", ".mov", ".mkv", ".webm")), saved[0])
+        used = dict(self._used)
+        if info is not None and info.width and info.height:
+            used["resolution"] = f"{info.width}x{info.height}"  # e.g. WanGP followed a start image's aspect
         return GenerationResult(
             job_id=self.id,
             video_path=video,
             files=saved,
-            settings=sent,
+            settings=sent.model_copy(update=used),
             model=sent.model,
             frames=info.frames if info else None,
             width=info.width if info else None,
