@@ -9,7 +9,8 @@ reports that client's jobs and model (:meth:`Wan2GPClient.get_server_status`).
 What "busy" can mean: WanGP keeps a private queue per Gradio session, so no route tells a stranger that
 *another* session is generating. Gradio's own queue does say how many calls are *waiting* server-wide
 (``server_waiting``): more than zero means the GPU is taken and someone waits. With a client, its own
-running jobs count too.
+running jobs count too. Nothing waiting does not mean idle: one other session may be generating alone. So
+``busy`` is True or None (unknown), never False, and the state reads "up" rather than "idle".
 
 The monitor (pure Python, thread-safe, callback-based) is what ``movie-director status --watch`` and
 Blender's status panel use. Callbacks run on the monitor's thread: GUI code hands them to its main thread.
@@ -76,7 +77,7 @@ class HealthReport:
 
     @property
     def state(self) -> str:
-        """"down", "busy", "idle" (not busy), or "up" (reachable, busy unknown)."""
+        """"down", "busy", "idle" (known not busy), or "up" (reachable, busy unknown)."""
         if not self.reachable:
             return "down"
         if self.busy is None:
@@ -97,7 +98,7 @@ class HealthEventKind(enum.StrEnum):
     UP = "up"  # reachable again (or for the first time)
     DOWN = "down"  # no longer reachable (or not at the first check)
     BUSY = "busy"
-    IDLE = "idle"
+    IDLE = "idle"  # no longer known to be busy
     RESTARTED = "restarted"  # reachable throughout, but a new server process (its app id changed)
 
 
@@ -175,7 +176,7 @@ def check_health(
             kind, error = None, "reachable, but /config did not answer in time; identified at the next check"
     report = HealthReport(
         shown, True, now, latency_ms=round(latency, 2), kind=kind, wangp_version=wangp, gradio_version=gradio,
-        busy=(waiting > 0) if waiting is not None else None, server_waiting=waiting, app_id=app_id, error=error,
+        busy=True if waiting else None, server_waiting=waiting, app_id=app_id, error=error,
     )
     if client is not None:
         report = _with_client(report, client)
@@ -186,7 +187,7 @@ def _with_client(report: HealthReport, client: Wan2GPClient) -> HealthReport:
     status = client.get_server_status()
     if not status.reachable:
         return replace(report, error=status.error or report.error)
-    busy = bool(status.busy) or bool(report.server_waiting)
+    busy = True if status.busy or report.server_waiting else None  # see the module's docstring
     return replace(
         report,
         wangp_version=status.wangp_version or report.wangp_version,
@@ -383,9 +384,9 @@ def _changes(url: str, before: HealthReport | None, after: HealthReport) -> list
     elif (after.reachable and before is not None and before.app_id and after.app_id
           and before.app_id != after.app_id):
         events.append(HealthEvent(url, HealthEventKind.RESTARTED, after, before))
-    if after.reachable and after.busy is not None:
-        before_busy = before.busy if before is not None and before.reachable else None
-        if after.busy != before_busy and (after.busy or before_busy is not None):
+    if after.reachable:
+        before_busy = bool(before.busy) if before is not None and before.reachable else False
+        if bool(after.busy) != before_busy:  # IDLE: no longer known to be busy
             events.append(HealthEvent(url, HealthEventKind.BUSY if after.busy else HealthEventKind.IDLE,
                                       after, before))
     return events

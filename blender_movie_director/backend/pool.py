@@ -602,7 +602,7 @@ class ServerPool:
                 self._mark_down(server, report.error or "unreachable")
             elif event.kind in (HealthEventKind.UP, HealthEventKind.RESTARTED):
                 lost = self._mark_up(server, report)
-            if report.reachable and report.busy is not None and report.checked_at > server.released_at:
+            if report.reachable and report.checked_at > server.released_at:
                 server.external_busy = bool(report.busy) and not server.running  # while ours run: can't tell
             self._wake.notify_all()
         for job, attempt in lost:

@@ -65,7 +65,7 @@ def _draw_server(layout: Any, context: Any) -> None:
         box.label(text="Not connected: press Connect.", icon="UNLINKED")
         box.operator("movie_director.check_server", text="Connect", icon="LINKED")
     elif status.get("reachable"):
-        busy = "busy" if status.get("busy") else "idle"
+        busy = "busy" if status.get("busy") else "up"  # WanGP can't tell a stranger it is idle
         box.label(text=f"WanGP {status.get('wangp_version') or '?'} · {busy}", icon="CHECKMARK")
         if status.get("current_model"):
             box.label(text=f"Model: {status['current_model']}")

@@ -99,7 +99,7 @@ def test_every_command_prints_one_json_document(flavour, request, capsys) -> Non
 
     code, doc = _json(capsys, "status", *server)
     assert code == 0 and doc["reachable"] and doc["wangp_version"] == emulator.version
-    assert doc["state"] == "idle"
+    assert doc["state"] == "up"  # WanGP can't say it is idle: another session may be generating
 
     code, doc = _json(capsys, "models", "--category", "image_to_video", *server)
     assert code == 0 and doc["count"] == len(doc["models"]) > 0
@@ -124,7 +124,7 @@ def test_every_command_prints_one_json_document(flavour, request, capsys) -> Non
 
 def test_text_output_of_commands(emulator_v12, capsys) -> None:
     code, out, _ = _run(capsys, "status", "--server", emulator_v12.url)
-    assert code == 0 and f"WanGP {emulator_v12.version}" in out and out.startswith("idle")
+    assert code == 0 and f"WanGP {emulator_v12.version}" in out and out.startswith("up")
     code, out, _ = _run(capsys, "endpoints", "--grep", "abort", "--server", emulator_v12.url)
     assert code == 0 and "/abort_generation(" in out
     code, out, _ = _run(capsys, "discover", "--port", str(_port(emulator_v12.url)))

@@ -713,7 +713,8 @@ class Wan2GPClient:
         status.gradio_version = api.gradio_version
         status.endpoint_count = len(api.endpoints)
         status.queue_length = len(jobs)
-        status.busy = any(j.status().value == "running" for j in jobs)
+        # Our own running job makes it busy; otherwise it can't be known (another session may be generating).
+        status.busy = True if any(j.status().value == "running" for j in jobs) else None
         running = [j for j in jobs if j.status().value == "running"]
         status.current_model = running[0].settings.model if running else next(iter(reversed(self._forms)), None)
         return status

@@ -263,7 +263,7 @@ class ServerStatus(BaseModel):
     gradio_version: str | None = None
     current_model: str | None = None
     queue_length: int = 0  # this client's shots waiting or running on the server
-    busy: bool = False  # a generation of this client is running
+    busy: bool | None = None  # True: a generation of this client runs; None: unknown (never known idle)
     endpoint_count: int = 0
     error: str | None = None
 
