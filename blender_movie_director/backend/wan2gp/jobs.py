@@ -555,6 +555,7 @@ class Wan2GPJob(JobHandle):
             break
         fresh = client._fork_session(self._session_hash)
         self._session = fresh
+        self._update(phase="Re-attached to the server", message="")  # the loss is over: don't keep saying it
         self._resume, self._lost_when = True, "when the connection dropped"
         self._process_job = None
         return fresh
