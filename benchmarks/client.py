@@ -40,10 +40,10 @@ SHOT = {"prompt": "a red fox running through snow", "frames": 17, "steps": 4, "r
         "seed": 1}
 
 
-def start_emulator_process(flavour: str, out: Path) -> tuple[subprocess.Popen, str]:
+def start_emulator_process(flavour: str, out: Path, step_seconds: float = 0) -> tuple[subprocess.Popen, str]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "wan2gp_emulator", "--flavour", flavour, "--port", "0", "--step-seconds", "0",
-         "--output-dir", str(out)],
+        [sys.executable, "-m", "wan2gp_emulator", "--flavour", flavour, "--port", "0", "--step-seconds",
+         str(step_seconds), "--output-dir", str(out)],
         stdout=subprocess.PIPE, text=True,
     )
     assert proc.stdout is not None

@@ -366,9 +366,13 @@ def _seconds_as_frames(client: Wan2GPClient, settings: GenerationSettings) -> Ge
 def _run_job(client: Wan2GPClient, settings: GenerationSettings, out: _Output) -> GenerationResult:
     """Submit, show progress, wait; on Ctrl-C cancel the job on the server and wait (bounded) for it."""
     settings = _seconds_as_frames(client, settings)
+    return _follow_job(client, client.submit(settings), out)
+
+
+def _follow_job(client: Wan2GPClient, job: Any, out: _Output) -> GenerationResult:
+    """Show a job's progress and wait for it; on Ctrl-C cancel it on the server and wait (bounded) for it."""
     display = _ProgressDisplay(quiet=out.quiet)
     finished = threading.Event()
-    job = client.submit(settings)
     job.add_progress_callback(display.update)
     job.add_done_callback(lambda _job: finished.set())
     display.start()
@@ -605,6 +609,61 @@ def cmd_clear(args: argparse.Namespace, out: _Output) -> int:
     return EXIT_OK
 
 
+def _register() -> Any:
+    from .backend.wan2gp.config import ClientSettings
+    from .backend.wan2gp.register import JobRegister
+
+    return JobRegister(ClientSettings().state_dir)
+
+
+def _registered(job_id: str) -> dict[str, Any]:
+    try:
+        return _register().find(job_id)
+    except KeyError as exc:
+        raise CliError(str(exc.args[0]), code=EXIT_USAGE, hint="`movie-director jobs` lists them") from None
+
+
+def cmd_jobs(args: argparse.Namespace, out: _Output) -> int:
+    entries = _register().entries(server=args.server.rstrip("/") if args.server else None)
+    rows = []
+    for e in entries:
+        when = time.strftime("%m-%d %H:%M", time.localtime(e["updated"]))
+        progress = f"{e['progress']:.0%}" if e.get("progress") is not None else ""
+        prompt = str(e["record"].get("settings", {}).get("prompt", ""))[:32]
+        rows.append((e["job_id"], e["state"], progress, when, e["server"], e.get("output") or prompt))
+    text = _table(["job", "state", "progress", "updated", "server", "output / prompt"], rows) if rows else \
+        "no shots in the register yet"
+    out.result({"jobs": entries}, text)
+    return EXIT_OK
+
+
+def cmd_collect(args: argparse.Namespace, out: _Output) -> int:
+    entry = _registered(args.job)
+    if entry["state"] == "completed" and entry.get("output") and Path(entry["output"]).is_file():
+        out.result({"job_id": entry["job_id"], "path": entry["output"]},
+                   f"job {entry['job_id']} was collected already: {entry['output']}")
+        return EXIT_OK
+    output_dir = Path(args.output).expanduser() if args.output else None
+    with _client(entry["server"], output_dir) as client:
+        result = _follow_job(client, client.resume_job(entry["record"]), out)
+    out.result(_result_json(result), _result_text(result))
+    return EXIT_OK
+
+
+def cmd_cancel(args: argparse.Namespace, out: _Output) -> int:
+    entry = _registered(args.job)
+    if entry["state"] not in ("sent", "running", "detached", "orphaned", "queued"):
+        out.result({"job_id": entry["job_id"], "stopped": False, "state": entry["state"]},
+                   f"job {entry['job_id']} is {entry['state']}: nothing to stop")
+        return EXIT_OK
+    with _client(entry["server"]) as client:
+        stopped = client.stop_job(entry["record"])
+    out.result({"job_id": entry["job_id"], "stopped": stopped},
+               f"job {entry['job_id']}: " + ("stopped on the server" if stopped else
+                                              "the server restarted since: the job is gone"))
+    return EXIT_OK
+
+
 def cmd_discover(args: argparse.Namespace, out: _Output) -> int:
     from .backend.discovery import DEFAULT_PORTS, discover, is_loopback
 
@@ -735,6 +794,12 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--family", metavar="F", help='e.g. "wan", "wan2_2", "ltx2"')
     models.add_argument("--category", metavar="C", choices=[c.value for c in ModelCategory])
 
+    command("jobs", cmd_jobs, "every shot this user started on this machine, from any program (the register)")
+    collect = command("collect", cmd_collect, "follow a shot from the register to its end and save its output")
+    collect.add_argument("job", metavar="JOB", help="its id (or the start of it), as `movie-director jobs` shows")
+    collect.add_argument("-o", "--output", metavar="DIR", help="folder for the output")
+    cancel = command("cancel", cmd_cancel, "stop a shot from the register on its server, whoever started it")
+    cancel.add_argument("job", metavar="JOB", help="its id (or the start of it), as `movie-director jobs` shows")
     command("queue", cmd_queue, "this session's jobs, and how many calls wait on the server")
     command("abort", cmd_abort, "stop this session's running generation on the server")
     command("clear", cmd_clear, "cancel this session's queued and running jobs")

@@ -515,7 +515,34 @@ class Wan2GPClient:
     def _note(self, job: Wan2GPJob, state: str, *, output: str | None = None, message: str | None = None) -> None:
         """Write a job's state into the register (shared with this user's other programs)."""
         if self.register is not None:
-            self.register.write(job.to_record(), state=state, output=output, message=message)
+            self.register.write(job.to_record(), state=state, progress=job.progress.fraction, output=output,
+                                message=message)
+
+    def stop_job(self, record: dict[str, Any]) -> bool:
+        """Stop a job from its record (``to_record()``, or the register's), whichever program started it: WanGP's
+        abort and clear-queue in the job's own session. False when the server no longer has that session's
+        process (it restarted); the job is then gone anyway."""
+        self._require_api()
+        session_hash = record.get("session_hash")
+        if not session_hash:
+            return False
+        if record.get("app_id") and str(record["app_id"]) != self._server_instance():
+            return False
+        chain = self._require_api().chain
+        session = self._fork_session(session_hash)
+        try:
+            again, call = self.settings.retries.attempts, self.settings.timeouts.call
+            try:
+                session.call(chain.abort, [], timeout=call, what="aborting the generation", attempts=again)
+            except Wan2GPServerError as exc:  # nothing running in that session: its queue is cleared below
+                log.debug("stop %s: abort: %s", record.get("job_id"), exc)
+            session.call(chain.clear_queue, [], timeout=call, what="clearing the job's queue", attempts=again)
+            self._release_session(session, job_id=str(record.get("job_id") or ""))
+        finally:
+            session.close()
+        if self.register is not None and record.get("job_id"):
+            self.register.set_state(str(record["job_id"]), "cancelled", message="stopped on the server")
+        return True
 
     def _request_heal(self) -> None:
         """Look for what dead programs left behind, on a background thread (never in a job's way): at most one

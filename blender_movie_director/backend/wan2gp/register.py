@@ -42,6 +42,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     state TEXT NOT NULL,
     pid INTEGER NOT NULL,
     record TEXT NOT NULL,
+    progress REAL,
     output TEXT,
     message TEXT,
     created REAL NOT NULL,
@@ -98,18 +99,18 @@ class JobRegister:
             log.warning("job register %s: %s", self.path, exc)
             return []
 
-    def write(self, record: dict[str, Any], *, state: str, output: str | None = None,
-              message: str | None = None) -> None:
+    def write(self, record: dict[str, Any], *, state: str, progress: float | None = None,
+              output: str | None = None, message: str | None = None) -> None:
         """Insert or update one job from its record (``Wan2GPJob.to_record()``)."""
         now = time.time()
         self._run(
-            "INSERT INTO jobs (job_id, server, app_id, session_hash, state, pid, record, output, message, created,"
-            " updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(job_id) DO UPDATE SET"
+            "INSERT INTO jobs (job_id, server, app_id, session_hash, state, pid, record, progress, output, message,"
+            " created, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(job_id) DO UPDATE SET"
             " server=excluded.server, app_id=excluded.app_id, session_hash=excluded.session_hash,"
-            " state=excluded.state, pid=excluded.pid, record=excluded.record,"
+            " state=excluded.state, pid=excluded.pid, record=excluded.record, progress=excluded.progress,"
             " output=COALESCE(excluded.output, output), message=excluded.message, updated=excluded.updated",
             (record["job_id"], record.get("server") or "", record.get("app_id"), record.get("session_hash"), state,
-             os.getpid(), json.dumps(record), output, message, now, now),
+             os.getpid(), json.dumps(record), progress, output, message, now, now),
         )
 
     def set_state(self, job_id: str, state: str, *, message: str | None = None) -> None:
@@ -129,6 +130,15 @@ class JobRegister:
                 continue
             out.append(entry)
         return out
+
+    def find(self, job_id: str) -> dict[str, Any]:
+        """The one job whose id is or starts with ``job_id``; KeyError (with what to do) otherwise."""
+        matches = [e for e in self.entries() if e["job_id"].startswith(job_id)] if job_id else []
+        exact = [e for e in matches if e["job_id"] == job_id]
+        if exact or len(matches) == 1:
+            return (exact or matches)[0]
+        raise KeyError(f"no job {job_id!r} in the register" if not matches else
+                       f"{len(matches)} jobs start with {job_id!r}: give more of the id")
 
     def leftovers(self, server: str, app_id: str | None) -> list[dict[str, Any]]:
         """Unfinished jobs on this server process whose program is gone: their sessions may hold the server."""
