@@ -88,3 +88,17 @@ def test_three_processes_write_the_register_at_once(tmp_path):
         assert "job register" not in writer.stderr.read()  # no write was lost to a locked database
     entries = JobRegister(tmp_path).entries()
     assert len(entries) == 450 and {e["state"] for e in entries} == {"completed"}
+
+
+def test_a_register_written_by_an_earlier_version_gains_the_new_columns(tmp_path):
+    import sqlite3
+
+    old = sqlite3.connect(tmp_path / "jobs.sqlite3")
+    old.execute("CREATE TABLE jobs (job_id TEXT PRIMARY KEY, server TEXT NOT NULL, app_id TEXT, session_hash TEXT,"
+                " state TEXT NOT NULL, pid INTEGER NOT NULL, record TEXT NOT NULL, output TEXT, message TEXT,"
+                " created REAL NOT NULL, updated REAL NOT NULL)")
+    old.commit()
+    old.close()
+    register = JobRegister(tmp_path)
+    register.write({"job_id": "j1", "server": "http://127.0.0.1:1"}, state="running", progress=0.25)
+    assert register.find("j1")["progress"] == 0.25

@@ -19,6 +19,7 @@ import logging
 import random
 import threading
 import time
+import weakref
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -156,6 +157,7 @@ class Wan2GPClient:
                 root.close()
                 raise
             self._root, self._api = root, api
+            _hook_exit(self)
             self._app_id = str(root.config.get("app_id")) if root.config.get("app_id") is not None else None
             self._pool = ThreadPoolExecutor(self.settings.max_jobs, thread_name_prefix="wan2gp-job")
             auth = None
@@ -169,6 +171,18 @@ class Wan2GPClient:
             log.info("connected to WanGP %s at %s (%d endpoints)", api.wangp_version, self.server_address,
                      len(api.endpoints))
             return True
+
+    def _let_go(self) -> None:
+        """The program is exiting without having closed this client: detach its unfinished jobs (they go on on
+        the server; the register keeps them for ``movie-director collect``) and end its streams, so that nothing
+        of ours holds the exit."""
+        with self._lock:
+            jobs = [j for j in self._jobs.values() if not j.done()]
+            root = self._root
+        for job in jobs:
+            job.detach()
+        if root is not None:
+            root.close_streams()
 
     def _open_with_retries(self) -> GradioSession:
         retries, timeouts = self.settings.retries, self.settings.timeouts
@@ -788,6 +802,44 @@ class Wan2GPClient:
                 time.sleep(min(delay, retries.max_backoff) * (0.5 + _rng.random()))
                 delay *= 2
         raise AssertionError("unreachable")
+
+
+_connected: weakref.WeakSet[Wan2GPClient] = weakref.WeakSet()  # clients a program may exit without closing
+_exit_hooked = False
+
+
+def _hook_exit(client: Wan2GPClient) -> None:
+    """At exit, let go of every client still open (see ``Wan2GPClient._let_go``).
+
+    Python joins the worker threads of every thread pool when it exits, before ``atexit`` functions run; a job
+    still following the server, or an event stream waiting for its next byte, would hold the exit for minutes.
+    ``threading._register_atexit`` runs before those joins (concurrent.futures uses it for them; it calls the
+    last registered first, and ours is registered after concurrent.futures is imported). Plain ``atexit`` where
+    that private hook is missing.
+    """
+    global _exit_hooked
+    _connected.add(client)
+    if _exit_hooked:
+        return
+    _exit_hooked = True
+
+    def let_go_all() -> None:
+        for open_client in list(_connected):
+            try:
+                open_client._let_go()
+            except Exception:  # noqa: BLE001 - exiting: nothing may stop the others
+                log.debug("letting go of %s at exit", open_client.server_address, exc_info=True)
+
+    register = getattr(threading, "_register_atexit", None)
+    try:
+        if register is not None:
+            register(let_go_all)
+        else:
+            import atexit
+
+            atexit.register(let_go_all)
+    except RuntimeError:  # already shutting down
+        pass
 
 
 def _queue_tasks(body: bytes) -> list[dict[str, Any]] | None:

@@ -51,6 +51,10 @@ CREATE TABLE IF NOT EXISTS jobs (
 """
 
 
+# Every column and its type, from the CREATE TABLE above: columns added since are added to older files.
+_COLUMNS = {line.split()[0]: line.split()[1].rstrip(",") for line in _SCHEMA.strip().splitlines()[1:-1]}
+
+
 def pid_alive(pid: int) -> bool:
     """True when a process with this id runs on this machine (ours included)."""
     if pid <= 0:
@@ -83,6 +87,10 @@ class JobRegister:
         if not self._ready:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute(_SCHEMA)
+            have = {row["name"] for row in db.execute("PRAGMA table_info(jobs)")}
+            for column, kind in _COLUMNS.items():  # a register written by an earlier version
+                if column not in have:
+                    db.execute(f"ALTER TABLE jobs ADD COLUMN {column} {kind}")
             db.execute("DELETE FROM jobs WHERE updated < ?", (time.time() - KEEP_SECONDS,))
             self._ready = True
         return db
