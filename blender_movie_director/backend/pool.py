@@ -211,8 +211,8 @@ class PoolJob(JobHandle):
         with self._lock:
             if self.done():
                 return
-            self._progress = progress
-        self._tell_progress(progress)
+            version = self._publish(progress)
+        self._tell_progress(progress, version)
 
     def _note(self, phase: str, status: JobStatus = JobStatus.QUEUED) -> None:
         with self._lock:

@@ -322,3 +322,30 @@ def test_the_result_holds_the_settings_wangp_used(emulator_v12, out_dir):
     assert used.resolution == f"{result.width}x{result.height}" == "832x480"
     assert used.guidance_scale is not None and used.flow_shift is not None and used.sample_solver
     assert (used.num_inference_steps, used.video_length) == (2, 9) and used.seed >= 0
+
+
+def test_progress_callbacks_of_a_job_come_one_at_a_time_and_in_order(emulator_v12, out_dir):
+    inside, overlaps, seen = [0], [], []
+    lock = threading.Lock()
+
+    def callback(job, p):
+        with lock:
+            inside[0] += 1
+            if inside[0] > 1:
+                overlaps.append(p.step)
+        time.sleep(0.002)  # a slow consumer (a GUI): updates from the stream reader and the job's thread pile up
+        seen.append((p.updated_at, p.fraction))
+        with lock:
+            inside[0] -= 1
+
+    with _client(emulator_v12, out_dir) as client:
+        job = client.submit(prompt="callbacks in order", frames=5, steps=30)
+        job.add_progress_callback(callback)
+        job.result(timeout=60)
+        deadline = time.monotonic() + 5  # result() returns as the job ends; its last callback follows at once
+        while (not seen or seen[-1][1] != 1.0) and time.monotonic() < deadline:
+            time.sleep(0.01)
+    assert not overlaps
+    assert len(seen) > 10
+    assert [t for t, _ in seen] == sorted(t for t, _ in seen)  # never an older snapshot after a newer one
+    assert seen[-1][1] == 1.0  # the last one is the finished job

@@ -79,6 +79,9 @@ class JobHandle:
         self._result: GenerationResult | None = None
         self._error: Wan2GPError | None = None
         self._progress = progress or JobProgress()
+        self._version = 0  # of _progress; delivered in order, one callback round at a time (_tell_progress)
+        self._delivered = 0
+        self._delivering = threading.Lock()
         self._progress_callbacks: list[Callable[[Any, JobProgress], None]] = []
         self._done_callbacks: list[Callable[[Any], None]] = []
 
@@ -118,13 +121,25 @@ class JobHandle:
                 return
         callback(self)
 
-    def _tell_progress(self, snapshot: JobProgress) -> None:
-        """Call the progress callbacks (outside the lock); one that fails is logged, the others still run."""
-        for callback in list(self._progress_callbacks):
-            try:
-                callback(self, snapshot)
-            except Exception:
-                log.exception("progress callback failed for %s %s", self._label, self.id)
+    def _publish(self, progress: JobProgress) -> int:
+        """Set the progress (the caller holds ``_lock``); returns its version, for :meth:`_tell_progress`."""
+        self._progress = progress
+        self._version += 1
+        return self._version
+
+    def _tell_progress(self, snapshot: JobProgress, version: int) -> None:
+        """Call the progress callbacks, outside ``_lock``, for one snapshot at a time and in order: updates come
+        from several threads (the event stream's reader, the job's own), and a snapshot overtaken by a newer one
+        before its turn is dropped, never delivered after it. A callback that fails is logged; the others run."""
+        with self._delivering:
+            if version <= self._delivered:
+                return
+            self._delivered = version
+            for callback in list(self._progress_callbacks):
+                try:
+                    callback(self, snapshot)
+                except Exception:
+                    log.exception("progress callback failed for %s %s", self._label, self.id)
 
     def _finish(self, *, result: GenerationResult | None = None, error: Wan2GPError | None = None,
                 keep_status: bool = False) -> None:
@@ -140,12 +155,14 @@ class JobHandle:
                     update = {"status": JobStatus.CANCELLED}
                 else:
                     update = {"status": JobStatus.FAILED, "message": str(error) if error else ""}
-                self._progress = self._progress.model_copy(update=update)
+                version = self._publish(self._progress.model_copy(update=update))
+            else:
+                version = self._publish(self._progress)
             snapshot = self._progress
             self._done.set()
             callbacks = list(self._done_callbacks)
             self._done_callbacks.clear()
-        self._tell_progress(snapshot)
+        self._tell_progress(snapshot, version)
         for callback in callbacks:
             try:
                 callback(self)
@@ -253,9 +270,9 @@ class Wan2GPJob(JobHandle):
             data = self._progress.model_dump()
             data.update(changes)
             data["updated_at"] = datetime.now()
-            self._progress = JobProgress(**data)
+            version = self._publish(JobProgress(**data))
             snapshot = self._progress
-        self._tell_progress(snapshot)
+        self._tell_progress(snapshot, version)
 
     def _on_status(self, update: Any, outputs: list[Any]) -> None:
         """Every status update of the status stream (refresh_status_async) and of process_tasks."""
