@@ -22,6 +22,7 @@ import argparse
 import contextlib
 import json
 import logging
+import re
 import sys
 import tempfile
 import threading
@@ -84,6 +85,33 @@ def exit_code_for(exc: BaseException) -> int:
     return EXIT_ERROR
 
 
+# The library's names in messages, as this command spells them (errors come from the library, which speaks
+# Python; here they must name the flags and commands the user types).
+_CLI_WORDS = {
+    "num_inference_steps": "--steps", "video_length": "--frames", "image_start": "--image-start",
+    "image_end": "--image-end", "negative_prompt": "--negative", "model_type": "--model",
+    "`movie-director models` (or client.list_models())": "`movie-director models`",
+    "client.list_models()": "`movie-director models`",
+    "Wan2GPClient.resume_job(record)": "`movie-director collect JOB`",
+}
+# A validation error's field (the library's name or its alias) -> the flag that sets it.
+_FIELD_FLAGS = {
+    "video_length": "--frames", "frames": "--frames", "num_inference_steps": "--steps", "steps": "--steps",
+    "image_start": "--image-start", "image_end": "--image-end", "negative_prompt": "--negative",
+    "negative": "--negative", "model": "--model", "model_type": "--model", "seconds": "--seconds",
+    "resolution": "--resolution", "seed": "--seed", "prompt": "PROMPT",
+}
+_CLI_PATTERN = re.compile("|".join(re.escape(word) if not word[0].isalpha() else rf"(?<![\w-]){re.escape(word)}\b"
+                                   for word in sorted(_CLI_WORDS, key=len, reverse=True)))
+
+
+def speak_cli(text: str | None) -> str | None:
+    """A library message in the command's own words: ``num_inference_steps`` -> ``--steps``, and so on."""
+    if not text:
+        return text
+    return _CLI_PATTERN.sub(lambda m: _CLI_WORDS[m.group(0)], text)
+
+
 class UsageError(Exception):
     """Bad command-line arguments."""
 
@@ -130,14 +158,17 @@ class _Output:
         sys.stderr.flush()
 
     def error(self, exc: BaseException, code: int, verbose: bool = False) -> None:
-        message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
-        hint = getattr(exc, "hint", None)
+        message = speak_cli(getattr(exc, "message", None) or str(exc) or type(exc).__name__) or ""
+        hint = speak_cli(getattr(exc, "hint", None))
+        flag = _FIELD_FLAGS.get(str(getattr(exc, "field", None) or ""))
+        if flag and flag not in message:
+            message = f"{flag}: {message}"  # which of the user's flags the message is about
         if isinstance(exc, KeyboardInterrupt):
             message = "interrupted"
         if self.json:
             error: dict[str, Any] = {"type": type(exc).__name__, "message": message, "exit_code": code}
             for name in ("hint", "server", "job_id", "field"):
-                value = getattr(exc, name, None)
+                value = hint if name == "hint" else getattr(exc, name, None)
                 if value is not None:
                     error[name] = value
             sys.stdout.write(json.dumps({"error": error}, indent=2, default=_json_default) + "\n")

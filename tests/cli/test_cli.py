@@ -264,3 +264,21 @@ def test_batch_runs_every_shot_and_resume_does_nothing_twice(emulator_v12, tmp_p
     assert code == 0, doc
     again = [e for e in emulator_v12.events() if e["event"] == "queued" and "batch shot" in e["detail"]]
     assert len(again) == 3 and len(list(out.glob("*.mp4"))) == 3
+
+
+@pytest.mark.parametrize(("argv", "flag"), [
+    (["--frames", "18"], "--frames"),
+    (["--steps", "0"], "--steps"),
+    (["--model", "t2v_1.3bb"], "movie-director models"),
+    (["--model", "i2v", "--frames", "9"], "--image-start"),
+    (["--image-start", "/nonexistent/start.png", "--model", "i2v", "--frames", "9"], "--image-start"),
+    (["--image-end", "/nonexistent/end.png", "--frames", "9"], "--image-"),
+])
+def test_errors_name_the_commands_own_flags(emulator_v12, capsys, argv, flag) -> None:
+    code, out, err = _run(capsys, "generate", "a bad shot", *argv, "--server", emulator_v12.url)
+    assert code == 2, (code, out, err)
+    err = "\n".join(line for line in err.splitlines() if line.startswith(("error:", "  hint:")))  # ours only
+    assert flag in err, err
+    library_names = re.findall(r"\b(num_inference_steps|video_length|image_start|image_end|negative_prompt|"
+                               r"model_type|list_models|resume_job)\b", err)
+    assert not library_names, err
