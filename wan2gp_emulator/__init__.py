@@ -1,4 +1,4 @@
-"""WanGP emulator: a real Gradio 5.29 server that answers WanGP's web-UI API (WanGP 12.60 and 6.31).
+"""WanGP emulator: a real Gradio 5.29 server that answers WanGP's web-UI API (WanGP 6.31, 8.11, 9.81, 11.66, 12.60).
 
 The one public name is :class:`EmulatorServer`::
 
@@ -17,27 +17,30 @@ Both follow WanGP's ``wgp.py`` (``process_tasks``, ``get_latest_status``, ``merg
 the session's status text each time it changes (polled every 0.5 s, or every ``step_seconds`` when shorter, at
 least 20 ms; a status replaced between two polls is not seen), in this order:
 
-* v12: ``"Generating..."`` (set by ``process_tasks``, then again for each task); v6: ``"Generating Video"``;
+* ``"Generating..."`` on 11.66 and 12.60 (12.60 sets it again for each task); ``"Generating Video"`` on 6.31, 8.11
+  and 9.81;
 * ``"Loading model <model name>..."`` when the task's model is not the one loaded on the server
   (e.g. ``"Loading model Wan2.1 Text2video 1.3B..."``), then ``"Model loaded"``;
 * after ``abort_generation`` while running: ``"Processing Request to abort Current Generation"``, then
   ``"Video Generation Aborted"``;
 * at the end: ``"Total Generation Time: <time>"``, or ``"Video generation was aborted. Total Generation Time:
-  <time>"`` (v6, when the last task was aborted). ``<time>`` is ``"0.4s"`` / ``"1m 05s"`` / ``"1h 02m 03s"`` on v12
-  and ``"0.4s"`` (one decimal, seconds) on v6.
+  <time>"`` (up to 9.81, when the last task was aborted). ``<time>`` is ``"0.4s"`` / ``"1m 05s"`` / ``"1h 02m 03s"``
+  from 8.11 on and ``"0.4s"`` (one decimal, seconds) on 6.31.
 
 ``gr.Progress`` (SSE ``progress`` messages; gradio_client ``job.status().progress_data``), for each sample:
 
 * ``progress=0`` with ``desc="<context>Encoding Prompt"`` (``"Generating Audio"`` for audio models);
 * then ``index=<step>, length=<total steps>, unit="steps"`` for step 0, 1, ..., total, with
-  ``desc="<context><phase> | <elapsed>"`` on v12, where ``<elapsed>`` becomes ``"<elapsed> / <estimated total>"``
-  from step 1 on (both in the ``<time>`` format above), and ``desc="<context><phase>"`` on v6. ``<phase>`` is
+  ``desc="<context><phase> | <elapsed>"`` from 8.11 on, where on 12.60 ``<elapsed>`` becomes
+  ``"<elapsed> / <estimated total>"`` from step 1 on (both in the ``<time>`` format above), and
+  ``desc="<context><phase>"`` on 6.31. ``<phase>`` is
   ``"Denoising"``, ``"VAE Decoding"`` at the last step, ``"Aborting"`` while an abort is pending;
 * while paused: ``progress=0``, ``desc="Generation on Pause, click Resume to Restart Generation"``.
 
 ``<context>`` is empty for one prompt and one sample; otherwise ``"Prompt <i>/<n> - "``, ``"Sample <j>/<m> - "`` or
 ``"Prompt <i>/<n>, Sample <j>/<m> - "`` (``n`` = tasks added since the last run, ``m`` = repeat_generation).
-Examples: ``"Denoising | 0.4s / 1.6s"``, ``"Prompt 2/3 - VAE Decoding | 2.1s / 2.1s"``, ``"Denoising"`` (v6).
+Examples: ``"Denoising | 0.4s / 1.6s"``, ``"Prompt 2/3 - VAE Decoding | 2.1s / 2.1s"``, ``"Denoising | 0.4s"``
+(8.11-11.66), ``"Denoising"`` (6.31).
 
 Failures (``missing_weights``, the ``[[fail]]`` prompt marker): ``process_tasks`` sends the gr.Info
 ``"Error Queue autosaved successfully to error_queue.zip"``, clears the session queue and raises ``gr.Error`` (the

@@ -21,8 +21,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m wan2gp_emulator",
         description="Serve an emulated WanGP web UI (a real Gradio 5.29 server with WanGP's API; no GPU needed).")
-    parser.add_argument("--flavour", choices=["v12", "v6"], default="v12",
-                        help="WanGP version to emulate: v12 (12.60) or v6 (6.31); default v12")
+    parser.add_argument("--flavour", choices=["v6", "v8", "v9", "v11", "v12"], default="v12",
+                        help="WanGP release to emulate: v6 (6.31), v8 (8.11), v9 (9.81), v11 (11.66) or v12 (12.60); "
+                             "default v12")
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=7860, help="port; 0 picks a free one (default 7860)")
     parser.add_argument("--output-dir", default=None, help="where generated files go (default: a temp dir)")
@@ -32,6 +33,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="every generation fails like a WanGP without model weights")
     parser.add_argument("--crash-after-steps", type=int, default=None, metavar="N",
                         help="the process dies (os._exit) after N denoising steps")
+    parser.add_argument("--load-seconds", type=float, default=0.0, metavar="N",
+                        help="each model load takes N more seconds with no status and no progress, as while WanGP "
+                             "downloads weights (default 0)")
+    parser.add_argument("--state-dir", default=None,
+                        help="where wgp_config.json (the last model, kept across restarts) lives "
+                             "(default: the output dir)")
     return parser
 
 
@@ -44,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
 
     server = EmulatorServer(args.flavour, host=args.host, port=args.port or None, output_dir=args.output_dir,
                             step_seconds=args.step_seconds, missing_weights=args.missing_weights,
-                            crash_after_steps=args.crash_after_steps)
+                            crash_after_steps=args.crash_after_steps, load_seconds=args.load_seconds,
+                            state_dir=args.state_dir)
     done = threading.Event()
 
     def stop(signum: int, frame: object) -> None:

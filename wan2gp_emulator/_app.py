@@ -5,21 +5,23 @@ gradio derives the same API description. Handlers are generated per dependency: 
 function name (gradio names endpoints ``fn.__name__`` plus ``_1``, ``_2``... by registration order) and their
 ``__signature__`` lists WanGP's parameter names, hidden ``gr.State`` inputs included at their real positions.
 
-The registration order is the emulator's own (:data:`CHAINS`): the generation chain gets other ``_N`` numbers than
-on the real servers, and decoy chains (``save_inputs`` with target ``"settings"``, save-preset and tab chains,
+The registration order is the emulator's own (``_chains.CHAINS``): the generation chain gets other ``_N`` numbers
+than on the real servers, and decoy chains (``save_inputs`` with target ``"settings"``, save-preset and tab chains,
 another ``fill_inputs``) sit before it, as in the real UI, so a client must resolve names from ``/config``.
 """
 
 from __future__ import annotations
 
+import copy
 import inspect
 from typing import Any
 
 import gradio as gr
 
-from . import _spec
+from . import _catalog, _spec
+from ._chains import CHAINS
 from ._components import HierarchySelector, WanGPImageEditor
-from ._wangp import STATE_FIELDS, Call, WanGP
+from ._wangp import Call, WanGP
 
 COMPONENT_TYPES: dict[str, Any] = {
     "textbox": gr.Textbox, "dropdown": gr.Dropdown, "slider": gr.Slider, "number": gr.Number,
@@ -27,59 +29,21 @@ COMPONENT_TYPES: dict[str, Any] = {
     "gallery": gr.Gallery, "video": gr.Video, "image": gr.Image, "audio": gr.Audio, "file": gr.File,
     "radio": gr.Radio, "uploadbutton": gr.UploadButton, "downloadbutton": gr.DownloadButton,
     "dataframe": gr.Dataframe, "checkboxgroup": gr.CheckboxGroup, "wangpimageeditor": WanGPImageEditor,
-    "hierarchyselector": HierarchySelector,
+    "hierarchyselector": HierarchySelector, "imageeditor": gr.ImageEditor,
 }
 LAYOUT_TYPES: dict[str, Any] = {
     "row": gr.Row, "column": gr.Column, "tabitem": gr.Tab, "tabs": gr.Tabs, "group": gr.Group,
     "accordion": gr.Accordion,
 }
 
-# Registration order: lists of real dependency ids; the first of each list has its real trigger, the others are
-# its `.then` steps. A dict entry replaces the first step's trigger by an emulator-made button ("extra").
-CHAINS: dict[str, list[list[Any]]] = {
-    "v12": [
-        [118, 119],  # Save Settings: validate_wizard_prompt -> save_inputs (target "settings")
-        [206, 207, 208, 209, 210, 211, 212],  # model switch: ... goto_model_type_with_filter ... fill_inputs
-        [312, 313, 314],  # refresh form: fill_inputs_1 -> validate_wizard_prompt_2
-        [194, 195, 196, 197, 198],  # Export Settings
-        [203, 204, 205],  # Load Settings From File
-        [184, 185, 186],  # save preset (decoy)
-        [189, 190],  # apply preset (decoy)
-        [321], [322],  # Generate / Add To Queue buttons write a fresh id into hidden trigger textboxes
-        [323, 324, 325, 326],  # add to queue: ... save_inputs_6 -> process_prompt_and_add_tasks -> update_status
-        [327, 328, 329, 330, 331, 332, 333, 334, 335],  # generate: ... process_tasks -> finalize_generation
-        [336, 337, 338, 339, 340, 341, 342],  # Load Queue / autoload
-        [93], [94], [90], [319],  # status stream, gallery refresh, preview, model dropdown refresh
-        [111], [112], [113],
-        [{"dep": 113, "extra": "abort_edit"}],  # second Abort button (the Edit tab's): abort_generation_1
-        [114], [115], [116], [117],  # abort_generation_2(client_id), early stop, one more sample/window
-        [351, 352, 353], [354, 355],  # Save Queue, Clear Queue
-        [629, 630], [632, 633],  # plugin tab selects (decoys): validate_wizard_prompt_N -> save_inputs_N
-    ],
-    "v6": [
-        [46, 47, 48, 49, 50],  # model dropdown: validate -> save_inputs -> change_model -> fill_inputs
-        [44, 45],  # refresh form: fill_inputs_1 -> validate_wizard_prompt_1
-        [37, 38, 39, 40],  # Export Settings
-        [41, 42, 43],  # Load Settings
-        [34, 35, 36],  # use settings of a gallery video (decoy)
-        [51, 52, 53, 54, 55, 56, 57, 58, 59, 60],  # generate: ... save_inputs_4 -> process_prompt_and_add_tasks
-        [32, 33],  # Save Settings (decoy): validate_wizard_prompt_6 -> save_inputs_5 (target "settings")
-        [80, 81, 82, 83, 84],  # add to queue
-        [15, 16],  # save preset (decoy)
-        [61, 62, 63, 64, 65, 66, 67],  # Load Queue / autoload
-        [25], [26], [27], [29], [30], [31],
-        [76, 77], [78, 79],  # Save Queue, Clear Queue
-    ],
-}
-
 # Browser-side steps of the real UI (their source was stripped from the capture): trigger the download of a
-# {"url", "filename"} answer (12.x) or of a base64 payload (6.x).
+# {"url", "filename"} answer (12.60) or of a base64 payload and its file name (up to 11.66).
 JS_DOWNLOAD_URL = """(value) => { try { const o = JSON.parse(value); if (o && o.url) {
  const a = document.createElement('a'); a.href = o.url; a.download = o.filename || '';
  document.body.appendChild(a); a.click(); a.remove(); } } catch (e) {} return value; }"""
 JS_DOWNLOAD_B64 = """(data, name) => { if (data) { const a = document.createElement('a');
  a.href = 'data:application/octet-stream;base64,' + data; a.download = name || 'queue.zip';
- document.body.appendChild(a); a.click(); a.remove(); } return []; }"""
+ document.body.appendChild(a); a.click(); a.remove(); } return %s; }"""
 CSS = ".wangp-emulator-note {opacity: 0.7; font-size: 0.85em}"
 
 
@@ -143,8 +107,6 @@ def make_handler(engine: WanGP, dep: _spec.Dependency) -> Any:
                     progress=values.pop("progress", None), event=values.pop("evt", None))
         if call.state is not None:
             engine.attach(call.state, request)
-        for cid in STATE_FIELDS:
-            values.setdefault(f"state_{cid}", None)
         return values, call
 
     if impl is None:
@@ -181,7 +143,9 @@ def build_app(engine: WanGP) -> tuple[gr.Blocks, dict[int, Any]]:
         comps[spec.header_id] = gr.Markdown(**_filtered(gr.Markdown, header["props"]))
         gr.Markdown("Emulated WanGP: a test server that writes synthetic videos; no model weights are used.",
                     elem_classes=["wangp-emulator-note"])
-        states = {engine.main_state_id: engine.initial_state(), 447: [], 42: {}, 821: ""}
+        states = {engine.main_state_id: engine.initial_state(),
+                  **{cid: copy.deepcopy(value) for cid, (_, value) in spec.hidden_states.items()}}
+        startup = _startup_dropdowns(engine)
         layout_ids = []
         for cid in sorted(spec.components):
             if cid == spec.header_id:
@@ -193,7 +157,7 @@ def build_app(engine: WanGP) -> tuple[gr.Blocks, dict[int, Any]]:
             if comp["type"] == "state":
                 comps[cid] = gr.State(value=states.get(cid))
                 continue
-            comps[cid] = _make_component(comp["type"], comp["props"])
+            comps[cid] = _make_component(comp["type"], {**comp["props"], **startup.get(cid, {})})
         with gr.Column(visible=False):  # layout blocks the real handlers update (their children are elsewhere)
             for cid in layout_ids:
                 comp = spec.components[cid]
@@ -207,6 +171,19 @@ def build_app(engine: WanGP) -> tuple[gr.Blocks, dict[int, Any]]:
     return demo, comps
 
 
+def _startup_dropdowns(engine: WanGP) -> dict[int, dict]:
+    """Props of the model dropdowns when the server starts with another model than the captured one (the last
+    model recorded in wgp_config.json): the lists of that model's family and group, as WanGP builds them."""
+    spec = engine.spec
+    if engine.startup_model == spec.startup_model:
+        return {}
+    if spec.dropdown_levels == 1:
+        return {spec.roles["model_choice"]: {"value": engine.startup_model}}
+    updates = _catalog.model_dropdowns(engine.flavour, engine.startup_model)
+    return {spec.roles[role]: {k: [list(c) for c in v] if k == "choices" else v for k, v in kwargs.items()}
+            for role, kwargs in updates.items()}
+
+
 def _listener_kwargs(dep: _spec.Dependency, comps: dict[Any, Any]) -> dict:
     kwargs: dict[str, Any] = {
         "inputs": [comps[c] for c in dep.inputs],
@@ -217,15 +194,22 @@ def _listener_kwargs(dep: _spec.Dependency, comps: dict[Any, Any]) -> dict:
     }
     if dep.show_progress_on:
         kwargs["show_progress_on"] = [comps[c] for c in dep.show_progress_on]
+    if dep.fn is not None:
+        # Gradio's concurrency group defaults to the function's identity: WanGP registers one function for
+        # several events (process_tasks and process_tasks_1, ...), and they share one slot, server-wide. The
+        # emulator makes a handler per event, so it names the group after WanGP's function instead.
+        kwargs["concurrency_id"] = f"wangp-{dep.fn}"
     return kwargs
 
 
 def _fn_and_js(engine: WanGP, dep: _spec.Dependency) -> tuple[Any, str | None]:
     if dep.fn is not None:
         return make_handler(engine, dep), None
-    if engine.v6:
-        return None, JS_DOWNLOAD_B64 if len(dep.inputs) == 2 else "() => []"
-    return None, JS_DOWNLOAD_URL if dep.inputs else "() => []"
+    if not dep.inputs:
+        return None, "() => []"
+    if engine.spec.save_queue_form == "download":
+        return None, JS_DOWNLOAD_URL
+    return None, JS_DOWNLOAD_B64 % ("data" if dep.outputs else "[]")
 
 
 def _register_chain(engine: WanGP, demo: gr.Blocks, comps: dict[Any, Any], chain: list[Any]) -> None:

@@ -1,8 +1,12 @@
 """Model catalog and per-family rules of the emulated WanGP.
 
-The model lists come from the real servers (``data/catalog.json``: the 217 model definitions of WanGP 12.60 from
-``list_model_metadata()``, and the 31 entries of WanGP 6.31's model dropdown). What a model *does* (frame rule,
-frame rate, outputs, default form values) is decided here, in one table per flavour.
+The model lists come from the real servers (``data/catalog.json``): the 217 model definitions of WanGP 12.60 from
+``list_model_metadata()``; for 8.11, 9.81 and 11.66 the models of each release's "Selectable Generative Models"
+list (51, 97, 176), with the family, base type, group, outputs and inputs WanGP 12.60 gives the same model type;
+the 31 entries of WanGP 6.31's model dropdown. What a model *does* (frame rule, frame rate, outputs, default form
+values) is decided here: :data:`FAMILY_RULES` for 8.11 and later (the 12.60 values, assumed for the older
+releases), :func:`_v6_info` for 6.31. The dropdowns (families, base-type groups, variants) are built the way
+WanGP's ``generate_dropdown_model_list``, ``change_model_family`` and ``change_model_base_types`` build them.
 
 Sources of the numbers in :data:`FAMILY_RULES` (checked against WanGP's public sources where noted):
 
@@ -22,9 +26,11 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cache
 from importlib import resources
+
+from . import _spec
 
 # Resolution groups of the v12 "Resolution Budget" dropdown. The 480p group is the captured one.
 RESOLUTION_GROUPS: dict[str, list[tuple[str, str]]] = {
@@ -123,7 +129,8 @@ class ModelInfo:
     default_steps: int
     needs_start_image: bool
     needs_end_image: bool = False
-    extra: dict = field(default_factory=dict)
+    parent: str = ""  # the model whose group (the base-type dropdown's entry) this one belongs to
+    hidden: bool = False  # defined but not offered in the model dropdowns
 
     def valid_frames(self, frames: int) -> bool:
         return (self.frames_minimum <= frames <= self.frames_maximum
@@ -169,7 +176,7 @@ def _resolution_for(model_type: str, name: str, rule: FamilyRule) -> str:
     return rule.resolution
 
 
-def _v12_info(entry: dict) -> ModelInfo:
+def _info(entry: dict, family_label: str) -> ModelInfo:
     model_type, family = entry["model_type"], entry["family"]
     rule = FAMILY_RULES.get(family, _VIDEO)
     main_output = tuple(entry["main_output"])
@@ -183,7 +190,7 @@ def _v12_info(entry: dict) -> ModelInfo:
             break
     needs_start = output == "video" and bool(START_IMAGE_MODELS.search(model_type))
     return ModelInfo(
-        model_type=model_type, name=entry["name"].strip(), family=family, family_label=entry["family_label"],
+        model_type=model_type, name=entry["name"].strip(), family=family, family_label=family_label,
         base_model_type=entry["base_model_type"], main_output=main_output, inputs=tuple(entry["inputs"]),
         fps=fps if output == "video" else 1,
         frames_minimum=rule.frames_minimum if output == "video" else 1,
@@ -197,6 +204,8 @@ def _v12_info(entry: dict) -> ModelInfo:
         default_steps=_steps_for(model_type, entry["name"], rule.steps),
         needs_start_image=needs_start,
         needs_end_image=model_type.startswith("flf2v"),
+        parent=entry["parent"],
+        hidden=entry.get("hidden", False),
     )
 
 
@@ -238,17 +247,19 @@ def _v6_info(entry: dict) -> ModelInfo:
         frames_maximum=maximum, default_frames=default_frames, output="video",
         default_resolution="1280x720" if ("720p" in name or family == "hunyuan") else "832x480",
         default_steps=_steps_for(model_type, name, 30), needs_start_image=needs_start,
-        needs_end_image=model_type.startswith("flf2v"),
+        needs_end_image=model_type.startswith("flf2v"), parent=model_type,
     )
 
 
 @cache
 def models(flavour: str) -> dict[str, ModelInfo]:
     """All model types the flavour knows, in the real server's order."""
-    raw = _raw()
+    raw = _raw()[flavour]
     if flavour == "v6":
-        return {e["model_type"]: _v6_info(e) for e in raw["v6"]}
-    return {e["model_type"]: _v12_info(e) for e in raw["v12"]}
+        return {e["model_type"]: _v6_info(e) for e in raw["models"]}
+    labels = dict(families(flavour))
+    return {e["model_type"]: _info(e, {v: k for k, v in labels.items()}.get(e["family"], e["family"]))
+            for e in raw["models"]}
 
 
 def model(flavour: str, model_type: str) -> ModelInfo | None:
@@ -256,9 +267,9 @@ def model(flavour: str, model_type: str) -> ModelInfo | None:
 
 
 @cache
-def v12_families() -> list[tuple[str, str]]:
-    """The 19 families of v12's family dropdown, as (label, value)."""
-    return [(label, value) for label, value in _raw()["v12_families"]]
+def families(flavour: str) -> list[tuple[str, str]]:
+    """The family dropdown's (label, value) choices, in WanGP's family order (none on 6.31)."""
+    return [(label, value) for label, value in _raw()[flavour]["families"]]
 
 
 def resolution_choices(flavour: str, resolution: str) -> list[tuple[str, str]]:
@@ -271,42 +282,115 @@ def resolution_choices(flavour: str, resolution: str) -> list[tuple[str, str]]:
     return list(RESOLUTION_GROUPS["480p"])
 
 
-def base_type_choices(model_type: str) -> tuple[list[tuple[str, str]], str]:
-    """(choices, value) of v12's second dropdown: the base model types of the model's family."""
-    info = models("v12")[model_type]
-    all_models = models("v12")
-    bases: dict[str, str] = {}
-    for m in all_models.values():
-        if m.family != info.family:
-            continue
-        base = m.base_model_type
-        if base not in bases:
-            base_model = all_models.get(base)
-            bases[base] = _short_label(base_model.name if base_model else m.name, info.family_label)
-    choices = sorted(((f"\u2b1b {label}", base) for base, label in bases.items()), key=lambda c: c[0].lower())
-    return choices, info.base_model_type
+# ---------------------------------------------------------------------------------------------- model dropdowns
+UNKNOWN_FAMILY = ("Unknown", "unknown")  # wgp.py families_infos["unknown"], last in the family order
 
 
-def variant_choices(model_type: str) -> tuple[list[tuple[str, str]], str]:
-    """(choices, value) of v12's model dropdown: the models sharing the model's base type."""
-    info = models("v12")[model_type]
-    base_model = models("v12").get(info.base_model_type)
-    base_name = base_model.name if base_model else ""
-    choices = []
-    for m in models("v12").values():
-        if m.base_model_type != info.base_model_type:
-            continue
-        label = "Default" if m.model_type == info.base_model_type else _variant_label(m.name, base_name)
-        choices.append((f"\u2b1b {label}", m.model_type))
-    return choices, model_type
+def compact_name(info: ModelInfo) -> str:
+    """wgp.py compact_name: the model name without its family's label."""
+    if info.name.startswith(info.family_label):
+        return info.name[len(info.family_label):].strip()
+    return info.name
 
 
-def _short_label(name: str, family_label: str) -> str:
-    if name.startswith(family_label + " "):
-        return name[len(family_label) + 1:]
-    return name
+def _decorate(flavour: str, label: str) -> str:
+    # 11.66 and 12.60 prefix base types and variants with the download status (no weights: missing)
+    return f"\u2b1b {label}" if _raw()[flavour]["status_prefix"] else label
 
 
-def _variant_label(name: str, base_name: str) -> str:
-    words = [w for w in name.split() if w not in set(base_name.split())]
-    return " ".join(words) or name
+def family_models(flavour: str, family: str, current: str = "") -> list[ModelInfo]:
+    """A family's models sorted by compact name, as the two-level model dropdown (8.x) lists them (a hidden model
+    only when it is the ``current`` one, as WanGP adds the current model to the list)."""
+    return sorted((m for m in models(flavour).values()
+                   if m.family == family and (not m.hidden or m.model_type == current)), key=compact_name)
+
+
+def _groups(flavour: str, family: str, current: str = "") -> dict[str, list[ModelInfo]]:
+    """wgp.py create_models_hierarchy: {parent: its models, the parent first, then by compact name}."""
+    groups: dict[str, list[ModelInfo]] = {}
+    for info in family_models(flavour, family, current):
+        groups.setdefault(info.parent, []).append(info)
+    for parent, members in groups.items():
+        members.sort(key=lambda m: m.model_type != parent)  # stable: the others keep the name order
+    return groups
+
+
+def _group_label(flavour: str, parent: str, members: list[ModelInfo]) -> str:
+    return _raw()[flavour]["labels"]["group"].get(parent) or compact_name(members[0])
+
+
+def _variant_label(flavour: str, info: ModelInfo) -> str:
+    return _raw()[flavour]["labels"]["variant"].get(info.model_type) or compact_name(info)
+
+
+def group_choices(flavour: str, family: str, current: str = "") -> list[tuple[str, str]]:
+    """The base-type dropdown: one entry per group of the family, sorted by label."""
+    entries = [(_group_label(flavour, parent, members), parent)
+               for parent, members in _groups(flavour, family, current).items()]
+    return [(_decorate(flavour, label), parent) for label, parent in sorted(entries, key=lambda e: e[0])]
+
+
+def variant_choices(flavour: str, family: str, parent: str, current: str = "") -> list[tuple[str, str]]:
+    """The model dropdown of a three-level release: the models of one group."""
+    return [(_decorate(flavour, _variant_label(flavour, m)), m.model_type)
+            for m in _groups(flavour, family, current).get(parent, [])]
+
+
+def _interactive(flavour: str, kwargs: dict) -> dict:
+    return {**kwargs, "interactive": True} if _spec.load(flavour).dropdown_interactive else kwargs
+
+
+def model_dropdowns(flavour: str, model_type: str) -> dict[str, dict]:
+    """wgp.py generate_dropdown_model_list: the update of each model dropdown, by role, for ``model_type``.
+
+    An unknown model type is added to the lists the way WanGP does (family "Unknown", no group)."""
+    info = model(flavour, model_type)
+    family_choices = families(flavour)
+    if info is None:
+        name = f"Unknown model {model_type}"
+        out = {"model_family": {"choices": [*family_choices, UNKNOWN_FAMILY], "value": UNKNOWN_FAMILY[1]},
+               "model_choice": {"choices": [(name, model_type)], "value": model_type}}
+        if _levels(flavour) == 3:
+            out["model_base_type"] = {"choices": [(name, model_type)], "value": model_type, "visible": True}
+            out["model_choice"]["visible"] = False
+        return {role: _interactive(flavour, kwargs) for role, kwargs in out.items()}
+    if _levels(flavour) == 2:
+        return {"model_family": {"choices": family_choices, "value": info.family},
+                "model_choice": {"choices": [(compact_name(m), m.model_type)
+                                             for m in family_models(flavour, info.family, model_type)],
+                                 "value": model_type}}
+    variants = variant_choices(flavour, info.family, info.parent, model_type)
+    out = {"model_family": {"choices": family_choices, "value": info.family},
+           "model_base_type": {"choices": group_choices(flavour, info.family, model_type), "value": info.parent,
+                               "visible": True},
+           "model_choice": {"choices": variants, "value": model_type, "visible": len(variants) > 1}}
+    return {role: _interactive(flavour, kwargs) for role, kwargs in out.items()}
+
+
+def family_change(flavour: str, family: str, last_per_family: dict) -> dict[str, dict]:
+    """wgp.py change_model_family: the family's last used model (or its first) and its lists."""
+    members = family_models(flavour, family)
+    model_type = last_per_family.get(family, "")
+    if model_type not in [m.model_type for m in members]:
+        model_type = members[0].model_type
+    if _levels(flavour) == 2:
+        return {"model_choice": {"choices": [(compact_name(m), m.model_type) for m in members],
+                                 "value": model_type}}
+    parent = models(flavour)[model_type].parent
+    variants = variant_choices(flavour, family, parent)
+    return {"model_base_type": {"choices": group_choices(flavour, family), "value": parent},
+            "model_choice": {"choices": variants, "value": model_type, "visible": len(variants) > 1}}
+
+
+def base_type_change(flavour: str, family: str, parent: str, last_per_type: dict) -> dict[str, dict]:
+    """wgp.py change_model_base_types: the group's models; the base-type dropdown keeps its value."""
+    variants = variant_choices(flavour, family, parent)
+    model_type = last_per_type.get(parent, "")
+    if model_type not in [value for _, value in variants]:
+        model_type = variants[0][1]
+    return {"model_base_type": {},
+            "model_choice": {"choices": variants, "value": model_type, "visible": len(variants) > 1}}
+
+
+def _levels(flavour: str) -> int:
+    return _spec.load(flavour).dropdown_levels

@@ -7,7 +7,6 @@ from typing import Any
 
 from . import _catalog, _spec
 
-SETTINGS_VERSION = 2.74  # head_queue_json_two_tasks_t2v_1.3B.json / head_export_settings_t2v_1.3B.json
 VIDEO_PROMPT = (
     "A large orange octopus is seen resting on the bottom of the ocean floor, blending in with the sandy and rocky "
     "terrain. Its tentacles are spread out around its body, and its eyes are closed. The octopus is unaware of a "
@@ -56,18 +55,19 @@ def _prompt_for(info: _catalog.ModelInfo) -> str:
 
 
 def factory_settings(flavour: str, model_type: str) -> dict:
-    """WanGP's factory defaults for a model (no ``mode`` key, as the real ones)."""
+    """WanGP's factory defaults for a model (no ``mode`` key, as the real ones): 12.60's captured defaults, or the
+    generation form's start-up values of older releases, with the model's own prompt, size, length and steps."""
     info = _catalog.model(flavour, model_type)
     if info is None:
         raise KeyError(model_type)
     spec = _spec.load(flavour)
-    if flavour == "v12":
+    if "default_settings_t2v_1.3B" in spec.raw:
         settings = copy.deepcopy(spec.raw["default_settings_t2v_1.3B"])
     else:
         settings = {}
-        dep = spec.dep(52)  # save_inputs_5 of the 2025-06 capture: the form's fields and startup values
+        dep = spec.dep(spec.form_dep)
         for cid, name in zip(dep.inputs, dep.params, strict=True):
-            if name in ("target", "lset_name", "state"):
+            if name in ("target", "lset_name", "mode") or name.startswith("state_"):
                 continue
             value = spec.components[cid]["props"].get("value")
             settings["activated_loras" if name == "loras_choices" else name] = copy.deepcopy(value)
@@ -79,7 +79,7 @@ def factory_settings(flavour: str, model_type: str) -> dict:
         num_inference_steps=info.default_steps,
         image_prompt_type=info.default_image_prompt_type,
     )
-    if flavour == "v12":
+    if "image_mode" in settings:
         settings["image_mode"] = info.image_mode
     for key in MEDIA_KEYS:
         if key in settings and isinstance(settings[key], list):
@@ -123,15 +123,15 @@ def form_value(name: str, settings: dict) -> Any:
 
 
 def queue_params(flavour: str, params: dict) -> dict:
-    """A task's params as ``queue.json`` holds them (media as file names, runtime keys removed)."""
-    if flavour == "v12":
-        keys = _spec.load("v12").raw["queue_params_keys"]
-        out = {key: params.get(key) for key in keys}
-        out["settings_version"] = SETTINGS_VERSION
-        info = _catalog.model(flavour, params.get("model_type", ""))
-        out["base_model_type"] = info.base_model_type if info else params.get("model_type")
-        return out
-    return {k: v for k, v in params.items() if k not in ("state",) and not k.startswith("_")}
+    """A task's params as ``queue.json`` holds them: the release's captured keys (media as file names)."""
+    out = {key: params.get(key) for key in _spec.load(flavour).queue_params_keys}
+    info = _catalog.model(flavour, params.get("model_type", ""))
+    for key, value in (("settings_version", _spec.load(flavour).behaviour.settings_version),
+                       ("base_model_type", info.base_model_type if info else params.get("model_type")),
+                       ("model_filename", model_filename(params.get("model_type", "")))):
+        if key in out:
+            out[key] = value
+    return out
 
 
 def export_settings(flavour: str, settings: dict, model_type: str, version: str) -> dict:
@@ -153,7 +153,7 @@ def export_settings(flavour: str, settings: dict, model_type: str, version: str)
             continue
         out[key] = value
     name = info.name if info else model_type
-    out["settings_version"] = SETTINGS_VERSION
+    out["settings_version"] = _spec.load(flavour).behaviour.settings_version
     out["type"] = f"WanGP v{version} by DeepBeepMeep - {name}"
     out["model_filename"] = model_filename(model_type)
     out["model_type"] = model_type

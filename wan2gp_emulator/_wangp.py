@@ -5,7 +5,12 @@ it is bound to, the input values by parameter name and a :class:`Call` (the sess
 ``gr.Request``, the ``gr.Progress``), and returns what WanGP's function of that name returns: one value per output
 component, in the dependency's output order, ``gr.update()`` where WanGP returns an update for a widget.
 
-The code follows WanGP's own functions (``wgp.py`` of 12.6x and 6.3); comments name the real behaviour copied,
+Outputs are addressed by *role* (``gallery``, ``queue_view``, ``model_choice``... see ``data/extract.py``): a
+handler answers with a {role: value} dict, and :meth:`WanGP.reply` puts each value at the place the release's
+dependency has that component, so one handler serves every release. What the captures cannot show differs through
+``spec.behaviour`` (``_spec.Behaviour``).
+
+The code follows WanGP's own functions (``wgp.py`` of 6.31 to 12.60); comments name the real behaviour copied,
 including its quirks (an idle abort on a fresh session raising ``KeyError('prompt_no')``, settings files without a
 ``mode`` key failing with ``KeyError('mode')``, an abort request left over after ``process_tasks`` skipping the next
 run's first task until ``finalize_generation`` ran).
@@ -53,9 +58,7 @@ FAIL_MESSAGE = "Generation failed: the prompt contains the [[fail]] marker (WanG
 CLEAR_FILE_LIST = 5  # wgp_config.json "clear_file_list": the gallery keeps the last 5 files when a run starts
 DOWNLOAD_TTL = 600.0  # /wangp_api/download tokens expire after 10 minutes and serve once
 
-# Hidden gr.State inputs of save_inputs that carry form fields (v12: self_refiner_plan, plugin_data).
-STATE_FIELDS = {447: "self_refiner_plan", 42: "plugin_data"}
-MAIN_STATE = {"v12": 643, "v6": 38}
+STATE_FILE = "wgp_config.json"  # where change_model records last_model_type (WanGP's server config file)
 
 
 class GenerationError(Exception):
@@ -90,13 +93,13 @@ def format_time(seconds: float) -> str:
     return f"{seconds:.1f}s"
 
 
-def merge_status_context(status: str = "", context: str = "", *, v6: bool = False) -> str:
-    """wgp.py merge_status_context (12.6x keeps a ``phase | time`` context intact)."""
+def merge_status_context(status: str = "", context: str = "", *, keeps_time: bool = True) -> str:
+    """wgp.py merge_status_context (8.11 and later keep a ``phase | time`` context intact)."""
     if not status:
         return context
     if not context:
         return status
-    if not v6 and "|" in context:
+    if keeps_time and "|" in context:
         head, tail = context.split("|", 1)
         return f"{status} - {head.strip()} | {tail.strip()}"
     return f"{status} - {context}"
@@ -125,16 +128,23 @@ class WanGP:
     """The emulated WanGP server logic for one flavour."""
 
     def __init__(self, flavour: str, *, output_dir: Path, step_seconds: float, missing_weights: bool,
-                 crash_after_steps: int | None) -> None:
+                 crash_after_steps: int | None, load_seconds: float = 0.0, state_dir: Path | None = None) -> None:
         self.flavour = flavour
-        self.v6 = flavour == "v6"
         self.spec = _spec.load(flavour)
+        self.behaviour = self.spec.behaviour
         self.version = self.spec.version
         self.output_dir = output_dir
         self.step_seconds = max(0.0, float(step_seconds))
+        self.load_seconds = max(0.0, float(load_seconds))
         self.missing_weights = missing_weights
         self.crash_after_steps = crash_after_steps
-        self.main_state_id = MAIN_STATE[flavour]
+        self.main_state_id = self.spec.main_state
+        self.state_file = (state_dir if state_dir is not None else output_dir) / STATE_FILE
+        self.server_config = self._read_server_config()
+        # wgp.py: transformer_type = server_config.get("last_model_type"); a model unknown to the release (or a
+        # 6.31 server, which never records it) starts with the release's default.
+        last = self.server_config.get("last_model_type")
+        self.startup_model = last if _catalog.model(flavour, str(last)) is not None else self.spec.startup_model
         self.lock = threading.RLock()  # wgp.py's global `lock` around queue edits
         self._events: list[dict] = []
         self._events_lock = threading.Lock()
@@ -149,8 +159,24 @@ class WanGP:
 
     # ------------------------------------------------------------------ state, sessions, events
     def initial_state(self) -> dict:
-        return {"model_type": _spec.STARTUP_MODEL[self.flavour], "all_settings": {}, "gen": {"queue": []},
-                "validate_success": 0}
+        return {"model_type": self.startup_model, "all_settings": {}, "gen": {"queue": []}, "validate_success": 0,
+                "last_model_per_family": dict(self.server_config.get("last_model_per_family", {})),
+                "last_model_per_type": dict(self.server_config.get("last_model_per_type", {}))}
+
+    def _read_server_config(self) -> dict:
+        if not self.behaviour.persists_last_model:
+            return {}
+        try:
+            data = json.loads(self.state_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def _write_server_config(self) -> None:
+        """wgp.py change_model: the whole server config is rewritten at each model switch."""
+        with self.lock:
+            self.state_file.parent.mkdir(parents=True, exist_ok=True)
+            self.state_file.write_text(json.dumps(self.server_config, indent=4), encoding="utf-8")
 
     def attach(self, state: dict, request: Any) -> dict:
         session = getattr(request, "session_hash", None) or state.get("_session") or "local"
@@ -189,6 +215,7 @@ class WanGP:
                                "prompt": t["prompt"], "model_type": t["params"].get("model_type")}
                               for t in gen.get("queue", [])],
                     "generating": bool(gen.get("_running")),
+                    "status_display": bool(gen.get("status_display")),  # refresh_status_async keeps looping
                     "gallery": [str(Path(p).resolve()) for p in gen.get("file_list", [])],
                     "audio_gallery": [str(Path(p).resolve()) for p in gen.get("audio_file_list", [])],
                 }
@@ -226,6 +253,27 @@ class WanGP:
     def noop(self, dep: _spec.Dependency) -> Any:
         return self.out(dep)
 
+    def reply(self, dep: _spec.Dependency, values: dict[str, Any], state: dict | None = None) -> Any:
+        """One value per output, taken from ``values`` by the output's role; the session state where the
+        dependency outputs it, ``gr.update()`` (no change) elsewhere."""
+        answer = []
+        for cid in dep.outputs:
+            role = self.spec.role_of.get(cid)
+            if role in values:
+                answer.append(values[role])
+            elif cid == self.main_state_id and state is not None:
+                answer.append(state)
+            else:
+                answer.append(gr.update())
+        return self.out(dep, *answer)
+
+    def outputs_role(self, dep: _spec.Dependency, role: str) -> bool:
+        return self.spec.roles.get(role) in dep.outputs
+
+    def component(self, role: str) -> dict | None:
+        cid = self.spec.roles.get(role)
+        return self.spec.components.get(cid) if cid is not None else None
+
     def model_info(self, model_type: str) -> _catalog.ModelInfo:
         info = _catalog.model(self.flavour, model_type)
         if info is None:
@@ -251,7 +299,7 @@ class WanGP:
         status = generation_status(gen["prompt_no"], gen.get("prompts_max", 0), gen.get("repeat_no", 0),
                                    gen.get("total_generation", 1) + gen.get("extra_orders", 0),
                                    gen.get("window_no", 1), gen.get("total_windows", 1))
-        return merge_status_context(status, context, v6=self.v6)
+        return merge_status_context(status, context, keeps_time=self.behaviour.progress_desc != "phase")
 
     def queue_html(self, queue: list[dict]) -> str:
         """wgp.py generate_queue_html (12.6x): 'Queue is empty.' while fewer than 2 tasks (item 0 is current)."""
@@ -286,8 +334,8 @@ class WanGP:
         return f'<div id="queue-scroll-container" style="max-height: 650px; overflow-y: auto;">{table}</div>'
 
     def queue_update(self, queue: list[dict]) -> Any:
-        """wgp.py update_queue_data: an Html update (12.6x) or a Dataframe update (6.3)."""
-        if not self.v6:
+        """wgp.py update_queue_data: an Html update (9.81 and later) or a Dataframe update (6.31, 8.11)."""
+        if self.component("queue_view")["type"] == "html":
             return gr.update(value=self.queue_html(queue))
         data = []
         for i, item in enumerate(queue):
@@ -302,50 +350,95 @@ class WanGP:
         return gr.update(value=data, visible=True)
 
     # ------------------------------------------------------------------ model selection
-    def _dropdowns(self, model_type: str) -> tuple[Any, Any, Any]:
-        info = self.model_info(model_type)
-        base_choices, base_value = _catalog.base_type_choices(model_type)
-        variant_choices, variant_value = _catalog.variant_choices(model_type)
-        return (gr.update(choices=_catalog.v12_families(), value=info.family),
-                gr.update(choices=base_choices, value=base_value),
-                gr.update(choices=variant_choices, value=variant_value))
+    @staticmethod
+    def _target_model(value: Any) -> str:
+        """The model type in a hidden model-target value (``"t2v_1.3B|<time>"`` when the UI writes it)."""
+        return str(value or "").split("|", 1)[0].strip()
+
+    def _dropdown_updates(self, model_type: str) -> dict[str, Any]:
+        return {role: gr.update(**kwargs) for role, kwargs in _catalog.model_dropdowns(self.flavour,
+                                                                                        model_type).items()}
 
     def h_goto_model_type_with_filter(self, dep, args, call):
-        model_type = str(args["model_type"] or "").split("|", 1)[0].strip()
+        """12.60; an unknown model type is accepted here (WanGP adds it to the lists), change_model_from_target
+        then fails."""
+        model_type = self._target_model(args["model_type"])
         if not model_type:
             return self.out(dep)
-        return self.out(dep, *self._dropdowns(model_type), gr.update(), gr.update())
+        return self.reply(dep, self._dropdown_updates(model_type))
+
+    h_goto_model_type = h_goto_model_type_with_filter  # 9.x-11.x: the same without the output-filter trigger
 
     def h_refresh_model_dropdowns(self, dep, args, call):
-        return self.out(dep, *self._dropdowns(call.state["model_type"]), gr.update())
+        return self.reply(dep, self._dropdown_updates(call.state["model_type"]))
 
-    def _header(self, model_type: str) -> tuple[str, str]:
+    def h_change_model_family(self, dep, args, call):
+        family = args["current_model_family"]
+        updates = _catalog.family_change(self.flavour, family, call.state.setdefault("last_model_per_family", {}))
+        return self.reply(dep, {role: gr.update(**kwargs) for role, kwargs in updates.items()})
+
+    def h_change_model_base_types(self, dep, args, call):
+        updates = _catalog.base_type_change(self.flavour, args["current_model_family"],
+                                            args["model_base_type_choice"],
+                                            call.state.setdefault("last_model_per_type", {}))
+        return self.reply(dep, {role: gr.update(**kwargs) for role, kwargs in updates.items()})
+
+    def _header(self, model_type: str) -> dict[str, str]:
+        """change_model's answer: a description Html and a header Markdown, or both in the header (up to 9.81)."""
         info = self.model_info(model_type)
-        description = f"{info.name}: emulated by the WanGP emulator ({info.output} output, {info.fps} fps)"
+        description = html.escape(f"{info.name}: emulated by the WanGP emulator ({info.output} output, "
+                                  f"{info.fps} fps)")
         header = ("<DIV style='align:right;width:100%'><FONT SIZE=2>Attention mode <B>sdpa</B>, "
                   "Data Type <B>BF16</B></DIV>")
-        return f"<div style='height:40px'>{html.escape(description)}</div>", header
+        if self.component("model_description") is not None:
+            return {"model_description": f"<div style='height:40px'>{description}</div>", "header": header}
+        return {"header": f"<DIV style='height:40px'>{description}</DIV>{header}"}
+
+    def _select_model(self, call: Call, model_type: str) -> None:
+        """wgp.py change_model: remember the model per family and per base type, record it in wgp_config.json
+        (8.11 and later), then make it the session's model."""
+        state = call.state
+        info = _catalog.model(self.flavour, model_type)
+        if info is None:
+            if self.spec.model_switch[0] == "goto_model_type_with_filter":
+                # 12.60: transfer_current_resolution_to_model reads the unknown model's definition (None) and
+                # raises AttributeError before wgp_config.json is written: a generic error.
+                raise AttributeError("'NoneType' object has no attribute 'get'")
+            if self.behaviour.persists_last_model:
+                # 9.x-11.x: the config is written and the state switched before generate_header reads the missing
+                # definition and raises AttributeError (a generic error).
+                self.server_config["last_model_type"] = model_type
+                self._write_server_config()
+            state["model_type"] = model_type
+            raise AttributeError("'NoneType' object has no attribute 'get'")
+        state.setdefault("last_model_per_family", {})[info.family] = model_type
+        if self.spec.dropdown_levels == 3:
+            state.setdefault("last_model_per_type", {})[info.base_model_type] = model_type
+        if self.behaviour.persists_last_model:
+            self.server_config["last_model_per_family"] = dict(state["last_model_per_family"])
+            if self.spec.dropdown_levels == 3:
+                self.server_config["last_model_per_type"] = dict(state["last_model_per_type"])
+            self.server_config["last_model_type"] = model_type
+            self._write_server_config()
+        state["model_type"] = model_type
 
     def h_change_model_from_target(self, dep, args, call):
-        model_type = str(args["model_type"] or "").split("|", 1)[0].strip()
-        self.model_info(model_type)
-        call.state["model_type"] = model_type
-        return self.out(dep, *self._header(model_type))
+        model_type = self._target_model(args["model_type"])
+        self._select_model(call, model_type)
+        return self.reply(dep, self._header(model_type))
 
-    def h_change_model(self, dep, args, call):  # 6.3
+    def h_change_model(self, dep, args, call):
         model_choice = args["model_choice"]
         if model_choice is None:
             return self.out(dep)
-        self.model_info(model_choice)
-        call.state["model_type"] = model_choice
-        description, header = self._header(model_choice)
-        return self.out(dep, description.replace("div", "DIV") + header)
+        self._select_model(call, model_choice)
+        return self.reply(dep, self._header(model_choice))
 
     # ------------------------------------------------------------------ form
     def h_fill_inputs(self, dep, args, call):
         settings = self.current_settings(call.state)
         info = self.model_info(call.state["model_type"])
-        names = self.spec.input_names(324 if not self.v6 else 52)
+        names = self.spec.input_names(self.spec.form_dep)
         template = self.spec.raw.get("fill_inputs_t2v_1.3B")
         api = iter(range(10_000))
         values = []
@@ -364,8 +457,8 @@ class WanGP:
                 if name == "resolution":
                     base["choices"] = [list(c) for c in _catalog.resolution_choices(self.flavour, base["value"])]
                 elif name == "video_length":
-                    base.update(self._frames_slider(info, base["value"]))
-                elif name == "image_prompt_type" and self.v6:
+                    base.update(self._frames_slider(info, base["value"], comp))
+                elif name == "image_prompt_type" and comp["type"] == "radio":  # 6.31, 8.11: a Radio
                     base["choices"] = ([["Start Video with Image", "S"], ["Start and End Video with Images",
                                                                           "SE"]]
                                        if info.needs_start_image else [["", ""]])
@@ -374,10 +467,10 @@ class WanGP:
             values.append(base)
         return self.out(dep, *values)
 
-    def _frames_slider(self, info: _catalog.ModelInfo, value: Any) -> dict:
+    def _frames_slider(self, info: _catalog.ModelInfo, value: Any, comp: dict) -> dict:
         if info.output != "video":
             return {"minimum": 1, "maximum": 1, "step": 1, "visible": False}
-        if self.v6:
+        if "frames = 1s" not in str(comp["props"].get("label")):  # 6.31 and 8.11 show no duration
             label = f"Number of frames ({info.fps} = 1s)"
         else:
             seconds = (float(value) / info.fps) if isinstance(value, (int, float)) else 0.0
@@ -408,14 +501,11 @@ class WanGP:
         if state.pop("ignore_save_form", False):  # set by load_settings_from_file for another model
             return self.out(dep)
         values = dict(args)
-        for cid, field_name in STATE_FIELDS.items():
-            if f"state_{cid}" in values:
-                values[field_name] = values.pop(f"state_{cid}")
         target = values.get("target")
         settings = _settings.settings_from_form(values)
-        if not self.v6:
-            settings["self_refiner_plan"] = values.get("self_refiner_plan") or []
-            settings.pop("plugin_data", None)
+        for cid, (field_name, default) in self.spec.hidden_states.items():
+            if f"state_{cid}" in values and field_name != "plugin_data":  # plugin data is no task setting
+                settings[field_name] = values[f"state_{cid}"] or copy.deepcopy(default)
         model_type = state["model_type"]
         if target == "settings":
             self.settings_overrides[model_type] = settings
@@ -429,7 +519,7 @@ class WanGP:
     # ------------------------------------------------------------------ queue
     def _split_prompts(self, prompt: str, mode: Any) -> list[str]:
         lines = [ln for ln in prompt.replace("\r", "").split("\n") if not ln.lstrip().startswith(("#", "!"))]
-        if self.v6:
+        if isinstance(mode, int):  # up to 9.81: 0 = a video per line, 1 = one prompt (sliding windows)
             prompts = [ln.strip() for ln in lines if ln.strip()]
             return prompts if mode == 0 else (["\n".join(prompts)] if prompts else [])
         mode = str(mode or "PG")
@@ -502,16 +592,15 @@ class WanGP:
             params["audio_guide"] = None
         if "B" not in str(params.get("audio_prompt_type") or ""):
             params["audio_guide2"] = None
-        if not self.v6:
-            if "F" not in video_prompt_type:
-                params["frames_positions"] = None
-            if str(params.get("video_guide_outpainting") or "").startswith("#"):
-                params["video_guide_outpainting"] = ""
-            if "G" not in video_prompt_type:
-                params["denoising_strength"] = 1.0
-                params["masking_strength"] = 1.0
-            params.setdefault("custom_settings", None)
-            params.setdefault("activated_loras", [])
+        if "F" not in video_prompt_type and "frames_positions" in params:
+            params["frames_positions"] = None
+        if str(params.get("video_guide_outpainting") or "").startswith("#"):
+            params["video_guide_outpainting"] = ""
+        if "G" not in video_prompt_type and "denoising_strength" in params:
+            params["denoising_strength"] = 1.0
+            params["masking_strength"] = 1.0
+        params.setdefault("custom_settings", None)
+        params.setdefault("activated_loras", [])
         return params
 
     def _add_task(self, state: dict, params: dict) -> dict:
@@ -538,15 +627,15 @@ class WanGP:
         state = call.state
         gen = self.gen(state)
         model_choice = args["model_choice"]
+        table = self.component("queue_view")["type"] == "dataframe"  # 6.31, 8.11
 
         def ret():
-            return self.out(dep, gr.update(), gr.update()) if not self.v6 else None
+            return None if table else self.reply(dep, {})
 
-        if self.v6:
-            if state.get("validate_success", 0) != 1:  # 6.3: nothing is queued without validate_wizard_prompt
-                return None
-        else:
-            gen["last_was_audio"] = args.get("current_gallery_tab") == 1
+        if "current_gallery_tab" in args:
+            gen["last_was_audio"] = args["current_gallery_tab"] == 1
+        if self.behaviour.requires_validate and state.get("validate_success", 0) != 1:
+            return None  # 6.31, 8.11: nothing is queued without validate_wizard_prompt
         state["validate_success"] = 0
         model_type = state["model_type"]
         stored = state["all_settings"].get(model_type)
@@ -555,7 +644,7 @@ class WanGP:
         inputs = dict(stored)
         inputs.pop("lset_name", None)
         info = self.model_info(model_type)
-        if not self.v6:
+        if "mode" in self.spec.dep(self.spec.form_dep).params:
             mode = inputs["mode"]  # settings loaded from a file without "mode" fail here (KeyError)
             if str(mode).startswith("edit_"):
                 gr.Info("You must select a Video or Image file")
@@ -563,7 +652,7 @@ class WanGP:
         prompts = self._split_prompts(str(inputs.get("prompt") or ""), inputs.get("multi_prompts_gen_type"))
         if not prompts:
             gr.Info("Prompt cannot be empty.")
-            return ret() if not self.v6 else self.queue_update(gen["queue"])
+            return self.queue_update(gen["queue"]) if table else ret()
         error = self._validate(info, inputs)
         if error:
             gr.Info(error)
@@ -584,10 +673,8 @@ class WanGP:
             self._add_task(state, self._task_params(info, inputs, prompt, start, end))
         gen["prompts_max"] = len(pairs) + gen.get("prompts_max", 0)
         state["validate_success"] = 1
-        if self.v6:
-            return self.queue_update(gen["queue"])
-        return self.out(dep, self.queue_update(gen["queue"]),
-                        gr.update(open=True) if gen["prompts_max"] > 1 else gr.update())
+        return self.reply(dep, {"queue_view": self.queue_update(gen["queue"]),
+                                "queue_accordion": gr.update(open=True) if gen["prompts_max"] > 1 else gr.update()})
 
     def h_update_status(self, dep, args, call):
         gen = self.gen(call.state)
@@ -597,13 +684,14 @@ class WanGP:
     def h_abort_generation(self, dep, args, call):
         state = call.state
         gen = self.gen(state)
-        if self.v6:
+        if len(dep.inputs) == 1:  # up to 9.81: abort_generation(state) only requests an abort of the running task
+            gen["resume"] = True
             if "in_progress" in gen:
                 gen["abort"] = True
                 gen["status"] = ABORT_REQUEST_MSG
                 gr.Info(ABORT_REQUEST_MSG)
-                return self.out(dep, gr.update(interactive=False))
-            return self.out(dep, gr.update(interactive=True))
+                return self.reply(dep, {"abort_btn": gr.update(interactive=False)})
+            return self.reply(dep, {"abort_btn": gr.update(interactive=True)})
         client_id = args.get("client_id")
         if client_id is None:
             client_id = args.get(f"state_{dep.inputs[1]}") or ""
@@ -620,19 +708,19 @@ class WanGP:
                         self.emit(state, "removed", task, detail=f"abort_generation(client_id): {task['prompt']}")
                         if "prompt_no" in gen:
                             gen["prompt_no"] += 1
-                        return self.out(dep, gr.update(), gr.update(value=self.queue_html(queue)))
+                        return self.reply(dep, {"queue_view": gr.update(value=self.queue_html(queue))})
                 elif "in_progress" not in gen:
                     task = queue.pop(0)
                     self.emit(state, "removed", task, detail=f"abort_generation while idle: {task['prompt']}")
                     gen["prompt_no"] += 1  # KeyError('prompt_no') on a session that never ran: as WanGP
-                    return self.out(dep, gr.update(), gr.update(value=self.queue_html(queue)))
+                    return self.reply(dep, {"queue_view": gr.update(value=self.queue_html(queue))})
         gen["resume"] = True
         if "in_progress" in gen:
             gen["abort"] = True
             gen["status"] = ABORT_REQUEST_MSG
             gr.Info(ABORT_REQUEST_MSG)
-            return self.out(dep, gr.update(interactive=False), gr.update())
-        return self.out(dep, gr.update(interactive=True), gr.update())
+            return self.reply(dep, {"abort_btn": gr.update(interactive=False)})
+        return self.reply(dep, {"abort_btn": gr.update(interactive=True)})
 
     def h_clear_queue_action(self, dep, args, call):
         state = call.state
@@ -660,7 +748,7 @@ class WanGP:
             gr.Info("Queue cleared.")
         else:
             gr.Info("Queue is already empty or only contains the active task (which wasn't aborted now).")
-        return self.out(dep, self.queue_update([]))
+        return self.reply(dep, {"queue_view": self.queue_update([])})
 
     def _queue_zip(self, tasks: list[dict]) -> bytes:
         """wgp.py _save_queue_to_zip: queue.json ([{"id", "params"}]) plus the media it references."""
@@ -692,12 +780,14 @@ class WanGP:
         return buf.getvalue()
 
     def h_save_queue_action(self, dep, args, call):
+        """wgp.py save_queue_action: nothing below the release's minimum (2 tasks up to 8.11, a running task
+        counts), else the zip inline as base64 (up to 11.66) or a single-use download link (12.60)."""
         queue = list(self.gen(call.state).get("queue", []))
-        if not queue or (self.v6 and len(queue) <= 1):  # 6.3 saves only from 2 tasks on
+        if len(queue) < self.spec.save_queue_min_tasks:
             gr.Info("Queue is empty. Nothing to save.")
             return self.out(dep, "")
         data = self._queue_zip(queue)
-        if self.v6:
+        if self.spec.save_queue_form == "base64":
             return self.out(dep, base64.b64encode(data).decode("utf-8"))
         return self.out(dep, self.register_download("queue.zip", "application/zip", data))
 
@@ -820,7 +910,7 @@ class WanGP:
         start_time = time.monotonic()
         gen["in_progress"] = True
         gen["preview"] = None
-        gen["status"] = "Generating Video" if self.v6 else "Generating..."
+        gen["status"] = self.behaviour.generating_status
         gen["header_text"] = ""
         yield self._tick(dep)
 
@@ -846,21 +936,25 @@ class WanGP:
             elif cmd == "status":
                 gen["status"] = data
             elif cmd == "aborted":
-                aborted = True
+                aborted = bool(data)
             elif cmd == "output":
                 gen["preview"] = None
                 gen["refresh_tab"] = True
                 yield self._tick(dep)
+            elif cmd == "preview":
+                # WanGP yields at every denoising step (its preview): a session whose client went away is
+                # dropped here by gradio, and the rest of this function does not run.
+                yield self.reply(dep, {"preview_trigger": str(time.time())})
             elif cmd == "progress":
                 gen["last_progress_args"] = gen["progress_args"] = data
             elif cmd == "refresh_models":
-                yield self.out(dep, gr.update(), gr.update(), str(data)) if not self.v6 else self._tick(dep)
+                yield self.reply(dep, {"models_refresh_trigger": str(data)})
         gen["_running"] = False
         gen["prompts_max"] = 0
         gen["prompt"] = ""
         elapsed = time.monotonic() - start_time
-        spent = f"{elapsed:.1f}s" if self.v6 else format_time(elapsed)
-        if gen.get("abort", False) or (self.v6 and aborted):
+        spent = f"{elapsed:.1f}s" if self.behaviour.seconds_total_time else format_time(elapsed)
+        if gen.get("abort", False) or (self.behaviour.abort_status_from_last_task and aborted):
             gen["status"] = f"Video generation was aborted. Total Generation Time: {spent}"
         else:
             gen["status"] = f"Total Generation Time: {spent}"
@@ -868,7 +962,7 @@ class WanGP:
 
     def _tick(self, dep):
         now = str(time.time())
-        return self.out(dep, now, now, gr.update()) if not self.v6 else self.out(dep, now, now)
+        return self.reply(dep, {"preview_trigger": now, "output_trigger": now})
 
     def _fail_queue(self, state: dict, queue: list[dict], message: str) -> None:
         """process_tasks' error branch: the queue is autosaved to error_queue.zip, then cleared."""
@@ -903,16 +997,17 @@ class WanGP:
                     task = queue[0] if queue else None
                 if task is None:
                     break
-                if not self.v6:
+                if self.behaviour.status_per_task:
                     cmd("status", "Generating...")
                 try:
                     success = self._generate(state, task, cmd)
                 except GenerationError as exc:
                     cmd("error", str(exc))
                     return
-                if gen.get("abort", False):
+                aborted = gen.get("abort", False)
+                cmd("aborted", aborted)
+                if aborted:
                     gen["abort"] = False
-                    cmd("aborted")
                     cmd("status", "Video Generation Aborted")
                     cmd("output")
                 if not success:
@@ -953,13 +1048,14 @@ class WanGP:
             else:
                 phase = "Denoising"
             gen["progress_phase"] = (phase, step)
-            if self.v6:
-                message = merge_status_context(status, phase, v6=True)
+            style = self.behaviour.progress_desc
+            if style == "phase":
+                message = merge_status_context(status, phase, keeps_time=False)
             else:
                 elapsed = now - started
                 text = format_time(elapsed)
                 denoise = timing["denoise"]
-                if completed and step > 0 and steps > 0 and denoise is not None:
+                if style == "estimate" and completed and step > 0 and steps > 0 and denoise is not None:
                     spent = now - denoise
                     timing["estimate"] = denoise - started + max(spent, spent * steps / step)
                 if timing["estimate"] is not None:
@@ -986,11 +1082,13 @@ class WanGP:
             if self.missing_weights:
                 self._sleep(max(0.1, 4 * self.step_seconds))
                 raise GenerationError(HF_MISSING_ERROR)
-            # Loading lasts long enough for refresh_status_async to show it (WanGP takes seconds here).
+            # Loading lasts long enough for refresh_status_async to show it (WanGP takes seconds here), plus the
+            # silent load_seconds: no status and no progress, as while WanGP downloads weights.
             self._sleep(2 * max(self.step_seconds, self.status_poll_seconds()) if self.step_seconds else 0)
+            self._sleep(self.load_seconds)
             self.loaded_model = model_type
             cmd("status", "Model loaded")
-            if not self.v6:
+            if "models_refresh_trigger" in self.spec.roles:
                 cmd("refresh_models", str(time.time()))
         step_time = self.step_seconds * (10 if SLOW_MARKER in prompt else 1)
         repeat = max(1, int(params.get("repeat_generation") or 1))
@@ -1008,7 +1106,8 @@ class WanGP:
             status = self.latest_status(state)
             gen["progress_status"] = status
             phase = "Generating Audio" if info.output == "audio" else "Encoding Prompt"
-            cmd("progress", [0, merge_status_context(status, phase, v6=self.v6)])
+            cmd("progress", [0, merge_status_context(status, phase,
+                                                     keeps_time=self.behaviour.progress_desc != "phase")])
             callback = self._make_callback(state, cmd, status, steps)
             callback(-1)
             for index in range(steps):
@@ -1033,6 +1132,11 @@ class WanGP:
                 if FAIL_MARKER in prompt:
                     raise GenerationError(FAIL_MESSAGE)
                 callback(index)
+                if info.output != "audio":
+                    cmd("preview")  # the step's latent preview
+            # The last callback announced "VAE Decoding": decoding takes a while, as on WanGP, so that phase is
+            # seen (gradio sends progress every 0.1 s and drops what is pending when the status stream ends).
+            self._sleep(2 * max(step_time, self.status_poll_seconds()) if step_time else 0)
             path = self._write_output(info, params, prompt, actual_seed)
             with self.lock:
                 key = "audio_file_list" if info.output == "audio" else "file_list"
@@ -1076,8 +1180,10 @@ class WanGP:
         return path
 
     # ------------------------------------------------------------------ gallery
-    def _audio_state(self, gen: dict, choice: int) -> tuple[str, int, str]:
-        return json.dumps(gen.get("audio_file_list", [])), choice, str(time.time())
+    def _audio_state(self, gen: dict, choice: int) -> dict[str, Any]:
+        """wgp.py pack_audio_gallery_state: the audio files as JSON, the selected one, a refresh stamp."""
+        return {"audio_paths": json.dumps(gen.get("audio_file_list", [])), "audio_selected": choice,
+                "audio_refresh": str(time.time())}
 
     def h_refresh_gallery(self, dep, args, call):
         gen = self.gen(call.state)
@@ -1085,36 +1191,30 @@ class WanGP:
         queue = gen.get("queue", [])
         choice = max(len(file_list) - 1, 0)
         audio_choice = max(len(gen.get("audio_file_list", [])) - 1, -1)
-        in_progress = "in_progress" in gen
-        if self.v6:
-            busy = in_progress and queue
-            info = gr.update(value=self._current_task_html(queue[0]), visible=True) if busy else \
-                gr.update(value="", visible=False)
-            return self.out(dep, gr.update(selected_index=choice, value=file_list), info,
-                            gr.update(visible=not busy), gr.update(visible=bool(busy)),
-                            gr.update(visible=bool(busy)), self.queue_update(queue),
-                            gr.update(interactive=not gen.get("abort", False)), gr.update(visible=False))
-        if gen.pop("refresh_tab", False):
+        busy = "in_progress" in gen and bool(queue)
+        values = {
+            "gallery": gr.update(selected_index=choice, value=file_list), "gallery_choice": choice,
+            **self._audio_state(gen, audio_choice),
+            "current_task_html": gr.update(value=self._current_task_html(queue[0]), visible=True) if busy
+            else gr.update(value="", visible=False),
+            "generate_btn": gr.update(visible=not busy), "add_btn": gr.update(visible=busy),
+            "current_gen_column": gr.update(visible=busy), "gen_info_row": gr.update(visible=busy),
+            "queue_view": self.queue_update(queue),
+            "abort_btn": gr.update(interactive=not gen.get("abort", False)),
+            "early_stop_btn": gr.update(visible=False), "extend_btn": gr.update(visible=False),
+        }
+        if gen.pop("refresh_tab", False) and self.outputs_role(dep, "gallery_tabs"):
             last_audio = gen.get("last_was_audio", False)
-            tabs = [gr.update(selected="audio" if last_audio else "video_images"), 1 if last_audio else 0]
-        else:
-            tabs = [gr.update(), gr.update()]
-        busy = in_progress and bool(queue)
-        info = gr.update(value=self._current_task_html(queue[0]), visible=True) if busy else \
-            gr.update(value="", visible=False)
-        return self.out(dep, *tabs, gr.update(selected_index=choice, value=file_list), choice,
-                        *self._audio_state(gen, audio_choice), info, gr.update(visible=not busy),
-                        gr.update(visible=busy), gr.update(visible=busy), gr.update(visible=busy),
-                        gr.update(value=self.queue_html(queue)),
-                        gr.update(interactive=not gen.get("abort", False)), gr.update(visible=False),
-                        gr.update(visible=False))
+            values.update(gallery_tabs=gr.update(selected="audio" if last_audio else "video_images"),
+                          gallery_tab_no=1 if last_audio else 0)
+        return self.reply(dep, values)
 
     def _current_task_html(self, task: dict) -> str:
         prompt = html.escape(task["prompt"]).replace("\n", "<BR>")
         return (f"<TABLE WIDTH=100% ID=PINFO><TR style='height:140px'><TD width=100%>{prompt}</TD>"
                 f"</TR></TABLE>")
 
-    def _finalize_values(self, state: dict) -> tuple:
+    def _finalize_values(self, state: dict) -> dict[str, Any]:
         gen = self.gen(state)
         gen.pop("in_progress", None)
         file_list = list(gen.get("file_list", []))
@@ -1122,38 +1222,44 @@ class WanGP:
         audio_choice = len(gen.get("audio_file_list", [])) - 1
         gen["extra_orders"] = 0
         last_audio = gen.get("last_was_audio", False)
-        if self.v6:  # 6.3 returns the Gallery update without its value
-            return (gr.update(selected_index=choice), gr.update(interactive=True), gr.update(visible=True),
-                    gr.update(visible=False), gr.update(visible=False), gr.update(visible=False, value=""))
-        return (gr.update(selected="audio" if last_audio else "video_images"), 1 if last_audio else 0,
-                gr.update() if last_audio else gr.update(value=file_list, selected_index=choice),
-                *self._audio_state(gen, audio_choice), gr.update(interactive=True),
-                gr.update(interactive=True, visible=False), gr.update(visible=True), gr.update(visible=False),
-                gr.update(visible=False), gr.update(visible=False, value=""))
+        if last_audio:
+            gallery = gr.update()
+        elif self.behaviour.finalize_sends_files:
+            gallery = gr.update(value=file_list, selected_index=choice)
+        else:
+            gallery = gr.update(selected_index=choice)  # up to 9.81: the index only
+        return {"gallery_tabs": gr.update(selected="audio" if last_audio else "video_images"),
+                "gallery_tab_no": 1 if last_audio else 0, "gallery": gallery, **self._audio_state(gen, audio_choice),
+                "abort_btn": gr.update(interactive=True), "early_stop_btn": gr.update(interactive=True, visible=False),
+                "generate_btn": gr.update(visible=True), "add_btn": gr.update(visible=False),
+                "current_gen_column": gr.update(visible=False),
+                "current_task_html": gr.update(visible=False, value="")}
 
     def h_finalize_generation(self, dep, args, call):
-        return self.out(dep, *self._finalize_values(call.state))
+        return self.reply(dep, self._finalize_values(call.state))
 
     def h_finalize_generation_with_state(self, dep, args, call):
         values = self._finalize_values(call.state)
         queue = self.gen(call.state).get("queue", [])
-        accordion = gr.update(open=False) if len(queue) <= 1 else gr.update()
-        return self.out(dep, *values, accordion, gr.update())
+        values["queue_accordion"] = gr.update(open=False) if len(queue) <= 1 else gr.update()
+        return self.reply(dep, values, call.state)
 
     # ------------------------------------------------------------------ controls
     def h_pause_generation(self, dep, args, call):
         gen = self.gen(call.state)
         gen["resume"] = False
-        yield self.out(dep, gr.update(interactive=False), gr.update())
+        yield self.reply(dep, {"pause_btn": gr.update(interactive=False)})
         gen["_paused"] = True
         gen["progress_args"] = [0, PAUSE_MSG]
         gr.Info(PAUSE_MSG)
-        yield self.out(dep, gr.update(visible=False, interactive=True), gr.update(visible=True))
+        yield self.reply(dep, {"pause_btn": gr.update(visible=False, interactive=True),
+                               "resume_btn": gr.update(visible=True)})
         while not gen.get("resume", False) and not self.stopping.is_set():
             time.sleep(0.05)
         gen["_paused"] = False
         gen["resume"] = False
-        yield self.out(dep, gr.update(visible=True, interactive=True), gr.update(visible=False))
+        yield self.reply(dep, {"pause_btn": gr.update(visible=True, interactive=True),
+                               "resume_btn": gr.update(visible=False)})
 
     def h_resume_generation(self, dep, args, call):
         self.gen(call.state)["resume"] = True
@@ -1163,7 +1269,7 @@ class WanGP:
         gen = self.gen(call.state)
         if "in_progress" in gen:
             gr.Info("Early Stop is not supported for this model.")
-        return self.out(dep, gr.update(interactive=True))
+        return self.reply(dep, {"early_stop_btn": gr.update(interactive=True)})
 
     def h_one_more_sample(self, dep, args, call):
         gen = self.gen(call.state)
@@ -1171,10 +1277,10 @@ class WanGP:
         if gen.get("in_progress"):
             total = gen.get("total_generation", 0) + gen["extra_orders"]
             gr.Info(f"An extra sample generation is planned for a total of {total} samples for this prompt")
-        return self.out(dep, gr.update())
+        return self.reply(dep, {}, call.state)
 
     def h_one_more_window(self, dep, args, call):
-        return self.out(dep, gr.update())
+        return self.reply(dep, {}, call.state)
 
     # ------------------------------------------------------------------ settings files
     def h_export_settings(self, dep, args, call):
@@ -1183,7 +1289,7 @@ class WanGP:
         settings = self.current_settings(state)
         exported = _settings.export_settings(self.flavour, settings, model_type, self.version)
         stamp = datetime.now().strftime("%Y-%m-%d-%Hh%Mm%Ss")
-        if self.v6:
+        if not self.outputs_role(dep, "settings_download"):  # up to 11.66: the file inline, as base64 and name
             text = json.dumps(exported, indent=4)
             return self.out(dep, base64.b64encode(text.encode("utf-8")).decode("utf-8"),
                             sanitize_file_name(f"{model_type}_{stamp}.json"))
@@ -1201,24 +1307,28 @@ class WanGP:
         path = args.get("file_path")
         path = getattr(path, "name", path)
         if path is None:
-            return self.out(dep, gr.update(), gr.update(), None)
+            return self.reply(dep, {"settings_file": None})
         configs = self._settings_from_file(Path(str(path)), state)
         if configs is None:
             gr.Info("File not supported")
-            return self.out(dep, gr.update(), gr.update(), None)
+            return self.reply(dep, {"settings_file": None})
         model_type = configs.pop("model_type")
         prompt = str(configs.get("prompt", ""))
         gr.Info(f"Settings Loaded from Settings file with prompt '{prompt[:100]}'")
         current = state["model_type"]
         state["all_settings"][model_type] = configs
         if model_type == current:
-            if self.v6:
-                return self.out(dep, gr.update(), str(time.time()), None)
-            return self.out(dep, str(time.time()), gr.update(), None)
+            return self.reply(dep, {"refresh_form_trigger": str(time.time()), "settings_file": None})
         state["ignore_save_form"] = True
-        if self.v6:
-            return self.out(dep, model_type, gr.update(), None)
-        return self.out(dep, gr.update(), f"{model_type}|{time.time()}", None)
+        # The UI then switches the model: through the hidden model target (12.60), the dropdowns' change events
+        # (8.11-11.66) or the model dropdown's value (6.31).
+        if self.outputs_role(dep, "model_choice_target"):
+            values = {"model_choice_target": f"{model_type}|{time.time()}"}
+        elif self.spec.dropdown_levels > 1:
+            values = self._dropdown_updates(model_type)
+        else:
+            values = {"model_choice": model_type}
+        return self.reply(dep, {**values, "settings_file": None})
 
     def _settings_from_file(self, path: Path, state: dict) -> dict | None:
         if not path.is_file():
@@ -1250,7 +1360,8 @@ class WanGP:
         return self.out(dep, str(time.time()), "")
 
     def h_lambda(self, dep, args, call):
-        if dep.real_id == 322:  # "Add New Prompt To Queue": writes a fresh id into the hidden trigger
+        if any(target == self.spec.roles.get("add_btn") for target, _ in dep.targets):
+            # "Add New Prompt To Queue" writes a fresh id into the hidden trigger of the add-to-queue chain
             return self.out(dep, str(time.time()), "")
         if len(dep.outputs) == 1 and self.spec.components[dep.outputs[0]]["type"] == "textbox":
             return self.out(dep, "")

@@ -28,7 +28,8 @@ class EmulatorServer:
     """A WanGP web UI emulator (real Gradio 5.29 server) running in this process.
 
     Parameters:
-        flavour: ``"v12"`` (WanGP 12.60's API) or ``"v6"`` (WanGP 6.31's).
+        flavour: the WanGP release whose API is served: ``"v6"`` (6.31), ``"v8"`` (8.11), ``"v9"`` (9.81),
+            ``"v11"`` (11.66) or ``"v12"`` (12.60).
         host: interface to bind; loopback by default.
         port: TCP port; ``None`` or ``0`` picks a free one.
         output_dir: where generated files go; ``None`` makes a temporary directory that :meth:`stop` removes.
@@ -36,6 +37,10 @@ class EmulatorServer:
         missing_weights: every generation fails as a WanGP without weights does (Hugging Face cache error).
         crash_after_steps: the process exits (``os._exit``) after that many denoising steps, as on a crash.
             Only sensible for a server in its own process (``python -m wan2gp_emulator``).
+        load_seconds: each model load lasts that much longer, silently (no status text, no progress), as when
+            WanGP downloads weights.
+        state_dir: where ``wgp_config.json`` (the last model used, read at start-up) is kept; ``None``: the
+            output directory. Use the same folder across restarts to keep the model, as WanGP does (8.11 on).
 
     Example::
 
@@ -53,6 +58,8 @@ class EmulatorServer:
         step_seconds: float = 0.5,
         missing_weights: bool = False,
         crash_after_steps: int | None = None,
+        load_seconds: float = 0.0,
+        state_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         if flavour not in _spec.VERSIONS:
             raise ValueError(f"flavour must be one of {sorted(_spec.VERSIONS)}, not {flavour!r}")
@@ -65,6 +72,8 @@ class EmulatorServer:
         self.step_seconds = step_seconds
         self.missing_weights = missing_weights
         self.crash_after_steps = crash_after_steps
+        self.load_seconds = load_seconds
+        self.state_dir = Path(state_dir) if state_dir is not None else None
         self.port: int | None = None
         self.url: str | None = None
         self._demo: Any = None
@@ -82,8 +91,10 @@ class EmulatorServer:
             self.output_dir.mkdir(parents=True, exist_ok=True)
             self.output_dir = self.output_dir.resolve()
             engine = WanGP(self.flavour, output_dir=self.output_dir, step_seconds=self.step_seconds,
-                           missing_weights=self.missing_weights, crash_after_steps=self.crash_after_steps)
+                           missing_weights=self.missing_weights, crash_after_steps=self.crash_after_steps,
+                           load_seconds=self.load_seconds, state_dir=self.state_dir)
             demo, _ = build_app(engine)
+            # WanGP calls no queue(): gradio's default, one call at a time per event across all sessions.
             demo.queue(default_concurrency_limit=1)
             port = self._requested_port or _free_port(self.host)
             demo.launch(server_name=self.host, server_port=port, prevent_thread_lock=True, quiet=True,
@@ -133,7 +144,8 @@ class EmulatorServer:
 
     # -------------------------------------------------------------- introspection (for tests)
     def sessions(self) -> dict[str, dict]:
-        """Per Gradio session: model_type, queue [{id, client_id, prompt, model_type}], generating, gallery."""
+        """Per Gradio session: model_type, queue [{id, client_id, prompt, model_type}], generating,
+        status_display (the session's refresh_status_async loops while it is true), gallery, audio_gallery."""
         return self._engine.sessions() if self._engine is not None else {}
 
     def events(self) -> list[dict]:

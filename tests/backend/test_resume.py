@@ -112,13 +112,27 @@ def _next_shot(url: str, out_dir) -> tuple[list[int], float, JobStatus]:
     return steps, time.monotonic() - started, job.status()
 
 
-@pytest.mark.parametrize("flavour", ["v12", "v6"])
+# Killed while denoising: WanGP's status text no longer changes then, so the session's status loop never
+# yields again and Gradio never drops it (killed earlier, a new status text lets Gradio drop it at its yield).
+_DIES_WHILE_DENOISING = """
+import json, sys, time
+from blender_movie_director.backend.wan2gp import Wan2GPClient
+client = Wan2GPClient(sys.argv[1], output_dir=sys.argv[2])
+job = client.submit(prompt="killed while denoising [[slow]]", frames=9, steps=12)
+while (job.progress.step or 0) < 2 and not job.done():
+    time.sleep(0.02)
+print(json.dumps(job.to_record() if not job.done() else {"error": str(job.exception())}), flush=True)
+time.sleep(60)
+"""
+
+
+@pytest.mark.parametrize("flavour", ["v12", "v9", "v6"])
 def test_a_program_killed_mid_shot_leaves_the_server_healthy(make_emulator, flavour, out_dir):
     # Issue 10 §3b: Gradio stops the dead program's process_tasks at its next yield, so WanGP never clears that
     # session's status flag, and its status loop holds Gradio's one status-stream slot for every later shot. The
     # register (shared by our programs) lets the next client release that session once its task is done.
     emulator = make_emulator(flavour)
-    first = subprocess.Popen([sys.executable, "-c", _FIRST_PROGRAM, emulator.url, str(out_dir)],
+    first = subprocess.Popen([sys.executable, "-c", _DIES_WHILE_DENOISING, emulator.url, str(out_dir)],
                              stdout=subprocess.PIPE, text=True)
     try:
         record = json.loads(first.stdout.readline())
@@ -126,12 +140,14 @@ def test_a_program_killed_mid_shot_leaves_the_server_healthy(make_emulator, flav
         first.kill()
         first.wait(10)
     assert "error" not in record, record
-    steps, seconds, status = _next_shot(emulator.url, out_dir)
+    # The first shot after it waits for the dead one to leave the GPU; meanwhile the client keeps looking, and
+    # releases the dead session once its task is done (some of this shot's steps may come before that).
+    _steps, _seconds, status = _next_shot(emulator.url, out_dir)
     assert status == JobStatus.COMPLETED
-    assert max(steps) >= 15 and len(set(steps)) >= 5, steps  # its step progress came through
-    steps_again, seconds_again, _ = _next_shot(emulator.url, out_dir)
-    assert max(steps_again) >= 15 and len(set(steps_again)) >= 5, steps_again
-    assert seconds_again < 5, seconds_again  # and a later one is not slowed down
+    for _ in range(2):  # the next one releases it before its run, and shows its steps; so does the one after
+        steps, seconds, _ = _next_shot(emulator.url, out_dir)
+        assert max(steps, default=0) >= 15 and len(set(steps)) >= 5, steps
+    assert seconds < 4, seconds  # not slowed down (a shot with the dead session still held took 4.7 s here)
     # the dead program's shot was generated once and is still in the register, to be collected
     dead = [e for e in emulator.events() if e["session"] == record["session_hash"]]
     assert len([e for e in dead if e["event"] == "completed"]) == 1

@@ -15,9 +15,9 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from wangp_route import Route
 
+from tests.captures import load
 from wan2gp_emulator import EmulatorServer
 
-REAL = Path(__file__).resolve().parents[2].parent / "shared" / "wan2gp-real"
 HF_ERROR = ("An error happened while trying to locate the file on the Hub and we cannot find the requested files "
             "in the local cache. Please check your connection and try again or make sure your Internet connection "
             "is on.")
@@ -25,7 +25,7 @@ GENERIC_ERROR = "The upstream Gradio app has raised an exception but has not ena
 
 
 def connect(server: EmulatorServer, flavour: str, model: str = "t2v_1.3B") -> Route:
-    route = Route(Client(server.url, verbose=False), flavour)
+    route = Route(Client(server.url, verbose=False))
     route.select_model(model)
     return route
 
@@ -121,7 +121,7 @@ VALIDATION_CASES = {
 @pytest.mark.parametrize("flavour", ["v12", "v6"])
 def test_validation_problems_are_only_toasts(request: pytest.FixtureRequest, flavour: str) -> None:
     server = request.getfixturevalue(f"emulator_{flavour}")
-    route = Route(Client(server.url, verbose=False), flavour)
+    route = Route(Client(server.url, verbose=False))
     selected = None
     for model, overrides, message in VALIDATION_CASES[flavour]:
         if model != selected:
@@ -186,9 +186,8 @@ def test_save_queue_serves_queue_zip_once(emulator_v12) -> None:
     assert (params["video_length"], params["num_inference_steps"], params["seed"], params["client_id"]) == \
         (17, 4, 42, "q-1")
     assert params["model_type"] == params["base_model_type"] == "t2v_1.3B"
-    if REAL.is_dir():
-        real = json.loads((REAL / "head_queue_json_two_tasks_t2v_1.3B.json").read_text())
-        assert list(params) == list(real[0]["params"])  # the same 116 keys, in the same order
+    real = load("head_queue_json_two_tasks_t2v_1.3B.json")
+    assert list(params) == list(real[0]["params"])  # the same 116 keys, in the same order
     assert httpx.get(url).status_code == 404  # single use
     route.client.predict(api_name="/clear_queue_action")
     route.client.close()
@@ -223,9 +222,7 @@ def test_export_and_load_settings_with_the_mode_quirk(emulator_v12, tmp_path: Pa
         ("exported prompt", 9, 3)
     assert exported["model_type"] == "t2v_1.3B" and exported["type"].startswith("WanGP v12.60 by DeepBeepMeep")
     assert "mode" not in exported
-    if REAL.is_dir():
-        real = json.loads((REAL / "head_export_settings_t2v_1.3B.json").read_text())
-        assert set(real) <= set(exported)
+    assert set(load("head_export_settings_t2v_1.3B.json")) <= set(exported)
 
     # Route B: load the file, then add. Without "mode" WanGP fails with KeyError('mode') (a generic error).
     settings_file = tmp_path / "settings.json"

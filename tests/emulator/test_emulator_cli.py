@@ -80,7 +80,7 @@ def test_crash_after_steps_kills_the_process_mid_generation(processes) -> None:
     proc, out_dir = processes["crash"]
     url = ready(proc)
     try:
-        route = Route(Client(url, verbose=False), "v12")
+        route = Route(Client(url, verbose=False))
         route.select_model("t2v_1.3B")
         route.add("t2v_1.3B", prompt="This run will not finish", video_length=5, num_inference_steps=6)
         route.client.predict(api_name="/activate_status")
@@ -92,6 +92,16 @@ def test_crash_after_steps_kills_the_process_mid_generation(processes) -> None:
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_the_command_line_takes_every_release_and_the_timing_and_state_flags() -> None:
+    from wan2gp_emulator.__main__ import build_parser
+
+    for flavour in ("v6", "v8", "v9", "v11", "v12"):
+        args = build_parser().parse_args(["--flavour", flavour, "--load-seconds", "2.5", "--state-dir", "/tmp/s"])
+        assert (args.flavour, args.load_seconds, args.state_dir) == (flavour, 2.5, "/tmp/s")
+    defaults = build_parser().parse_args([])
+    assert (defaults.flavour, defaults.load_seconds, defaults.state_dir) == ("v12", 0.0, None)
 
 
 def test_in_process_server_starts_stops_twice_and_frees_its_port() -> None:

@@ -29,7 +29,7 @@ def probe(path: str) -> tuple[int, int, int, float, np.ndarray]:
 def test_text_to_video_through_the_chain(request: pytest.FixtureRequest, flavour: str) -> None:
     server = request.getfixturevalue(f"emulator_{flavour}")
     client = Client(server.url, verbose=False)
-    route = Route(client, flavour)
+    route = Route(client)
     route.select_model("t2v_1.3B")
     extra = {"client_id": "e2e-1"} if flavour == "v12" else {}
     queue_answer = route.add("t2v_1.3B", prompt="A red fox running through snow", video_length=17,
@@ -65,7 +65,7 @@ def test_start_image_is_the_first_frame(emulator_v12, tmp_path: Path) -> None:
     start = tmp_path / "start.png"
     Image.fromarray(picture).save(start)
     client = Client(emulator_v12.url, verbose=False)
-    route = Route(client, "v12")
+    route = Route(client)
     route.select_model("i2v")
     route.add("i2v", prompt="The picture comes alive", video_length=17, num_inference_steps=2, seed=1,
               resolution="832x480", image_prompt_type="S",
@@ -82,7 +82,7 @@ def test_same_inputs_give_the_same_pictures(emulator_v12) -> None:
     """Content is deterministic in (model, prompt, seed, settings). One add, three tasks: each paragraph of the
     prompt is a task (multi_prompts_gen_type "PG")."""
     client = Client(emulator_v12.url, verbose=False)
-    route = Route(client, "v12")
+    route = Route(client)
     route.select_model("t2v_1.3B")
     route.add("t2v_1.3B", prompt="Determinism check\n\nDeterminism check\n\nAnother prompt", video_length=5,
               num_inference_steps=1, seed=5, resolution="832x480", multi_prompts_gen_type="PG")
@@ -107,7 +107,7 @@ def test_status_stream_and_progress(tmp_path: Path) -> None:
 
 def _status_stream_and_progress(server: EmulatorServer) -> None:
     client = Client(server.url, verbose=False)
-    route = Route(client, "v12")
+    route = Route(client)
     route.select_model("t2v_1.3B")
     route.add("t2v_1.3B", prompt="Progress check", video_length=9, num_inference_steps=4, seed=3)
     client.predict(api_name="/activate_status")

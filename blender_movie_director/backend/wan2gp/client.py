@@ -61,9 +61,9 @@ _rng = random.Random()
 KEEP_FINISHED_JOBS = 50  # finished jobs still listed by jobs(); older ones are forgotten (no growth per job)
 # WanGP's queue.zip of one session's tasks is a few KB (a task's settings); 16 MB is no such queue.
 MAX_QUEUE_ZIP_BYTES = 16 * 1024 * 1024
-# Looking for sessions that dead programs left holding the server costs two small calls (~20 ms); while a job's
-# status stream waits behind one, it is done this often, so that the job's progress shows soon after.
-HEAL_INTERVAL = 0.5
+# Looking at a session a dead program left behind: a healthy server answers these small calls in milliseconds,
+# and a look that gets no answer in time is made again by the next job.
+HEAL_CALL_TIMEOUT = 1.0
 # From 9.x on WanGP saves a one-task queue, so its empty answer means an empty queue (6.x/8.x: fewer than 2 tasks).
 SAVES_ONE_TASK_QUEUES = (9,)
 
@@ -131,8 +131,7 @@ class Wan2GPClient:
         self.api_cache: ApiCache | None = None
         # This user's shots across processes (register.py): what a dead program left behind is healed from it.
         self.register: JobRegister | None = JobRegister(settings.state_dir) if settings.register_jobs else None
-        self._healed_at = -HEAL_INTERVAL
-        self._healer: threading.Thread | None = None
+        self._heal_sessions: dict[str, GradioSession] = {}  # sessions of leftovers being watched, see there
         self._start_order: list[str] = []  # ids of submitted jobs not started yet, in submit order
         self._turn = threading.Condition(self._lock)
 
@@ -247,6 +246,9 @@ class Wan2GPClient:
         with self._lock:
             if self._pool is not None:
                 self._pool.shutdown(wait=False, cancel_futures=True)
+            for session in list(self._heal_sessions.values()):
+                session.close()
+            self._heal_sessions.clear()
             if self._root is not None:
                 self._root.close()
             if self._http is not None:
@@ -558,73 +560,59 @@ class Wan2GPClient:
             self.register.set_state(str(record["job_id"]), "cancelled", message="stopped on the server")
         return True
 
-    def _request_heal(self) -> None:
-        """Look for what dead programs left behind, on a background thread (never in a job's way): at most one
-        look at a time, and not more often than every :data:`HEAL_INTERVAL` seconds."""
-        if self.register is None or self._api is None:
-            return
-        with self._lock:
-            now = time.monotonic()
-            if self._healer is not None or now - self._healed_at < HEAL_INTERVAL:
-                return
-            self._healed_at = now
-
-            def heal() -> None:
-                try:
-                    self._heal_leftovers()
-                except Exception as exc:  # noqa: BLE001 - the client closed under it, or the server went away
-                    log.debug("releasing leftover sessions: %s", exc)
-                finally:
-                    with self._lock:
-                        self._healer = None
-
-            self._healer = threading.Thread(target=heal, name="wan2gp-heal", daemon=True)
-            self._healer.start()
-
     def _heal_leftovers(self) -> int:
         """Release the sessions that dead programs left holding the server's status stream; how many.
 
+        Called by each job before it starts its run: the release is a ``process_tasks`` call in the dead session,
+        and WanGP runs one ``process_tasks`` at a time for the whole server, so it must come before the job's own.
         A session whose task has left WanGP's queue (its output is in its gallery, or its queue reads empty) is
-        released with :meth:`_release_session`; one whose task still runs is tried again later (at most every
-        :data:`HEAL_INTERVAL` seconds). Its output stays on the server: the entry is marked ``orphaned`` and
-        ``resume_job(entry["record"])`` still collects it.
+        released with :meth:`_release_session`; one whose task still runs is looked at again by the next job.
+        Its output stays on the server: the entry is marked ``orphaned``, and ``movie-director collect`` (or
+        ``resume_job(entry["record"])``) still fetches it.
         """
         if self.register is None or self._api is None or self._root is None:
             return 0
         healed = 0
         for entry in self.register.leftovers(self.server_address, self._app_id):
+            session_hash = entry["session_hash"]
+            # One session object per leftover, kept between looks: each new one would open a new event stream on
+            # that session, and Gradio's clean-up when the previous one closes would swallow its answers.
+            session = self._heal_sessions.get(session_hash)
+            if session is None:
+                try:
+                    session = self._heal_sessions[session_hash] = self._fork_session(session_hash)
+                except Wan2GPError:
+                    return healed
             try:
-                session = self._fork_session(entry["session_hash"])
-            except Wan2GPError:
-                return healed
-            try:
-                tasks = self._session_queue(session)
+                tasks = self._session_queue(session, timeout=HEAL_CALL_TIMEOUT)
                 if tasks:
                     continue  # still queued or generating: its turn to be released comes later
-                finished = tasks is None and bool(self._gallery_files(session))
+                finished = tasks is None and bool(self._gallery_files(session, timeout=HEAL_CALL_TIMEOUT))
                 if tasks == [] or finished:
-                    self._release_session(session, finished=finished, job_id=entry["job_id"])
+                    self._release_session(session, finished=True, job_id=entry["job_id"],
+                                          timeout=HEAL_CALL_TIMEOUT)
                     self.register.set_state(entry["job_id"], "orphaned",
                                             message="its program stopped; the server finished it")
                     healed += 1
                     log.info("released the session of job %s, left behind by a program that stopped",
                              entry["job_id"])
+                    self._heal_sessions.pop(session_hash, None)
+                    session.close()
             except Wan2GPError as exc:
                 log.debug("job %s: releasing its session: %s", entry["job_id"], exc)
-            finally:
-                session.close()
         return healed
 
-    def _gallery_files(self, session: GradioSession) -> list[RemoteFile]:
+    def _gallery_files(self, session: GradioSession, *, timeout: float | None = None) -> list[RemoteFile]:
         chain = self._require_api().chain
         timeouts = self.settings.timeouts
-        gallery = session.call(chain.gallery, [], timeout=min(timeouts.call, 2 * timeouts.connect),
+        gallery = session.call(chain.gallery, [], timeout=timeout or min(timeouts.call, 2 * timeouts.connect),
                                what="reading the gallery", attempts=self.settings.retries.attempts,
                                retry_timeouts=True).value
         value = gallery[chain.gallery_index] if isinstance(gallery, tuple) else gallery
         return gallery_files(value, session.src_prefixed)
 
-    def _release_session(self, session: GradioSession, *, finished: bool = False, job_id: str = "") -> None:
+    def _release_session(self, session: GradioSession, *, finished: bool = False, job_id: str = "",
+                         timeout: float | None = None) -> None:
         """Let WanGP reset a session's status flag after its ``process_tasks`` was lost (its program or its
         connection went away mid-run): the session's ``refresh_status_async`` keeps polling until then and, with
         Gradio's one call at a time per function, holds up the status stream of every later job.
@@ -635,15 +623,15 @@ class Wan2GPClient:
         """
         if self._api is None:
             return  # closed meanwhile: never reconnect from here
-        if not finished and self._session_queue(session) != []:
+        if not finished and self._session_queue(session, timeout=timeout) != []:
             return
         try:
-            session.call(self._api.chain.process, [], timeout=self.settings.timeouts.call,
+            session.call(self._api.chain.process, [], timeout=timeout or self.settings.timeouts.call,
                          what="resetting the status", attempts=self.settings.retries.attempts)
         except Wan2GPError as exc:
             log.debug("job %s: resetting the session's status: %s", job_id, exc)
 
-    def _session_queue(self, session: GradioSession) -> list[dict[str, Any]] | None:
+    def _session_queue(self, session: GradioSession, *, timeout: float | None = None) -> list[dict[str, Any]] | None:
         """The tasks in a session's WanGP queue (their params), or None where the server can't tell.
 
         ``save_queue_action`` answers in one of three forms (the captures of each release):
@@ -658,7 +646,8 @@ class Wan2GPClient:
         if not chain.save_queue:
             return None
         try:
-            answer = session.call(chain.save_queue, [], timeout=self.settings.timeouts.call, what="reading the queue")
+            answer = session.call(chain.save_queue, [], timeout=timeout or self.settings.timeouts.call,
+                                  what="reading the queue")
         except Wan2GPError:
             return None
         value = answer.value

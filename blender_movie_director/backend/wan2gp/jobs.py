@@ -203,7 +203,6 @@ class Wan2GPJob(JobHandle):
         self._add_sent = False  # the add-task call went out (the task may be queued even if no answer came)
         self._app_id: str | None = None  # the server process that holds the job's session
         self._reattaches = 0
-        self._status_streaming = False  # the status stream has started running on the server
         self._used: dict[str, Any] = {}  # settings WanGP recorded for the task (its queue), see _read_back
         self._lost_when = "when its program stopped"  # for "lost" messages after a re-attachment
         self.submitted_at = time.time()
@@ -314,11 +313,6 @@ class Wan2GPJob(JobHandle):
                 changes["status"] = JobStatus.RUNNING
                 changes["queue_position"] = None
             self._update(**changes)
-
-    def _on_status_stream(self, update: Any, outputs: list[Any]) -> None:
-        if getattr(update.code, "name", str(update.code)) != "IN_QUEUE":
-            self._status_streaming = True  # our status stream runs (it is not waiting behind another one)
-        self._on_status(update, outputs)
 
     def _on_process(self, update: Any, outputs: list[Any]) -> None:
         code = getattr(update.code, "name", str(update.code))
@@ -665,7 +659,8 @@ class Wan2GPJob(JobHandle):
                 tasks = client._session_queue(session)
                 if tasks is not None:
                     queue_known = True
-                    if not any(t.get("client_id") == self.client_id for t in tasks):
+                    # 9.x-11.x record no client_id in a task; the job's own session holds only its task
+                    if not any(t.get("client_id") in (None, self.client_id) for t in tasks):
                         return self._gallery(session, client), True  # finished meanwhile, or gone
                     deadline = time.monotonic() + timeouts.stall  # still queued: it is running
             polls += 1
@@ -678,9 +673,8 @@ class Wan2GPJob(JobHandle):
     def _process(self, session: GradioSession, client: Wan2GPClient, started: float) -> None:
         timeouts = client.settings.timeouts
         chain = client._require_api().chain
-        client._request_heal()  # what dead programs left behind would hold up this job's status stream
-        self._status_streaming = False
-        status_job = session.submit_observed(chain.status, [], self._on_status_stream) if chain.status else None
+        client._heal_leftovers()  # what dead programs left behind would hold up this job's status stream
+        status_job = session.submit_observed(chain.status, [], self._on_status) if chain.status else None
         self._last_server_word = time.monotonic()
         process_job = session.submit_observed(chain.process, [], self._on_process)
         self._process_job = process_job
@@ -691,8 +685,6 @@ class Wan2GPJob(JobHandle):
                 if self._processing_started and not noted_running:
                     noted_running = True
                     client._note(self, "running")
-                if self._processing_started and status_job is not None and not self._status_streaming:
-                    client._request_heal()  # our status stream waits: maybe behind a leftover
                 if self._cancel.wait(0.05):
                     self._check_cancel_detached()
                     self._stop_on_server(session, client)  # first, before waiting for any stream
