@@ -796,7 +796,8 @@ def build_parser() -> argparse.ArgumentParser:
                    server=False)
     demo.add_argument("prompt", nargs="?", metavar="PROMPT", help="what the shot shows")
     demo.add_argument("-o", "--output", default="outputs", metavar="DIR", help="folder for the clip (./outputs)")
-    demo.add_argument("--flavour", choices=("v12", "v6"), default="v12", help="emulated WanGP version")
+    demo.add_argument("--flavour", choices=("v12", "v11", "v9", "v8", "v6"), default="v12",
+                      help="emulated WanGP release (12.60, 11.66, 9.81, 8.11, 6.31)")
     demo.add_argument("--seconds", type=float, default=2.0, metavar="S")
     demo.add_argument("--resolution", default="832x480", metavar="WxH")
     demo.add_argument("--steps", type=int, default=20, metavar="N")

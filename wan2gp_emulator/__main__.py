@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import socket
 import sys
 import threading
 
@@ -42,12 +43,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _port_free(host: str, port: int) -> bool:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"warning: serving on {args.host}: anyone who can reach it can use this server (no auth)",
               file=sys.stderr)
-    from .server import EmulatorServer
+    try:
+        from .server import EmulatorServer
+    except ModuleNotFoundError as exc:  # gradio, av...: the emulator's extra is not installed
+        print(f"error: the emulator needs {exc.name}, which is not installed\n"
+              '  hint: install the emulator\'s extra: pip install -e ".[emulator]"', file=sys.stderr)
+        return 1
+    if args.port and not _port_free(args.host, args.port):
+        print(f"error: port {args.port} on {args.host} is taken (a WanGP or another emulator already runs there?)\n"
+              "  hint: --port 0 picks a free port (the URL is printed when ready), or choose another with --port",
+              file=sys.stderr)
+        return 1
 
     server = EmulatorServer(args.flavour, host=args.host, port=args.port or None, output_dir=args.output_dir,
                             step_seconds=args.step_seconds, missing_weights=args.missing_weights,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import shutil
 import socket
@@ -129,7 +131,8 @@ class EmulatorServer:
             if engine is not None:
                 engine.stopping.set()
             if demo is not None:
-                demo.close()
+                with contextlib.redirect_stdout(io.StringIO()):  # gradio prints "Closing server running on ..."
+                    demo.close()
             self.url = None
             if self._owns_output_dir and self.output_dir is not None and engine is not None:
                 shutil.rmtree(self.output_dir, ignore_errors=True)

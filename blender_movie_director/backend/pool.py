@@ -888,7 +888,7 @@ class ServerPool:
             result = inner.result(0)
             self._release(server, job, attempt, outcome="completed")
             if self.result_cache is not None:
-                self.result_cache.store(result)
+                self.result_cache.store(result, job.settings)
             job._finish(result=result)
             self._forget_later(job)
             return

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from captures import load
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from wangp_route import Route
 
-from tests.captures import load
 from wan2gp_emulator import EmulatorServer
 
 HF_ERROR = ("An error happened while trying to locate the file on the Hub and we cannot find the requested files "

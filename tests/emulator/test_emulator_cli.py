@@ -116,3 +116,15 @@ def test_in_process_server_starts_stops_twice_and_frees_its_port() -> None:
     assert not output_dir.exists()  # the temporary output directory it made is removed
     server.stop()  # idempotent
     assert server.sessions() == {} and server.events() == []
+
+
+def test_a_taken_port_is_said_plainly_with_what_to_do(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        done = subprocess.run([sys.executable, "-m", "wan2gp_emulator", "--port", str(port), "--output-dir",
+                               str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert f"port {port}" in done.stderr and "--port 0" in done.stderr
+    assert "Traceback" not in done.stderr and not done.stdout

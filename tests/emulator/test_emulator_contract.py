@@ -6,11 +6,10 @@ import re
 import uuid
 
 import pytest
+from captures import load
 from gradio_client import Client
 from gradio_client.exceptions import AppError
 from wangp_route import FLAVOURS, Route, base_name, capture
-
-from tests.captures import load
 
 # Endpoints a client needs (issue 2, "API fidelity"), by role; roles resolved through /config are marked. The
 # optional ones exist only in some releases: the emulator must have them exactly where the capture has them.

@@ -15,11 +15,11 @@ from pathlib import Path
 import av
 import httpx
 import pytest
+from captures import load
 from gradio_client import Client
 from gradio_client.exceptions import AppError
 from wangp_route import FLAVOURS, Route
 
-from tests.captures import load
 from wan2gp_emulator import EmulatorServer
 
 GENERIC_ERROR = "The upstream Gradio app has raised an exception but has not enabled verbose error reporting"

@@ -16,9 +16,8 @@ import time
 from typing import Any
 
 import httpx
+from captures import web_ui
 from gradio_client import Client
-
-from tests.captures import web_ui
 
 # Every captured release: emulator flavour -> WanGP version.
 FLAVOURS = {"v6": "6.31", "v8": "8.11", "v9": "9.81", "v11": "11.66", "v12": "12.60"}

@@ -466,9 +466,11 @@ class ResultCache:
             self.stats["hits"] += 1
         return GenerationResult.model_validate(meta)
 
-    def store(self, result: GenerationResult) -> str | None:
-        """Keep a finished shot; returns its key, or None when it can't be cached (random seed, no version)."""
-        key = self.key(result.settings, result.wangp_version)
+    def store(self, result: GenerationResult, request: GenerationSettings | None = None) -> str | None:
+        """Keep a finished shot under the settings asked (``request``; else the result's); returns its key, or None
+        when it can't be cached (random seed, no version). A later identical request finds it: the result's own
+        settings hold what WanGP made of the request (its defaults, the size it chose), not the request."""
+        key = self.key(request or result.settings, result.wangp_version)
         if key is None or getattr(result, "cached", False):
             return None
         final = self._entry_dir(key)
@@ -615,5 +617,5 @@ def cached_generate(client: Wan2GPClient, settings: GenerationSettings | dict[st
         if hit is not None:
             return hit
     result = client.generate(request, timeout=timeout)
-    cache.store(result)
+    cache.store(result, request)
     return result
