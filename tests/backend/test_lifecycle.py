@@ -36,7 +36,10 @@ print("END", time.time(), flush=True)
 """
 
 
-def test_a_script_exits_at_once_whatever_its_jobs_do(emulator_v12, out_dir):
+def test_a_script_exits_at_once_whatever_its_jobs_do(make_emulator, out_dir):
+    # A private server: the job left running leaves its session's status loop behind when the program exits
+    # (a program that comes back with `movie-director collect`, or the next shot, releases it).
+    emulator_v12 = make_emulator("v12")
     env = {**os.environ, "WAN2GP_URL": emulator_v12.url, "WAN2GP_OUTPUT_DIR": str(out_dir)}
     program = subprocess.Popen([sys.executable, "-c", _EXPLORER, emulator_v12.url, str(out_dir)], env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

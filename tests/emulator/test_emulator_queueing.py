@@ -103,7 +103,7 @@ def test_a_client_killed_mid_shot_leaves_a_status_loop_that_blocks_every_later_s
     looping and holds the event's only slot. A later shot generates, but its status stream only waits (no
     status, no step progress) until process_tasks runs again in the dead session (or WanGP restarts)."""
     with EmulatorServer("v12", output_dir=tmp_path, step_seconds=0.05) as server:
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(HERE), str(HERE.parents[1])]))
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(HERE), str(HERE.parent), str(HERE.parents[1])]))
         proc = subprocess.Popen([sys.executable, "-c", DYING_CLIENT, server.url], stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE, text=True, env=env)
         try:
