@@ -349,3 +349,14 @@ def test_progress_callbacks_of_a_job_come_one_at_a_time_and_in_order(emulator_v1
     assert len(seen) > 10
     assert [t for t, _ in seen] == sorted(t for t, _ in seen)  # never an older snapshot after a newer one
     assert seen[-1][1] == 1.0  # the last one is the finished job
+
+
+def test_a_silent_model_load_longer_than_stall_is_waited_for(make_emulator, out_dir):
+    # The first use of a model on a real WanGP downloads its weights with no status at all, for minutes.
+    server = make_emulator("v12", load_seconds=2.0)
+    quick = Timeouts(connect=5, call=30, job=120, stall=0.5, heartbeat=30, download=30)
+    with Wan2GPClient(server.url, output_dir=out_dir, timeouts=quick) as client:
+        started = time.monotonic()
+        result = client.generate(prompt="after a long silent load", frames=5, steps=2)
+    assert result.video_path.is_file()
+    assert time.monotonic() - started > 4 * quick.stall  # the silence really was longer than `stall`

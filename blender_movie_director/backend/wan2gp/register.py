@@ -31,8 +31,9 @@ log = logging.getLogger(__name__)
 FILE_NAME = "jobs.sqlite3"
 KEEP_SECONDS = 30 * 24 * 3600.0  # a month: long enough to come back after a holiday, short enough to stay small
 BUSY_TIMEOUT_MS = 5000  # another process writing: wait this long for the lock (writes take milliseconds)
-# States of a shot whose task may still be in WanGP's session ("detached": its program let go of it on exit).
-UNFINISHED = ("sent", "running", "detached")
+# States of a shot whose task may still be in WanGP's session and whose program may have died with it. A
+# "detached" shot is not one: its program let go of it on purpose and collects it later (Blender, from the .blend).
+UNFINISHED = ("sent", "running")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
