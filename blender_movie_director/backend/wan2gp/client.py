@@ -206,7 +206,7 @@ class Wan2GPClient:
                 frozen = isinstance(error, Wan2GPTimeoutError)
                 if frozen and error.message == "connecting timed out":
                     error = Wan2GPTimeoutError(
-                        f"{self.server_address} did not answer within {timeouts.connect:.0f} s",
+                        f"{self.server_address} accepted the connection but did not answer",
                         server=self.server_address,
                         hint="WanGP may be frozen or still starting: check its console, then try again")
                 if not isinstance(error, Wan2GPConnectionError) or refused_login or frozen or \
@@ -459,9 +459,16 @@ class Wan2GPClient:
     def _wait_turn(self, job: Wan2GPJob) -> None:
         """Shots of one client start on the server in the order they were submitted: wait until every earlier
         one has started (or ended). Each job's chain runs on its own thread, so without this a later, quicker
-        chain can overtake an earlier one in WanGP's queue. Wakes for a cancel or a detach."""
+        chain can overtake an earlier one in WanGP's queue. Wakes for a cancel or a detach, and never waits
+        longer than ``timeouts.call``: an order is not worth a shot held back behind one that is stuck."""
+        deadline = time.monotonic() + self.settings.timeouts.call
         with self._turn:
             while job.id in self._start_order and self._start_order[0] != job.id and not job._cancel.is_set():
+                if time.monotonic() > deadline:
+                    log.info("job %s starts before %s, which has not started after %.0f s", job.id,
+                             self._start_order[0], self.settings.timeouts.call)
+                    self._start_order.remove(job.id)
+                    return
                 self._turn.wait(0.1)
 
     def _turn_taken(self, job: Wan2GPJob) -> None:

@@ -61,6 +61,8 @@ _OWN_STREAM = gradio_client.__version__.split(".")[0] == "1"
 MAX_EVENT_BYTES = 32 * 1024 * 1024
 # /config and the API description of WanGP 12.60 are 2.6 MB and 4.5 MB; 25x that is no WanGP answer.
 MAX_DESCRIBE_BYTES = 128 * 1024 * 1024
+# /config and the API description: the longest wait for the next byte before the server is taken as frozen.
+MAX_SILENT_READ = 20.0
 # gradio sends a heartbeat on an idle event stream every 15 s; a read that waits longer than this for any byte
 # means the connection or the server is gone.
 MIN_STREAM_READ = 30.0
@@ -227,10 +229,11 @@ class GradioSession(Client):
         """GET with a size cap and a wall-clock deadline (a slow or endless answer can't hold us)."""
         deadline = time.monotonic() + self._describe_timeout
         body = bytearray()
-        # Each read waits at most the connect timeout: a live server starts answering /config within
-        # milliseconds, so a server that accepted the connection and says nothing for that long is frozen.
-        # The whole download is bounded by the describe timeout.
-        kwargs = {**self.httpx_kwargs, "timeout": httpx.Timeout(self._connect_timeout)}
+        # Each read waits at most MAX_SILENT_READ (within connect and describe): Gradio may take a few seconds
+        # to build a large app's API description on its first request, but a server that accepted the connection
+        # and says nothing for longer is frozen. The whole download is bounded by the describe timeout.
+        read = max(self._connect_timeout, min(self._describe_timeout, MAX_SILENT_READ))
+        kwargs = {**self.httpx_kwargs, "timeout": httpx.Timeout(read, connect=self._connect_timeout)}
         with httpx.Client(verify=self.ssl_verify, **kwargs) as http:
             with http.stream("GET", url, headers=self.headers, cookies=self.cookies) as response:
                 for chunk in response.iter_bytes():
