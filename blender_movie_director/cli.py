@@ -550,7 +550,7 @@ def _status_text(report: Any) -> str:
     if report.server_waiting is not None:
         parts.append(f"{report.server_waiting} waiting")
     if report.current_model:
-        parts.append(f"model {report.current_model}")
+        parts.append(f"model {report.current_model}" + ("" if report.queue_length is not None else " (at its start)"))
     return "  ".join(parts)
 
 

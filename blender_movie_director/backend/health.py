@@ -42,6 +42,7 @@ import httpx
 
 from .discovery import ServiceKind, _normalise, probe
 from .wan2gp.errors import redact
+from .wan2gp.fingerprint import startup_model
 
 if TYPE_CHECKING:
     from .wan2gp import Wan2GPClient
@@ -68,7 +69,9 @@ class HealthReport:
     kind: str | None = None  # a discovery ServiceKind value: "wangp", "gradio", "closed", ...
     wangp_version: str | None = None
     gradio_version: str | None = None
-    current_model: str | None = None  # known only with a client (the model it last used)
+    # with a client: the model it last used; without: the model a new web-UI session starts with (WanGP's model as
+    # of its start; see fingerprint.startup_model)
+    current_model: str | None = None
     busy: bool | None = None  # None: unknown
     queue_length: int | None = None  # the client's unfinished jobs (with a client)
     server_waiting: int | None = None  # calls waiting in Gradio's queue, all sessions
@@ -164,9 +167,11 @@ def check_health(
 
     same_process = (previous is not None and previous.reachable and previous.kind is not None and app_id
                     and previous.app_id == app_id)
+    model = None
     if same_process:
         assert previous is not None
         kind, wangp, gradio, error = previous.kind, previous.wangp_version, previous.gradio_version, None
+        model = previous.current_model
     else:
         info = probe(base, connect_timeout=connect, read_timeout=timeout)
         kind, wangp, gradio, error = info.kind.value, info.wangp_version, info.gradio_version, info.error
@@ -174,13 +179,26 @@ def check_health(
             return HealthReport(shown, False, now, kind=kind, error=error)
         if info.kind is ServiceKind.TIMEOUT:  # it answered app_id: up, but too slow to say what it is yet
             kind, error = None, "reachable, but /config did not answer in time; identified at the next check"
+        if info.kind is ServiceKind.WANGP and client is None:
+            model = _startup_model(base, timeout)
     report = HealthReport(
         shown, True, now, latency_ms=round(latency, 2), kind=kind, wangp_version=wangp, gradio_version=gradio,
-        busy=True if waiting else None, server_waiting=waiting, app_id=app_id, error=error,
+        busy=True if waiting else None, server_waiting=waiting, app_id=app_id, error=error, current_model=model,
     )
     if client is not None:
         report = _with_client(report, client)
     return report
+
+
+def _startup_model(base: str, timeout: float) -> str | None:
+    """The model WanGP's page was built with (a read of the whole ``/config``; once per server process)."""
+    try:
+        with httpx.Client(timeout=httpx.Timeout(timeout, connect=min(timeout, 1.0)), trust_env=False,
+                          verify=base.startswith("https:")) as http:
+            response = http.get(base + "config")
+            return startup_model(response.json()) if response.status_code == 200 else None
+    except (httpx.HTTPError, ValueError):
+        return None
 
 
 def _with_client(report: HealthReport, client: Wan2GPClient) -> HealthReport:
@@ -192,7 +210,7 @@ def _with_client(report: HealthReport, client: Wan2GPClient) -> HealthReport:
         report,
         wangp_version=status.wangp_version or report.wangp_version,
         gradio_version=status.gradio_version or report.gradio_version,
-        current_model=status.current_model,
+        current_model=status.current_model or report.current_model,
         queue_length=status.queue_length,
         busy=busy,
     )

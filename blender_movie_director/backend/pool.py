@@ -518,8 +518,10 @@ class ServerPool:
             if self._leaders.get(key) is leader:
                 del self._leaders[key]
             followers = [f for f in self._followers.pop(leader.id, []) if not f.done()]
+        made_by = leader.result(0).wangp_version if leader.exception() is None else None
         for follower in followers:
-            hit = self._cache_lookup(follower) if leader.exception() is None else None
+            # the leader's own release first: the pool may not have checked that server's version yet
+            hit = self._cache_lookup(follower, first=made_by) if made_by else None
             if hit is not None:
                 self._finish_cached(follower, hit)
             else:
@@ -1021,13 +1023,13 @@ class ServerPool:
         with self._lock:
             self._jobs.pop(job.id, None)
 
-    def _cache_lookup(self, job: PoolJob) -> GenerationResult | None:
+    def _cache_lookup(self, job: PoolJob, *, first: str | None = None) -> GenerationResult | None:
         cache = self.result_cache
         if cache is None or job.settings.seed == -1:
             return None
         with self._lock:
-            versions = list(dict.fromkeys(s.version for s in self._servers.values()
-                                          if s.version and not s.removed and s.state != "unsupported"))
+            versions = list(dict.fromkeys([first] * bool(first) + [
+                s.version for s in self._servers.values() if s.version and not s.removed and s.state != "unsupported"]))
         for version in versions:
             hit = cache.lookup(job.settings, version, output_dir=self.output_dir, job_id=job.id)
             if hit is not None:

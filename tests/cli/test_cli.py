@@ -131,6 +131,28 @@ def test_text_output_of_commands(emulator_v12, capsys) -> None:
     assert code == 0 and "wangp" in out and emulator_v12.version in out
 
 
+@pytest.mark.parametrize("flavour", ["v12", "v6"])
+def test_status_names_the_model_the_server_starts_with(flavour, make_emulator, tmp_path, capsys) -> None:
+    """WanGP 8.11 and later start on the model they last used (wgp_config.json); 6.31 always on its own. After a
+    shot on another model and a restart, `status` names the model the server starts with, without a client."""
+    state = tmp_path / "wgp-state"
+    first = make_emulator(flavour, state_dir=state)
+    code, doc = _json(capsys, "status", "--server", first.url)
+    started_on = doc["current_model"]
+    assert code == 0 and started_on
+    other = "t2v_1.3B" if started_on != "t2v_1.3B" else "t2v"
+    code, _out, err = _run(capsys, "generate", "a lighthouse", "--model", other, "--frames", "5", "--steps", "1",
+                           "--server", first.url, "-o", str(tmp_path / "shot.mp4"))
+    assert code == 0, err
+    first.stop()
+    again = make_emulator(flavour, state_dir=state)
+    code, doc = _json(capsys, "status", "--server", again.url)
+    expected = started_on if flavour == "v6" else other
+    assert code == 0 and doc["current_model"] == expected
+    code, out, _ = _run(capsys, "status", "--server", again.url)
+    assert f"model {expected} (at its start)" in out
+
+
 def _port(url: str) -> int:
     return int(url.rstrip("/").rsplit(":", 1)[1])
 

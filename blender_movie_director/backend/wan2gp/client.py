@@ -530,6 +530,8 @@ class Wan2GPClient:
                 server=self.server_address, hint="submit the shot again"))
             return job
         self._require_api()
+        if job._resume:  # this program follows it now: no other program's heal may take its session
+            self._note(job, "running" if job._processing_started else "sent")
         self._track(job)
         return job
 
@@ -580,7 +582,11 @@ class Wan2GPClient:
         if self.register is None or self._api is None or self._root is None:
             return 0
         healed = 0
+        with self._lock:
+            mine = {job_id for job_id, job in self._jobs.items() if not job.done()}
         for entry in self.register.leftovers(self.server_address, self._app_id):
+            if entry["job_id"] in mine:
+                continue  # resumed by this program: its own session is being followed
             session_hash = entry["session_hash"]
             # One session object per leftover, kept between looks: each new one would open a new event stream on
             # that session, and Gradio's clean-up when the previous one closes would swallow its answers.

@@ -33,6 +33,22 @@ def is_wangp(config: dict[str, Any]) -> bool:
     return title in ("wangp", "wan2gp") or wangp_version(config) is not None
 
 
+def startup_model(config: dict[str, Any]) -> str | None:
+    """The model a new web-UI session starts with: the value of the model dropdown that WanGP's add-task step
+    reads (the one dropdown among its inputs, on every captured release from 6.31 to 12.60). WanGP builds its page
+    once, at start, with the model it last used, so this is the server's model as of its start; a session may
+    have switched since, and the server does not say."""
+    components = {c.get("id"): c for c in config.get("components") or () if isinstance(c, dict)}
+    for dep in config.get("dependencies") or ():
+        if not isinstance(dep, dict) or dep.get("api_name") != "process_prompt_and_add_tasks":
+            continue
+        dropdowns = [components[i] for i in dep.get("inputs", ()) if components.get(i, {}).get("type") == "dropdown"]
+        if len(dropdowns) == 1:
+            value = (dropdowns[0].get("props") or {}).get("value")
+            return str(value) if isinstance(value, str) and value else None
+    return None
+
+
 def gradio_version(config: dict[str, Any]) -> str | None:
     """The Gradio version of the server (``config["version"]``), e.g. ``"5.29.0"``."""
     version = config.get("version")

@@ -318,6 +318,9 @@ class Wan2GPJob(JobHandle):
         code = getattr(update.code, "name", str(update.code))
         if code in ("PROCESSING", "ITERATING", "PROGRESS") and not self._processing_started:
             self._processing_started = True
+            # In the register before anyone sees RUNNING: a program that dies right after must leave a record
+            # that says the task runs in WanGP's worker (resuming it must wait for that run, not start another).
+            self._client._note(self, "running")
             self._update(status=JobStatus.RUNNING, queue_position=None)
         # process_tasks yields refresh triggers (timestamps), not status text: only its codes and progress count
         self._on_status(update, [])
@@ -374,10 +377,19 @@ class Wan2GPJob(JobHandle):
             self._process_job = None  # it holds its session (64 endpoint copies): finished jobs keep nothing of it
             if session is not None:
                 session.close()
-            if self._task_queued:
-                client._note(self, "detached" if self._detach.is_set() else self.status().value,
-                             output=str(self._result.video_path) if self._result else None,
-                             message=str(self._error) if self._error and not self._detach.is_set() else None)
+
+    def _finish(self, *, result: GenerationResult | None = None, error: Wan2GPError | None = None,
+                keep_status: bool = False) -> None:
+        """The register first, then the job's end: whoever sees the job done finds the register saying so."""
+        if self._task_queued and not self.done():
+            if self._detach.is_set():
+                state, message = "detached", None
+            else:
+                state = (JobStatus.COMPLETED if result is not None else JobStatus.CANCELLED
+                         if isinstance(error, JobCancelledError) else JobStatus.FAILED).value
+                message = str(error) if error else None
+            self._client._note(self, state, output=str(result.video_path) if result else None, message=message)
+        super()._finish(result=result, error=error, keep_status=keep_status)
 
     def _run_chain(self, client: Wan2GPClient, started: float) -> GenerationResult:
         api = client._require_api()
@@ -679,12 +691,8 @@ class Wan2GPJob(JobHandle):
         process_job = session.submit_observed(chain.process, [], self._on_process)
         self._process_job = process_job
         client._turn_taken(self)  # in Gradio's queue now: the next shot of this client may follow
-        noted_running = False
         try:
             while not process_job.done():
-                if self._processing_started and not noted_running:
-                    noted_running = True
-                    client._note(self, "running")
                 if self._cancel.wait(0.05):
                     self._check_cancel_detached()
                     self._stop_on_server(session, client)  # first, before waiting for any stream
