@@ -22,6 +22,7 @@ import argparse
 import contextlib
 import json
 import logging
+import os
 import re
 import sys
 import tempfile
@@ -160,7 +161,8 @@ class _Output:
     def error(self, exc: BaseException, code: int, verbose: bool = False) -> None:
         message = speak_cli(getattr(exc, "message", None) or str(exc) or type(exc).__name__) or ""
         hint = speak_cli(getattr(exc, "hint", None))
-        flag = _FIELD_FLAGS.get(str(getattr(exc, "field", None) or ""))
+        field = str(getattr(exc, "field", None) or "")
+        flag = _FIELD_FLAGS.get(field) or _FIELD_FLAGS.get(field.split(".")[0])  # "resolution.width": --resolution
         if flag and flag not in message:
             message = f"{flag}: {message}"  # which of the user's flags the message is about
         if isinstance(exc, KeyboardInterrupt):
@@ -284,7 +286,9 @@ class _ProgressDisplay:
 def _resolve_server(args: argparse.Namespace, out: _Output) -> str:
     """--server, else WAN2GP_URL, else the first WanGP found on this machine, else the default."""
     from .backend import discovery
-    from .backend.discovery import configured_urls, find_wangp, is_loopback
+    from .backend.discovery import configured_urls, find_wangp
+    from .backend.wan2gp.config import first_warning, security_warnings
+    from .backend.wan2gp.errors import redact
 
     url = getattr(args, "server", None)
     if not url:
@@ -300,9 +304,12 @@ def _resolve_server(args: argparse.Namespace, out: _Output) -> str:
                 url = DEFAULT_SERVER
     if "://" not in url:
         url = "http://" + url
-    if url.startswith("http://") and not is_loopback(url):
-        out.warn(f"{url} is another machine over plain HTTP: prompts and files travel unencrypted, and "
-                 "WanGP has no login unless it was started with one; prefer an SSH tunnel or HTTPS")
+    server = redact(url.rstrip("/"))
+    has_auth = bool(os.environ.get("WAN2GP_USERNAME") and os.environ.get("WAN2GP_PASSWORD"))
+    for warning in security_warnings(url, has_auth=has_auth):  # said here once; the client then says nothing
+        if first_warning(server, warning):
+            out.warn(f"WanGP at {server}: {warning}" + ("; prefer an SSH tunnel or HTTPS"
+                                                        if "not encrypted" in warning else ""))
     return url
 
 

@@ -238,6 +238,11 @@ def result_record(result: Any) -> dict[str, Any]:
     }
 
 
+def client_id(key: str) -> str:
+    """The client id a shot of the add-on gets on the server (WanGP's queue shows it), from its job key."""
+    return f"bmd-blender-{key}"
+
+
 def strip_metadata(record: Mapping[str, Any], *, kind: str, addon_version: str, created: float) -> dict[str, Any]:
     """What a strip carries: everything needed to make the shot again (Regenerate, Variation)."""
     data = dict(record)

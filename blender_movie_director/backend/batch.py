@@ -43,6 +43,7 @@ from typing import IO, TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from .wan2gp.errors import JobCancelledError, Wan2GPConnectionError, Wan2GPError, Wan2GPValidationError
+from .wan2gp.register import queued_by_client_id
 from .wan2gp.schemas import MEDIA_FIELDS, GenerationResult, GenerationSettings
 
 if TYPE_CHECKING:
@@ -497,6 +498,7 @@ def resume_batch(pool: ServerPool, journal: str | Path, *, max_in_flight: int | 
     max_in_flight = max_in_flight or options.get("max_in_flight") or _default_in_flight(pool)
     shots: list[Shot] = []
     kept: dict[int, dict[str, Any]] = {}
+    on_servers = queued_by_client_id()
     for i, data in enumerate(header.get("shots") or []):
         state = states.get(i) or {}
         try:
@@ -516,6 +518,13 @@ def resume_batch(pool: ServerPool, journal: str | Path, *, max_in_flight: int | 
         elif state.get("state") == ShotState.RUNNING.value and state.get("record"):
             shot._resume = state["record"]
             kept[i] = state
+        elif (entry := on_servers.get(str(settings.client_id))) is not None:
+            # The program died after the shot reached a server's queue and before the journal heard of it: the
+            # register of jobs (shared by this user's programs) has its record, so it re-attaches instead of
+            # being queued a second time.
+            shot._resume = {"settings": data, "server": entry["server"], "job": entry["record"], "retries": 0}
+            kept[i] = {"type": "shot", "index": i, "state": ShotState.RUNNING.value, "record": shot._resume,
+                       "t": time.time()}
         shots.append(shot)
     if not shots:
         raise Wan2GPValidationError(f"the journal {journal} holds no shots", field="journal")

@@ -70,10 +70,11 @@ def expected_length(context: Any, scene: Any, model: str, seconds: float | None 
 
 
 def submit(context: Any, scene: Any, *, kind: str, request: dict[str, Any], channel: int, frame_start: int,
-           length: int, batch: str = "", meta: str | None = None) -> Any:
+           length: int, batch: str = "", meta: str | None = None, fill: int = 0) -> Any:
     """Add the job to the scene (saved with the .blend) and hand it to a worker. Returns the job item.
 
     ``meta``: the meta strip the shot goes into (default: the one open for editing, or the top level).
+    ``fill``: timeline frames the placed shot must take exactly (a text strip's or a marker range's), else 0.
     """
     st = pump.state()
     p = prefs(context)
@@ -94,7 +95,8 @@ def submit(context: Any, scene: Any, *, kind: str, request: dict[str, Any], chan
     item.channel = channel
     item.meta = vse.editing_meta(scene) if meta is None else meta
     item.frame_start = frame_start
-    item.expected_length = length
+    item.expected_length = fill or length
+    item.fill_length = fill
     item.fps_policy = state.fps_policy
     item.created = time.time()
     state.job_index = len(state.jobs) - 1
@@ -278,15 +280,17 @@ class MD_OT_generate_all(_NeedsAddon, bpy.types.Operator):
             return {"CANCELLED"}
         batch = uuid.uuid4().hex[:8]
         rule = storyboard.model_rule(rules_for(context, base["model"]))
-        for prompt, start, seconds, lowest in shots:
+        for prompt, start, seconds, lowest, place in shots:
             request = {**base, "prompt": prompt, "seconds": seconds}
             length = expected_length(context, scene, request["model"], seconds)
+            fill = place
             if rule is not None and round(seconds * rule.fps) + 1 > rule.last:
                 notes.append(f"the shot at frame {start} is shorter than its place: {base['model']} makes at most "
                              f"{rule.last} frames ({(rule.last - 1) / rule.fps:.1f} s)")
-            channel = free_channel(scene, lowest or state.channel, start, start + length)
+                fill = 0  # it fills what it can, at its own speed
+            channel = free_channel(scene, lowest or state.channel, start, start + (fill or length))
             submit(context, scene, kind="batch", request=request, channel=channel, frame_start=start,
-                   length=length, batch=batch)
+                   length=length, batch=batch, fill=fill)
         text = f"{len(shots)} shot(s) queued"
         if skipped:
             text += f"; skipped {', '.join(skipped)}"
@@ -294,10 +298,11 @@ class MD_OT_generate_all(_NeedsAddon, bpy.types.Operator):
         return {"FINISHED"}
 
 
-def _timeline_prompts(scene: Any, default_seconds: float) -> tuple[list[tuple[str, int, float, int | None]],
+def _timeline_prompts(scene: Any, default_seconds: float) -> tuple[list[tuple[str, int, float, int | None, int]],
                                                                   list[str], list[str]]:
-    """The shots "Generate All" makes: ``(prompt, start frame, seconds, lowest channel)`` each, what was skipped,
-    and notices. Selected text strips win; else the selected markers."""
+    """The shots "Generate All" makes: ``(prompt, start frame, seconds, lowest channel, frames to fill)`` each
+    (0 to fill: a last marker, whose shot has the panel's length), what was skipped, and notices. Selected text
+    strips win; else the selected markers."""
     fps = vse.scene_fps(scene)
     shots, skipped, notes = [], [], []
     texts = vse.selected_text_strips(scene)
@@ -307,7 +312,8 @@ def _timeline_prompts(scene: Any, default_seconds: float) -> tuple[list[tuple[st
             if not strip.text.strip():
                 skipped.append(f"{strip.name} (no text)")
                 continue
-            shots.append((strip.text.strip(), start, storyboard.span_seconds(start, end, fps), strip.channel + 1))
+            shots.append((strip.text.strip(), start, storyboard.span_seconds(start, end, fps), strip.channel + 1,
+                          end - start))
         return shots, skipped, notes
     markers = sorted(scene.timeline_markers, key=lambda m: m.frame)
     for index, marker in enumerate(markers):
@@ -318,7 +324,7 @@ def _timeline_prompts(scene: Any, default_seconds: float) -> tuple[list[tuple[st
             continue
         later = [m.frame for m in markers[index + 1:] if m.frame > marker.frame]
         seconds = storyboard.span_seconds(marker.frame, later[0], fps) if later else default_seconds
-        shots.append((marker.name.strip(), marker.frame, seconds, None))
+        shots.append((marker.name.strip(), marker.frame, seconds, None, later[0] - marker.frame if later else 0))
         if len(marker.name) >= storyboard.MARKER_NAME_MAX:
             notes.append(f"the marker at frame {marker.frame} has a {storyboard.MARKER_NAME_MAX}-character name, "
                          "Blender's limit: its prompt may be cut; use a text strip for long prompts")

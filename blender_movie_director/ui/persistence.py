@@ -10,7 +10,8 @@ of the jobs), and when the add-on is enabled (first timer tick, since ``bpy.data
 - finished while its file was closed in this session: its result is applied now;
 - queued or running with a record: a worker re-attaches with ``Wan2GPClient.resume_job(record)``
   (tracking resumes; "lost: <reason>" if the server no longer has it; the output is fetched if it finished);
-- queued but never accepted by the server (Blender closed while submitting): marked lost, with the reason;
+- queued with no record (Blender closed or saved while submitting): re-attached from this user's register of
+  jobs if the task reached the server's queue (found by its client id), else marked lost, with the reason;
 - finished and downloaded but not yet on the timeline: placed now.
 
 Before a save, the records of tracked jobs are refreshed so the file holds their latest state. When Blender
@@ -48,7 +49,7 @@ def reconcile(st: pump.State) -> bool:
                     continue
                 if pump.adopt(st, key):  # parked by a disable in this session: still followed in memory
                     continue
-                record = storyboard.loads(item.record)
+                record = storyboard.loads(item.record) or _registered(key)
                 if not record:
                     item.status = "lost"
                     item.error = ("lost: Blender was closed before the server accepted this job, so it never ran; "
@@ -66,6 +67,18 @@ def reconcile(st: pump.State) -> bool:
                 st.to_place.append(key)
                 changed = True
     return changed
+
+
+def _registered(key: str) -> dict[str, Any] | None:
+    """The record of a shot the .blend missed (saved or quit before it came back from the server), from this
+    user's register of jobs, if the task reached the server's queue."""
+    from ..backend.wan2gp.register import queued_by_client_id
+
+    try:
+        entry = queued_by_client_id().get(storyboard.client_id(key))
+    except Exception:  # noqa: BLE001 - a register that can't be read must not stop the reconcile
+        return None
+    return entry["record"] if entry else None
 
 
 def retry(st: pump.State, item: Any) -> bool:

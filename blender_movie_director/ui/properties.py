@@ -112,6 +112,9 @@ class MD_Job(bpy.types.PropertyGroup):
     meta: StringProperty(description="The meta strip the shot goes into (empty: the top level)")
     frame_start: IntProperty()
     expected_length: IntProperty(description="Timeline frames reserved at submit")
+    fill_length: IntProperty(default=0, min=0,
+                             description="Timeline frames the shot fills exactly (its text strip or marker range); "
+                                         "0: as long as the clip")
     fps_policy: StringProperty(default="STRETCH")
     created: FloatProperty()
 

@@ -321,6 +321,8 @@ def submit_worker(st: State, key: str, conn: Connection, request: dict[str, Any]
     try:
         client = client_for(st, conn)
         settings = storyboard.settings_from_request(_seconds_to_frames(client, request))
+        if settings.client_id is None:  # names the task on the server: a reconcile finds it in the register
+            settings = settings.model_copy(update={"client_id": storyboard.client_id(key)})
         job = client.submit(settings)
     except Exception as exc:  # every failure reaches the job in the panel, with its message
         with st.lock:
@@ -499,7 +501,8 @@ def place(st: State, key: str) -> bool:
         return True
     try:
         placement = vse.place_movie(scene, path, _strip_name(item), item.channel, item.frame_start,
-                                    clip_fps=result.get("fps"), fps_policy=item.fps_policy, meta=item.meta)
+                                    clip_fps=result.get("fps"), fps_policy=item.fps_policy, meta=item.meta,
+                                    fill=item.fill_length)
     except Exception as exc:  # e.g. no free channel: the file is safe in the output folder
         item.status = "failed"
         item.error = f"could not place the shot on the timeline ({exc}); its file is {path}"

@@ -235,12 +235,21 @@ class Placement:
     meta: str = ""  # the meta strip it went into ("" for the top level)
 
 
-def _new_movie(strips: Any, name: str, filepath: str, channel: int, frame_start: int, stream: int = 0) -> Any:
-    """``new_movie`` on the file's video stream ``stream``: given at creation in 5.2+, set afterwards before."""
+def fit_method(scene: bpy.types.Scene) -> str:
+    """How Blender's own Add Movie fits a clip to the scene's frame: the sequencer tool setting (default "FIT")."""
+    tools = getattr(scene.tool_settings, "sequencer_tool_settings", None)
+    return str(getattr(tools, "fit_method", "FIT") or "FIT")
+
+
+def _new_movie(strips: Any, name: str, filepath: str, channel: int, frame_start: int, stream: int = 0,
+               fit: str = "FIT") -> Any:
+    """``new_movie`` on the file's video stream ``stream`` (given at creation in 5.2+, set afterwards before),
+    fitted to the scene's frame as ``fit`` says (``fit_method``: FIT, FILL, STRETCH or ORIGINAL)."""
     if "stream" in strips.bl_rna.functions["new_movie"].parameters:
         return strips.new_movie(name=name, filepath=filepath, channel=channel, frame_start=frame_start,
-                                stream=stream)
-    strip = strips.new_movie(name=name, filepath=filepath, channel=channel, frame_start=frame_start)
+                                stream=stream, fit_method=fit)
+    strip = strips.new_movie(name=name, filepath=filepath, channel=channel, frame_start=frame_start,
+                             fit_method=fit)
     if stream:
         strip.stream_index = stream
     return strip
@@ -261,12 +270,16 @@ def new_effect(strips: Any, name: str, kind: str, channel: int, frame_start: int
 
 
 def place_movie(scene: bpy.types.Scene, filepath: str, name: str, channel: int, frame_start: int, *,
-                clip_fps: float | None, fps_policy: str = "STRETCH", meta: str = "") -> Placement:
-    """Add a finished shot at ``(channel, frame_start)``, or on the nearest free channel if that is taken.
+                clip_fps: float | None, fps_policy: str = "STRETCH", meta: str = "", fill: int = 0) -> Placement:
+    """Add a finished shot at ``(channel, frame_start)``, or on the nearest free channel if that is taken,
+    fitted to the scene's frame as Blender's own Add Movie does.
 
     ``fps_policy``: ``"STRETCH"`` plays the clip in real time (a Speed effect in Stretch mode on the channel
     above it), ``"KEEP"`` keeps one clip frame per scene frame (the clip then plays faster or slower).
     ``meta``: the meta strip to put it in (the top level if it is "" or no longer exists).
+    ``fill``: the timeline frames the shot must take exactly (the text strip or marker range it was made for):
+    WanGP makes 4n+1 frames at its own rate, which rarely lands on the scene's frame; the clip is stretched
+    (or, with "KEEP", trimmed or held on its last frame) to that length.
     """
     path = filepath
     if bpy.data.filepath:
@@ -280,9 +293,11 @@ def place_movie(scene: bpy.types.Scene, filepath: str, name: str, channel: int, 
     into = meta if holder is not None and holder.type == "META" else ""
     strips = level_strips(scene, into)
     # Added first on an empty channel (no overlap, so Blender shuffles nothing), to learn its real length.
-    strip = _new_movie(strips, name, path, storyboard.empty_channel(s.channel for s in strips), frame_start)
+    strip = _new_movie(strips, name, path, storyboard.empty_channel(s.channel for s in strips), frame_start,
+                       fit=fit_method(scene))
     frames = strip_duration(strip)
-    duration = storyboard.timeline_length(frames, clip_fps, fps, fps_policy)
+    duration = fill or storyboard.timeline_length(frames, clip_fps, fps, fps_policy)
+    stretch = stretch or (fps_policy == "STRETCH" and duration != frames)
     free = storyboard.nearest_free_channel(spans(scene, into, ignore=strip), channel, frame_start,
                                            frame_start + duration, height=2 if stretch else 1)
     strip.channel = free
@@ -292,8 +307,13 @@ def place_movie(scene: bpy.types.Scene, filepath: str, name: str, channel: int, 
         effect = new_effect(strips, f"{name} speed", "SPEED", free + 1, frame_start, duration, strip)
         effect.speed_control = "STRETCH"
         speed_name = effect.name
-        notice = (f"clip is {clip_fps:g} fps, scene {fps:g} fps: time-stretched its {frames} frames over "
-                  f"{duration} (Speed effect on channel {free + 1})")
+        rates = f"clip is {clip_fps:g} fps, scene {fps:g} fps: " if storyboard.fps_differs(clip_fps, fps) else ""
+        notice = (f"{rates}time-stretched its {frames} frames over {duration}" + (" to fill its place" if fill else "")
+                  + f" (Speed effect on channel {free + 1})")
+    elif fill and duration != frames:
+        set_strip_duration(strip, duration)
+        notice = (f"{'trimmed' if duration < frames else 'held the last frame of'} its {frames} frames to fill "
+                  f"its {duration}")
     elif storyboard.fps_differs(clip_fps, fps):
         notice = (f"clip is {clip_fps:g} fps, scene {fps:g} fps: kept its {frames} frames, so it plays "
                   f"{fps / clip_fps:.2f}x as fast as it was generated")

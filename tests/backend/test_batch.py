@@ -127,6 +127,46 @@ def test_a_killed_batch_resumes_without_doing_any_work_twice(make_emulator, tmp_
     assert len({key[1] for key in tasks}) == 6 and len(tasks) == 6  # one task per shot, never a second one
 
 
+_DIES_AFTER_QUEUEING = textwrap.dedent("""
+    import sys, time
+    from blender_movie_director.backend.wan2gp import JobStatus, Wan2GPClient
+    client = Wan2GPClient(sys.argv[1], output_dir=sys.argv[2])
+    job = client.submit(prompt="queued before the journal heard of it [[slow]]", frames=5, steps=6,
+                        client_id=sys.argv[3])
+    while job.status() != JobStatus.RUNNING:
+        time.sleep(0.02)
+    print("running", flush=True)
+    time.sleep(60)
+""")
+
+
+def test_a_shot_queued_before_its_journal_line_re_attaches_from_the_register(make_emulator, tmp_path):
+    """A batch killed between a shot reaching WanGP's queue and the journal's line about it: the journal says
+    nothing of the shot, the register of jobs has its record, and the resume re-attaches instead of queueing
+    it a second time."""
+    server = make_emulator("v12")
+    journal = tmp_path / "gap.journal.jsonl"
+    shot = {"prompt": "queued before the journal heard of it [[slow]]", "frames": 5, "steps": 6,
+            "client_id": "bmd-gap-0000"}
+    written = Journal(journal)  # what submit_batch writes first: the shots, no line about any of them yet
+    written.open({"type": "batch", "version": 1, "id": "gap", "created": time.time(), "shots": [shot],
+                  "options": {}})
+    written.close()
+    program = subprocess.Popen([sys.executable, "-c", _DIES_AFTER_QUEUEING, server.url, str(tmp_path / "dead"),
+                                shot["client_id"]], stdout=subprocess.PIPE, text=True)
+    try:
+        assert program.stdout is not None and program.stdout.readline().strip() == "running"
+    finally:
+        program.kill()
+        program.wait(10)
+    with _pool([server.url], tmp_path) as pool:
+        batch = resume_batch(pool, journal)
+        assert batch.wait(timeout=90) and batch.progress.done == 1, batch.summary()
+        assert batch.results()[0].video_path.exists()
+    assert _events([server], "queued")["bmd-gap-0000"] == 1  # re-attached, never queued again
+    assert _events([server], "completed")["bmd-gap-0000"] == 1
+
+
 def test_cancel_all_and_resume_runs_only_what_is_unfinished(make_emulator, tmp_path):
     server = make_emulator("v12")
     journal = tmp_path / "cancel.journal.jsonl"

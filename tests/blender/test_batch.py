@@ -58,6 +58,30 @@ def test_generate_all_from_text_strips_fills_each_strips_place(blend):
     assert "Batch: 2/2 done" in shown
 
 
+def test_back_to_back_text_strips_at_24_fps_give_one_clean_row_fitted_to_the_frame(blend):
+    """WanGP makes 4n+1 frames at 16 fps: a 25-frame place at 24 fps gets 17 frames (25.5 scene frames). Each shot
+    must fill its text strip exactly, so the next one stays on the same channel, and fill the frame as
+    Blender's own Add Movie does (an 832x480 clip in a 1920x1080 scene: scale 2.25)."""
+    scene = blend.scene
+    scene.render.fps, scene.render.resolution_x, scene.render.resolution_y = 24, 1920, 1080
+    connect(blend)
+    lengths = [25, 49, 25, 37]
+    starts = [1 + sum(lengths[:i]) for i in range(len(lengths))]
+    for i, (start, length) in enumerate(zip(starts, lengths, strict=True)):
+        _text(scene, f"beat {i}", f"storyboard beat {i}", channel=1, start=start, length=length)
+    assert bpy.ops.movie_director.generate_all() == {"FINISHED"}
+    pump_until(_all_finished(scene), timeout=120)
+    jobs = _jobs(scene)
+    assert [j.status for j in jobs] == ["completed"] * 4, [j.error for j in jobs]
+    strips = [vse.find_strip(scene, j.strip_name) for j in jobs]
+    assert [vse.strip_span(s) for s in strips] == [(a, a + n) for a, n in zip(starts, lengths, strict=True)]
+    assert {s.channel for s in strips} == {2}  # one row, nothing pushed onto another channel
+    assert all(abs(s.transform.scale_x - 2.25) < 1e-3 and abs(s.transform.scale_y - 2.25) < 1e-3 for s in strips)
+    speeds = [s for s in vse.all_strips(scene) if s.type == "SPEED"]
+    assert len(speeds) == 4 and {s.channel for s in speeds} == {3}  # the retiming stays on the row above
+    assert all("to fill its place" in j.message for j in jobs)
+
+
 def test_generate_all_from_markers_lasts_until_the_next_marker(blend):
     connect(blend)
     scene = blend.scene

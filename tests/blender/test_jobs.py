@@ -222,3 +222,43 @@ def test_quit_with_jobs_running_exits_at_once_and_the_next_load_collects_them(bl
         strip = vse.find_strip(scene, job.strip_name)
         assert (vse.strip_start(strip), strip.channel, vse.strip_duration(strip)) == (frame, 2, 17)
     assert len(_events(blend.server, "queued", before)) == 3  # each picked up again, none submitted twice
+
+
+_DIES_AFTER_QUEUEING = """
+import sys, time
+from blender_movie_director.backend.wan2gp import JobStatus, Wan2GPClient
+client = Wan2GPClient(sys.argv[1], output_dir=sys.argv[2])
+job = client.submit(prompt="queued as Blender went down [[slow]]", frames=9, steps=6, client_id=sys.argv[3])
+while job.status() != JobStatus.RUNNING:
+    time.sleep(0.02)
+print("running", flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_shot_the_blend_missed_is_found_in_the_register_and_collected(blend):
+    """Blender went down after WanGP queued the shot and before the .blend held its record: the reconcile finds
+    it in the register of jobs by its client id, and collects that task instead of calling it lost."""
+    scene = blend.scene
+    item = scene.movie_director.jobs.add()
+    item.key, item.status, item.prompt, item.server = "k-missed", "submitting", "queued as Blender went down", blend.url
+    item.output_dir, item.channel, item.frame_start, item.fps_policy = str(blend.out), 2, 1, "STRETCH"
+    program = subprocess.Popen([sys.executable, "-c", _DIES_AFTER_QUEUEING, blend.url, str(blend.out),
+                                storyboard.client_id(item.key)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert program.stdout is not None and program.stdout.readline().strip() == "running"
+    finally:
+        program.kill()
+        program.wait(10)
+    path = blend.tmp / "missed.blend"
+    bpy.ops.wm.save_as_mainfile(filepath=str(path))
+    bpy.ops.wm.open_mainfile(filepath=str(path))  # load_post: reconcile
+    scene = bpy.context.scene
+    pump_until(lambda: scene.movie_director.jobs[0].status in storyboard.FINISHED, timeout=60)
+    job = scene.movie_director.jobs[0]
+    assert job.status == "completed", job.error
+    pump_until(lambda: scene.movie_director.jobs[0].placed, timeout=20)
+    assert vse.find_strip(scene, scene.movie_director.jobs[0].strip_name) is not None
+    queued = [e for e in blend.server.events() if e["event"] == "queued"
+              and e["client_id"] == storyboard.client_id("k-missed")]
+    assert len(queued) == 1  # collected, not generated again

@@ -221,9 +221,12 @@ def test_server_default_is_env_then_discovery_then_7860(emulator_v12, emulator_v
 def test_plain_http_to_another_machine_warns(capsys) -> None:
     out = cli._Output()
     # resolving only: nothing is contacted
-    cli._resolve_server(argparse.Namespace(server="http://192.0.2.10:7860"), out)
-    assert "warning:" in capsys.readouterr().err
-    cli._resolve_server(argparse.Namespace(server="https://192.0.2.10"), out)
+    cli._resolve_server(argparse.Namespace(server="http://192.0.2.20:7860"), out)
+    err = capsys.readouterr().err
+    assert "warning:" in err and "not encrypted" in err and "SSH tunnel" in err
+    cli._resolve_server(argparse.Namespace(server="http://192.0.2.20:7860"), out)
+    assert capsys.readouterr().err == ""  # once per process, however many commands resolve it
+    cli._resolve_server(argparse.Namespace(server="https://192.0.2.20"), out)
     cli._resolve_server(argparse.Namespace(server="http://localhost:7860"), out)
     assert capsys.readouterr().err == ""
 

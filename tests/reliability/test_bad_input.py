@@ -136,3 +136,38 @@ def test_bad_server_addresses_are_refused_before_any_connection(url, words, tmp_
 def test_a_bare_host_and_port_means_http(tmp_path):
     # gradio_client would take a bare name for a Hugging Face Space and look it up on huggingface.co
     assert Wan2GPClient("127.0.0.1:7860", output_dir=tmp_path).settings.url == "http://127.0.0.1:7860"
+
+
+_CLI_FLAGS = {"frames": "--frames", "seconds": "--seconds", "steps": "--steps", "seed": "--seed",
+              "resolution": "--resolution", "model": "--model", "image_start": "--image-start",
+              "image_end": "--image-end"}
+_LIBRARY_NAMES = re.compile(r"\b(num_inference_steps|video_length|image_start|image_end|negative_prompt|model_type|"
+                            r"list_models|resume_job|client\.\w+)\b")
+
+
+def test_through_the_cli_every_bad_input_names_the_commands_own_flags(emulator_v12, files, capsys, tmp_path):
+    """The same corpus through ``movie-director generate`` (every case the command's flags can express): refused
+    with exit code 2, in words that name its flags, never the library's names."""
+    from blender_movie_director.cli import main
+
+    problems, tried = [], 0
+    for case, settings, _words, _field in _corpus(files):
+        flags = {k: v for k, v in settings.items() if k != "prompt"}
+        if not set(flags) <= set(_CLI_FLAGS) or not isinstance(settings.get("prompt", ""), str):
+            continue
+        argv = ["generate"] + ([settings["prompt"]] if "prompt" in settings else ["a valid prompt"] * (
+            case != "prompt missing"))
+        for key, value in flags.items():
+            argv += [_CLI_FLAGS[key], str(value)]
+        tried += 1
+        code = main([*argv, "--server", emulator_v12.url, "-o", str(tmp_path / "never.mp4")])
+        err = capsys.readouterr().err
+        ours = "\n".join(line for line in err.splitlines() if not line.startswith("[")) or err
+        if code != 2:
+            problems.append(f"{case}: exit {code}: {ours}")
+        elif not re.search(r"--[a-z]|\bPROMPT\b", ours):
+            problems.append(f"{case}: names none of the command's flags: {ours}")
+        elif _LIBRARY_NAMES.search(ours):
+            problems.append(f"{case}: speaks Python: {ours}")
+    assert tried >= 25 and not problems, "\n".join(problems)
+    assert not (tmp_path / "never.mp4").exists()

@@ -74,6 +74,19 @@ def test_a_server_beyond_this_machine_gets_a_visible_warning(url, auth, words, t
     network_guard.blocked.clear()  # we reached out on purpose
 
 
+def test_the_warning_about_a_server_is_given_once_per_process(tmp_path, caplog, network_guard):
+    url = "http://192.0.2.77:7860"
+    with caplog.at_level(logging.WARNING, logger="blender_movie_director"):
+        for _ in range(3):  # as a CLI command, a pool or Blender does: several clients, several connects
+            client = Wan2GPClient(url, output_dir=tmp_path)
+            client.settings.retries = client.settings.retries.model_copy(update={"attempts": 1})
+            with pytest.raises(Wan2GPConnectionError):
+                client.connect()
+    warned = [r for r in caplog.records if "not encrypted" in r.getMessage()]
+    assert len(warned) == 1 and "192.0.2.77" in warned[0].getMessage()
+    network_guard.blocked.clear()
+
+
 def test_https_beyond_this_machine_is_not_warned_about_encryption(tmp_path):
     client = Wan2GPClient("https://wangp.studio.example", output_dir=tmp_path, auth=("director", SECRET))
     assert not any("not encrypted" in w for w in client.security_warnings)

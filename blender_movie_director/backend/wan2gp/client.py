@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from .config import ClientSettings, Retries, Timeouts, security_warnings
+from .config import ClientSettings, Retries, Timeouts, first_warning, security_warnings
 from .endpoints import ServerApi
 from .enums import HIGH_QUALITY_MODEL, QUICK_MODEL, ModelCategory, catalog, categories_of
 from .errors import (
@@ -147,7 +147,8 @@ class Wan2GPClient:
             if self._api is not None:
                 return True
             for warning in self.security_warnings:
-                log.warning("WanGP at %s: %s", self.server_address, warning)
+                if first_warning(self.server_address, warning):
+                    log.warning("WanGP at %s: %s", self.server_address, warning)
             root = self._open_with_retries()
             try:
                 api = (self.api_cache.server_api(root, self.server_address) if self.api_cache is not None

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+import threading
 import urllib.parse
 from pathlib import Path
 
@@ -76,6 +77,20 @@ def security_warnings(url: str, *, has_auth: bool) -> list[str]:
             warnings.append(f"no user/password is set for {parts.hostname}: if WanGP listens on the network "
                             "without --auth, anyone who reaches it can use it")
     return warnings
+
+
+_warned: set[tuple[str, str]] = set()
+_warned_lock = threading.Lock()
+
+
+def first_warning(server: str, warning: str) -> bool:
+    """True the first time this process is about to give ``warning`` about ``server``: a CLI command, a pool or
+    Blender connects to one server many times, and the user needs to read it once."""
+    with _warned_lock:
+        if (server, warning) in _warned:
+            return False
+        _warned.add((server, warning))
+        return True
 
 
 class Timeouts(BaseModel):

@@ -155,3 +155,26 @@ class JobRegister:
         return [e for e in self.entries(server=server)
                 if e["state"] in UNFINISHED and e["session_hash"] and e["app_id"] == app_id
                 and not pid_alive(int(e["pid"]))]
+
+
+def user_register() -> JobRegister:
+    """This user's register, where the clients keep it (``WAN2GP_STATE_DIR``, else the platform's state folder)."""
+    from pydantic import ValidationError
+
+    from .config import ClientSettings, default_state_dir
+
+    try:
+        return JobRegister(ClientSettings().state_dir)
+    except ValidationError:  # another WAN2GP_ variable is wrong: the clients will say so
+        return JobRegister(default_state_dir())
+
+
+def queued_by_client_id(register: JobRegister | None = None) -> dict[str, dict[str, Any]]:
+    """Unfinished jobs whose task reached a server's queue, by the client id they were given (the newest of each):
+    how a batch journal or a .blend that missed a shot's record (its program died first) finds it again."""
+    found: dict[str, dict[str, Any]] = {}
+    for entry in (register or user_register()).entries():  # newest first
+        record = entry["record"]
+        if entry["state"] in UNFINISHED and record.get("task_queued") and record.get("client_id"):
+            found.setdefault(str(record["client_id"]), entry)
+    return found
