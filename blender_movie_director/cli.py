@@ -630,6 +630,8 @@ def cmd_queue(args: argparse.Namespace, out: _Output) -> int:
 
 
 def cmd_abort(args: argparse.Namespace, out: _Output) -> int:
+    if getattr(args, "job", None):
+        return cmd_cancel(args, out)
     url = _resolve_server(args, out)
     with _client(url) as client:
         count = client.abort_generation()
@@ -793,8 +795,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands.required = True
 
     def command(name: str, func: Callable[[argparse.Namespace, _Output], int], help_text: str, *,
-                server: bool = True) -> argparse.ArgumentParser:
-        sub = commands.add_parser(name, help=help_text, description=help_text)
+                server: bool = True, aliases: Sequence[str] = ()) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text, description=help_text, aliases=list(aliases))
         _add_common(sub, server=server)
         sub.set_defaults(func=func)
         return sub
@@ -834,13 +836,17 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--category", metavar="C", choices=[c.value for c in ModelCategory])
 
     command("jobs", cmd_jobs, "every shot this user started on this machine, from any program (the register)")
-    collect = command("collect", cmd_collect, "follow a shot from the register to its end and save its output")
+    collect = command("collect", cmd_collect, "follow a shot from the register to its end and save its output",
+                      aliases=["resume"])
     collect.add_argument("job", metavar="JOB", help="its id (or the start of it), as `movie-director jobs` shows")
     collect.add_argument("-o", "--output", metavar="DIR", help="folder for the output")
     cancel = command("cancel", cmd_cancel, "stop a shot from the register on its server, whoever started it")
     cancel.add_argument("job", metavar="JOB", help="its id (or the start of it), as `movie-director jobs` shows")
     command("queue", cmd_queue, "this session's jobs, and how many calls wait on the server")
-    command("abort", cmd_abort, "stop this session's running generation on the server")
+    abort = command("abort", cmd_abort, "stop a shot from the register on its server (as cancel JOB); without JOB, "
+                    "this session's running generation")
+    abort.add_argument("job", metavar="JOB", nargs="?", help="its id (or the start of it), as `movie-director jobs` "
+                       "shows")
     command("clear", cmd_clear, "cancel this session's queued and running jobs")
 
     discover = command("discover", cmd_discover, "find WanGP servers on this machine (and the URLs given)",

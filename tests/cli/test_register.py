@@ -56,6 +56,8 @@ def test_a_shot_whose_program_died_is_listed_and_collected_from_another(make_emu
     assert next(j for j in listed["jobs"] if j["job_id"] == job_id)["state"] == "completed"
     code, again = _json(capsys, "collect", job_id)  # a second collect finds the file, asks nothing
     assert code == 0 and again["path"] == collected["video_path"]
+    code, same = _json(capsys, "resume", job_id)  # resume JOB is collect JOB
+    assert code == 0 and same == again
 
 
 def _aborted(server, session_hash: str) -> bool:
@@ -76,6 +78,8 @@ def test_a_shot_whose_program_died_is_cancelled_on_the_server_from_another(make_
     assert _aborted(server, entry["session_hash"]), server.events()
     code, _ = _json(capsys, "cancel", "no-such-job")
     assert code == 2
+    code, again = _json(capsys, "abort", job_id[:8])  # abort JOB is cancel JOB: nothing left to stop
+    assert code == 0 and again == {"job_id": job_id, "stopped": False, "state": "cancelled"}
 
 
 _WRITER = """
