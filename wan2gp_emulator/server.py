@@ -9,6 +9,7 @@ import shutil
 import socket
 import tempfile
 import threading
+import time
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -18,6 +19,26 @@ from fastapi import Response
 from . import _spec
 from ._app import build_app  # imports gradio: start() itself then takes about half a second
 from ._wangp import WanGP
+
+READY_SECONDS = 30.0  # how long a started server may take to answer its first request (a loaded machine)
+
+
+def _wait_ready(url: str, seconds: float) -> None:
+    """Wait until the server answers a small request, tolerating slow answers; RuntimeError after ``seconds``."""
+    import httpx
+
+    deadline = time.monotonic() + seconds
+    last = "no answer"
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url + "gradio_api/app_id", timeout=5, trust_env=False).status_code == 200:
+                return
+            last = "an HTTP error"
+        except httpx.HTTPError as exc:
+            last = type(exc).__name__
+        time.sleep(0.1)
+    raise RuntimeError(f"the emulator started at {url} but gave {last} for {seconds:.0f} s: is the machine "
+                       "overloaded, or a proxy or firewall in the way of 127.0.0.1?")
 
 
 def _free_port(host: str) -> int:
@@ -99,9 +120,18 @@ class EmulatorServer:
             # WanGP calls no queue(): gradio's default, one call at a time per event across all sessions.
             demo.queue(default_concurrency_limit=1)
             port = self._requested_port or _free_port(self.host)
+            # _frontend=False skips gradio's own "is localhost reachable" check: one HEAD of the 1.4 MB page with a
+            # 3 s timeout, which fails the start on a loaded machine; _wait_ready below asks more patiently.
             demo.launch(server_name=self.host, server_port=port, prevent_thread_lock=True, quiet=True,
                         show_api=True, share=False, inbrowser=False, allowed_paths=[str(self.output_dir)],
-                        show_error=False)
+                        show_error=False, _frontend=False)
+            try:
+                here = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host  # bound to all: ask loopback
+                _wait_ready(f"http://{here}:{port}/", READY_SECONDS)
+            except RuntimeError:
+                with contextlib.redirect_stdout(io.StringIO()):
+                    demo.close()
+                raise
             # Gradio's queue loop sleeps 50 ms when idle; 10 ms shortens every call by ~20 ms on average (a server
             # timing only: the API and its messages are unchanged).
             if getattr(demo, "_queue", None) is not None and hasattr(demo._queue, "sleep_when_free"):
