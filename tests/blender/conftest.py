@@ -48,8 +48,10 @@ def prefs() -> Any:
 
 
 @pytest.fixture
-def blend(addon: Any, emulator_v12: Any, tmp_path: Path) -> SimpleNamespace:
-    """A new empty file whose scene runs at 16 fps (Wan's), the add-on pointed at the emulator."""
+def blend(addon: Any, emulator_v12: Any, tmp_path: Path) -> Iterator[SimpleNamespace]:
+    """A new empty file whose scene runs at 16 fps (Wan's), the add-on pointed at the emulator. The add-on's
+    clients are closed after the test: each test has its own output folder, hence its own client, and the
+    threads of dozens of open clients made bpy crash (a segmentation fault, in a later test)."""
     bpy.ops.wm.read_homefile(use_empty=True)
     scene = bpy.context.scene
     scene.render.fps, scene.render.fps_base = 16, 1.0
@@ -69,7 +71,21 @@ def blend(addon: Any, emulator_v12: Any, tmp_path: Path) -> SimpleNamespace:
     shot.seconds = 1.0  # 17 frames at 16 fps (4n+1)
     shot.steps = 2
     shot.channel = 2
-    return SimpleNamespace(scene=scene, shot=shot, out=out, server=emulator_v12, url=server.url, tmp=tmp_path)
+    yield SimpleNamespace(scene=scene, shot=shot, out=out, server=emulator_v12, url=server.url, tmp=tmp_path)
+    _close_clients()
+
+
+def _close_clients() -> None:
+    from blender_movie_director.ui import pump
+
+    st = pump._state
+    if st is None:
+        return
+    with st.lock:
+        clients = list(st.clients.values())
+        st.clients.clear()
+    for client in clients:
+        client.close()
 
 
 def pump_until(condition: Callable[[], bool], timeout: float = 30.0) -> None:
