@@ -650,10 +650,9 @@ def cmd_clear(args: argparse.Namespace, out: _Output) -> int:
 
 
 def _register() -> Any:
-    from .backend.wan2gp.config import ClientSettings
-    from .backend.wan2gp.register import JobRegister
+    from .backend.wan2gp.register import user_register
 
-    return JobRegister(ClientSettings().state_dir)
+    return user_register()
 
 
 def _registered(job_id: str) -> dict[str, Any]:

@@ -1028,8 +1028,9 @@ class ServerPool:
         if cache is None or job.settings.seed == -1:
             return None
         with self._lock:
-            versions = list(dict.fromkeys([first] * bool(first) + [
-                s.version for s in self._servers.values() if s.version and not s.removed and s.state != "unsupported"]))
+            known = [s.version for s in self._servers.values()
+                     if s.version and not s.removed and s.state != "unsupported"]
+        versions = list(dict.fromkeys(([first] if first else []) + known))
         for version in versions:
             hit = cache.lookup(job.settings, version, output_dir=self.output_dir, job_id=job.id)
             if hit is not None:

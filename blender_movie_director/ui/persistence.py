@@ -20,6 +20,7 @@ quits, running jobs are let go at once (``pump.on_quit``): they are collected th
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import bpy
@@ -29,12 +30,15 @@ from .. import storyboard
 from . import pump
 from .preferences import connection, prefs
 
+log = logging.getLogger(__name__)
+
 
 def reconcile(st: pump.State) -> bool:
     """Bring the open file's jobs and the server's in line (main thread). Returns True if anything changed."""
     changed = False
     st.where.clear()
     p = prefs()
+    registered: dict[str, Any] | None = None  # the register, read at most once per pass (main thread)
     for scene in bpy.data.scenes:
         for item in pump.job_items(scene):
             key = item.key
@@ -49,7 +53,11 @@ def reconcile(st: pump.State) -> bool:
                     continue
                 if pump.adopt(st, key):  # parked by a disable in this session: still followed in memory
                     continue
-                record = storyboard.loads(item.record) or _registered(key)
+                record = storyboard.loads(item.record)
+                if not record:
+                    registered = _registered() if registered is None else registered
+                    entry = registered.get(storyboard.client_id(key))
+                    record = entry["record"] if entry else None
                 if not record:
                     item.status = "lost"
                     item.error = ("lost: Blender was closed before the server accepted this job, so it never ran; "
@@ -69,16 +77,16 @@ def reconcile(st: pump.State) -> bool:
     return changed
 
 
-def _registered(key: str) -> dict[str, Any] | None:
-    """The record of a shot the .blend missed (saved or quit before it came back from the server), from this
-    user's register of jobs, if the task reached the server's queue."""
+def _registered() -> dict[str, Any]:
+    """This user's register of jobs whose task reached a server, by client id: where a shot the .blend missed
+    (saved or quit before the server's answer came back) is found again."""
     from ..backend.wan2gp.register import queued_by_client_id
 
     try:
-        entry = queued_by_client_id().get(storyboard.client_id(key))
+        return queued_by_client_id()
     except Exception:  # noqa: BLE001 - a register that can't be read must not stop the reconcile
-        return None
-    return entry["record"] if entry else None
+        log.exception("reading the register of jobs")
+        return {}
 
 
 def retry(st: pump.State, item: Any) -> bool:

@@ -158,15 +158,11 @@ class JobRegister:
 
 
 def user_register() -> JobRegister:
-    """This user's register, where the clients keep it (``WAN2GP_STATE_DIR``, else the platform's state folder)."""
-    from pydantic import ValidationError
+    """This user's register, where the clients keep it (``WAN2GP_STATE_DIR``, else the platform's state folder).
+    A wrong ``WAN2GP_`` variable raises here as it would in the client: another folder would be another register."""
+    from .config import ClientSettings
 
-    from .config import ClientSettings, default_state_dir
-
-    try:
-        return JobRegister(ClientSettings().state_dir)
-    except ValidationError:  # another WAN2GP_ variable is wrong: the clients will say so
-        return JobRegister(default_state_dir())
+    return JobRegister(ClientSettings().state_dir)
 
 
 def queued_by_client_id(register: JobRegister | None = None) -> dict[str, dict[str, Any]]:
