@@ -140,14 +140,16 @@ def test_a_program_killed_mid_shot_leaves_the_server_healthy(make_emulator, flav
         first.kill()
         first.wait(10)
     assert "error" not in record, record
+    assert emulator.sessions()[record["session_hash"]]["status_display"]  # the dead session's status loop runs
     # The first shot after it waits for the dead one to leave the GPU; meanwhile the client keeps looking, and
     # releases the dead session once its task is done (some of this shot's steps may come before that).
     _steps, _seconds, status = _next_shot(emulator.url, out_dir)
     assert status == JobStatus.COMPLETED
     for _ in range(2):  # the next one releases it before its run, and shows its steps; so does the one after
-        steps, seconds, _ = _next_shot(emulator.url, out_dir)
+        steps, _seconds, _ = _next_shot(emulator.url, out_dir)
         assert max(steps, default=0) >= 15 and len(set(steps)) >= 5, steps
-    assert seconds < 4, seconds  # not slowed down (a shot with the dead session still held took 4.7 s here)
+    # released: its status loop no longer holds every later shot's status stream (a wall-time check flaked)
+    assert not emulator.sessions()[record["session_hash"]]["status_display"]
     # the dead program's shot was generated once and is still in the register, to be collected
     dead = [e for e in emulator.events() if e["session"] == record["session_hash"]]
     assert len([e for e in dead if e["event"] == "completed"]) == 1
