@@ -31,6 +31,8 @@ COMPONENT_TYPES: dict[str, Any] = {
     "dataframe": gr.Dataframe, "checkboxgroup": gr.CheckboxGroup, "wangpimageeditor": WanGPImageEditor,
     "hierarchyselector": HierarchySelector, "imageeditor": gr.ImageEditor,
 }
+# Types of the real UI's other components that the emulator stands in for with a gradio one (see _add_inert_rest).
+STAND_INS = {"fileexplorer": "file", "rangeslider": "slider"}
 LAYOUT_TYPES: dict[str, Any] = {
     "row": gr.Row, "column": gr.Column, "tabitem": gr.Tab, "tabs": gr.Tabs, "group": gr.Group,
     "accordion": gr.Accordion,
@@ -168,7 +170,65 @@ def build_app(engine: WanGP) -> tuple[gr.Blocks, dict[int, Any]]:
             comps["abort_edit"] = gr.Button("Abort", visible=False)
         for chain in CHAINS[flavour]:
             _register_chain(engine, demo, comps, chain)
+        rest = _spec.load_rest(flavour)
+        if rest is not None:
+            _add_inert_rest(demo, comps, rest)
     return demo, comps
+
+
+def _padding(chars: int, line: str) -> str:
+    return (line * (chars // len(line) + 1))[:chars]
+
+
+def _add_inert_rest(demo: gr.Blocks, comps: dict[Any, Any], rest: dict) -> None:
+    """The real UI's other components and events, hidden and inert, so that ``/config`` and the API description
+    have the real release's size and shape: as many components of each type, with their props, and as many
+    events with their inputs, outputs and parameter names. The events' functions are named ``inert_<WanGP's
+    name>`` (so no client mistakes one for a step it uses); calling one changes nothing."""
+    trigger = gr.Button("inert", visible=False)
+    with gr.Column(visible=False):
+        for key, comp in sorted(rest["components"].items(), key=lambda item: int(item[0])):
+            kind, props = comp["type"], dict(comp["props"])
+            if kind == "form":
+                continue  # gradio wraps form fields in its own Form blocks
+            kind = STAND_INS.get(kind, kind)
+            if kind in ("video", "image", "audio", "file", "gallery", "wangpimageeditor", "imageeditor"):
+                props.pop("value", None)  # a served file of the real server: not here
+            if "pad" in comp:
+                props["value"] = _padding(comp["pad"], "<p>WanGP help text, stood in by the emulator.</p>\n")
+            if kind == "state":
+                comps[int(key)] = gr.State()
+            elif kind in LAYOUT_TYPES:
+                cls = LAYOUT_TYPES[kind]
+                with cls(**_filtered(cls, props)) as block:
+                    pass
+                comps[int(key)] = block
+            else:
+                comps[int(key)] = _make_component(kind, props)
+    for dep in rest["dependencies"]:
+        inputs = [comps[c] for c in dep["inputs"] if c in comps]
+        outputs = [comps[c] for c in dep["outputs"] if c in comps]
+        fn = None
+        if dep["fn"] is not None and len(inputs) == len(dep["inputs"]):
+            fn = _inert_handler(dep, len(outputs))
+        trigger.click(fn=fn, inputs=inputs if fn else None, outputs=outputs if fn else None, queue=dep["queue"])
+    demo.css = (demo.css or "") + "\n" + _padding(rest["css_chars"], "/* WanGP's style sheet, stood in. */\n")
+    demo.js = _padding(rest["js_chars"], "// WanGP's browser code, stood in by the emulator.\n")
+
+
+def _inert_handler(dep: dict, n_outputs: int) -> Any:
+    params = [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                default=None if none else inspect.Parameter.empty)
+              for name, none in zip(dep["params"], dep["param_default_none"], strict=True)]
+
+    def handler(*args: Any, **kwargs: Any) -> Any:
+        skips = tuple(gr.skip() for _ in range(n_outputs))
+        return skips[0] if n_outputs == 1 else skips or None
+
+    handler.__name__ = handler.__qualname__ = f"inert_{dep['fn']}"
+    handler.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    handler.__doc__ = None
+    return handler
 
 
 def _startup_dropdowns(engine: WanGP) -> dict[int, dict]:

@@ -7,6 +7,7 @@ from them and keeps a map from real id to emulated component. Handlers address c
 
 from __future__ import annotations
 
+import gzip
 import json
 from dataclasses import dataclass
 from functools import cache
@@ -110,3 +111,13 @@ def load(flavour: str) -> FlavourSpec:
         raise ValueError(f"unknown flavour {flavour!r}: expected one of {sorted(VERSIONS)}")
     text = resources.files("wan2gp_emulator").joinpath(f"data/wangp_{flavour}.json").read_text(encoding="utf-8")
     return FlavourSpec(flavour, json.loads(text))
+
+
+@cache
+def load_rest(flavour: str) -> dict | None:
+    """The rest of the release's real UI (``extract.py``'s ``extract_rest``), for flavours served at real size."""
+    path = resources.files("wan2gp_emulator").joinpath(f"data/wangp_{flavour}_rest.json.gz")
+    if not path.is_file():
+        return None
+    rest: dict = json.loads(gzip.decompress(path.read_bytes()))
+    return rest

@@ -57,6 +57,13 @@ V12_MODEL_HIERARCHY = CONFIG_MODEL_LISTS["v12"]
 FAMILY_FALLBACK = {"music": "tts"}
 
 # Props that only describe the browser widget's internals, or that gradio recomputes; not constructor args.
+# Releases whose whole UI is also extracted (``wangp_<flavour>_rest.json.gz``): the components and dependencies the
+# emulator does not answer for, built inert and hidden so that /config and the API description have the real
+# size and shape (benchmarks of connecting mean what they would on the real server).
+REAL_SIZE = {"v12"}
+STRIPPED = re.compile(r"^<stripped (?:html|markdown) content \((\d+) chars\)>$")
+STRIPPED_SOURCE = re.compile(r"\((\d+) chars\)")
+
 DROP_PROPS = {"name", "_selectable", "server_fns", "delete_callback", "time_to_live", "component_class_id"}
 # Large html/markdown values replaced by placeholders in the capture: keep them short.
 MAX_TEXT_VALUE = 4000
@@ -291,6 +298,41 @@ def extract_flavour(captures: Path, flavour: str, switch: dict) -> dict:
     }
 
 
+def extract_rest(captures: Path, flavour: str, spec: dict) -> dict:
+    """The rest of a release's UI: what ``extract_flavour`` left out, for inert stand-ins of the real size.
+
+    Component values the capture replaced by a placeholder keep their real length (``"pad"``); so do the UI's own
+    CSS and JS (``css_chars``, ``js_chars``), read from the capture's note."""
+    _version, prefix = RELEASES[flavour]
+    config = load(captures, f"{prefix}_config.json")
+    view = load(captures, f"{prefix}_view_api.json")["named_endpoints"]
+    comps = {c["id"]: c for c in config["components"]}
+    taken = {int(k) for k in spec["components"]} | {int(k) for k in spec["hidden_states"]}
+    components = {}
+    for cid, comp in sorted(comps.items()):
+        if cid in taken:
+            continue
+        props = _props(comp)
+        match = STRIPPED.match(str(comp["props"].get("value") or ""))
+        if match:
+            props["value"] = ""
+        components[str(cid)] = {"type": comp["type"], "props": props,
+                                **({"pad": int(match.group(1))} if match else {})}
+    dependencies = []
+    for dep in config["dependencies"]:
+        if str(dep["id"]) in spec["dependencies"]:
+            continue
+        endpoint = view.get(f"/{dep['api_name']}") if dep["backend_fn"] else None
+        names, default_none = _param_names(dep, comps, endpoint)
+        dependencies.append({"fn": _fn_name(dep["api_name"]) if dep["backend_fn"] else None,
+                             "inputs": dep["inputs"], "outputs": dep["outputs"], "params": names,
+                             "param_default_none": default_none, "queue": dep["queue"]})
+    sources = {key: int(STRIPPED_SOURCE.search(str(config.get(key))).group(1))  # type: ignore[union-attr]
+               for key in ("css", "js")}
+    return {"components": components, "dependencies": dependencies,
+            "css_chars": sources["css"], "js_chars": sources["js"]}
+
+
 def _catalog(captures: Path, switch: dict) -> dict:
     """Per flavour: the family dropdown, the models, and the labels the captured dropdowns show."""
     v12_models = load(captures, "head_model_catalog.json")
@@ -366,6 +408,13 @@ def main(captures: Path) -> None:
         text = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         (HERE / name).write_text(text + "\n", encoding="utf-8")
         print(f"{name}: {len(text)} bytes")
+    for flavour in sorted(REAL_SIZE):
+        rest = extract_rest(captures, flavour, data[flavour])
+        text = json.dumps(rest, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        packed = gzip.compress(text.encode("utf-8") + b"\n", mtime=0)  # mtime 0: the same bytes every run
+        (HERE / f"wangp_{flavour}_rest.json.gz").write_bytes(packed)
+        print(f"wangp_{flavour}_rest.json.gz: {len(packed)} bytes ({len(rest['components'])} components, "
+              f"{len(rest['dependencies'])} dependencies)")
     for flavour, spec in data.items():
         print(f"{flavour}: {len(spec['components'])} components, {len(spec['dependencies'])} dependencies, "
               f"{len(catalog[flavour]['models'])} models")

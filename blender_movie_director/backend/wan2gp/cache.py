@@ -1,11 +1,11 @@
 """Caches: what a server told us (its API description), its model list, and finished shots.
 
 :class:`ApiCache`
-    A server's ``/config``, API description and the generation chain resolved from them, per server and per
-    *fingerprint* of its ``/config`` (on disk, and in memory). Reconnecting to the same server process (same
-    Gradio app id) downloads only the app id (a few bytes) instead of ``/config`` and the API description
-    (~7 MB on a real WanGP 12); reconnecting to a restarted server of the same WanGP (same fingerprint)
-    downloads ``/config`` only. Anything else is a cold connect, and is then remembered.
+    A server's ``/config``, the parameter names of its API description and the generation chain resolved from
+    them, per server and per *fingerprint* of its ``/config`` (on disk, and in memory). Reconnecting to the same
+    server process (same Gradio app id) downloads only the app id (a few bytes) instead of ``/config`` and the
+    API description (~7 MB on a real WanGP 12); reconnecting to a restarted server of the same WanGP (same
+    fingerprint) downloads ``/config`` only. Anything else is a cold connect, and is then remembered.
 :class:`ModelListCache`
     A server's model list, kept for a short time (30 s by default).
 :class:`ResultCache`
@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from .endpoints import ServerApi
+from .endpoints import ServerApi, parameter_table
 from .files import output_name, unique_path
 from .schemas import MEDIA_FIELDS, GenerationResult, GenerationSettings, ModelInfo
 from .session import GradioSession
@@ -118,30 +118,8 @@ def _atomic_write(path: Path, data: bytes) -> None:
 class _ApiEntry:
     fingerprint: str
     config: dict[str, Any] | None
-    info: dict[str, Any]
+    params: dict[str, Any] | None  # ServerApi.parameter_table(): what the API description adds to /config
     api: ServerApi | None = None
-
-
-class _CachedSession(GradioSession):
-    """A :class:`GradioSession` that asks its :class:`ApiCache` before downloading ``/config`` and the API
-    description. gradio_client's constructor calls ``_get_config`` and ``_get_api_info``; everything else it
-    does (login, endpoints, threads) is unchanged."""
-
-    api_cache: ApiCache  # set on the per-cache subclass
-
-    def _get_config(self) -> dict[str, Any]:
-        return self.api_cache._config_for(self)
-
-    def _get_api_info(self) -> dict[str, Any]:
-        return self.api_cache._info_for(self)
-
-    def _download_config(self) -> dict[str, Any]:
-        config: dict[str, Any] = GradioSession._get_config(self)
-        return config
-
-    def _download_api_info(self) -> dict[str, Any]:
-        info: dict[str, Any] = GradioSession._get_api_info(self)
-        return info
 
 
 class ApiCache:
@@ -153,7 +131,8 @@ class ApiCache:
 
     Hand it to a client before it connects (``client.api_cache = cache``); :class:`ServerPool` does this for
     its clients. ``stats`` counts connects by kind: ``"warm"`` (nothing downloaded but the app id),
-    ``"config"`` (only ``/config``), ``"cold"`` (both). Thread-safe.
+    ``"config"`` (only ``/config``), ``"cold"`` (``/config``, and the API description when a name is first
+    needed). What is kept of the API description is its parameter table (about 2 % of its size). Thread-safe.
     """
 
     def __init__(self, directory: str | Path | None = None, *, app_id_timeout: float = APP_ID_TIMEOUT) -> None:
@@ -163,32 +142,96 @@ class ApiCache:
         self._lock = threading.RLock()
         self._entries: OrderedDict[str, _ApiEntry] = OrderedDict()
         self._index: dict[str, dict[str, Any]] | None = None
-        # A subclass per cache, so that the session built by gradio_client's constructor knows its cache.
-        self.session_class: type[GradioSession] = type("CachedGradioSession", (_CachedSession,), {"api_cache": self})
+        self._opened: dict[int, tuple[str, str]] = {}  # id(session) -> (fingerprint, kind), until server_api()
+        self._forms: dict[tuple[str, str], list[Any]] = {}  # (fingerprint, model) -> fill_inputs' answer
 
     # --- used by Wan2GPClient.connect() ----------------------------------------------------------------
 
+    def config_for(self, session: GradioSession) -> dict[str, Any]:
+        """``/config`` of the server ``session`` connects to: kept when the server process is the same one (its
+        app id, a few bytes), else downloaded. For :meth:`GradioSession.open`'s ``config_source``."""
+        url = _key(session.src)
+        with self._lock:
+            known = dict(self._load_index().get(url) or {})
+        if known:
+            app_id = self._app_id(session, str(known.get("api_prefix") or ""))
+            if app_id is not None and app_id == known.get("app_id"):
+                entry = self._entry(str(known["fingerprint"]), with_config=True)
+                if entry is not None and entry.config is not None:
+                    with self._lock:
+                        self._opened[id(session)] = (entry.fingerprint, "warm")
+                    return entry.config
+        config = session._get_config()
+        fingerprint = config_fingerprint(config)
+        entry = self._entry(fingerprint, with_config=False)
+        with self._lock:
+            self._opened[id(session)] = (fingerprint, "config" if entry is not None and entry.params else "cold")
+        return config
+
     def server_api(self, root: GradioSession, url: str) -> ServerApi:
-        """The resolved API of a session opened with :attr:`session_class`; remembered when new.
+        """The resolved API of a session opened with :meth:`config_for`; remembered when new.
 
         Raises what :class:`ServerApi` raises (not WanGP, chain not resolvable); nothing is stored then.
         """
-        fingerprint: str | None = getattr(root, "_bmd_fingerprint", None)
-        if fingerprint is None:  # not opened through this cache
-            return ServerApi(root.config, root._info, url)
         with self._lock:
+            fingerprint, kind = self._opened.pop(id(root), (config_fingerprint(root.config), "cold"))
+            self.stats[kind] += 1
             entry = self._entries.get(fingerprint)
-            if entry is not None and entry.api is not None:
-                self._entries.move_to_end(fingerprint)
-                api = entry.api
-                if api.url != url:
-                    api = copy.copy(api)  # the same API on another server: only the URL in messages differs
-                    api.url = url
-                self._remember(root, fingerprint, entry, api, store=root._bmd_kind != "warm")
-                return api
-        api = ServerApi(root.config, root._info, url)
-        self._remember(root, fingerprint, entry, api, store=True)
+        if entry is not None and entry.api is not None:
+            api = entry.api
+            if api.url != url:
+                api = copy.copy(api)  # the same API on another server: only the URL in messages differs
+                api.url = url
+        elif entry is not None and entry.params is not None:
+            api = ServerApi(root.config, {"parameter_table": entry.params}, url)
+        else:
+            api = ServerApi(root.config, None, url, describe=lambda: self._describe(root, fingerprint))
+        api.fingerprint = fingerprint
+        with self._lock:
+            entry = self._entries.get(fingerprint) or _ApiEntry(fingerprint, root.config, None)
+            entry.config = entry.config or root.config
+            if api.described:
+                entry.api = entry.api or api
+                entry.params = entry.params or api.parameter_table()
+            self._put(entry)
+            if kind != "warm":
+                index = self._load_index()
+                index[_key(root.src)] = {"app_id": str(root.config.get("app_id")), "fingerprint": fingerprint,
+                                         "api_prefix": root.config.get("api_prefix", ""), "seen": time.time(),
+                                         "wangp_version": api.wangp_version}
+                self._save_index()
+        if kind != "warm":
+            self._store_config(fingerprint, root.config)
         return api
+
+    def form_outputs(self, fingerprint: str, model: str) -> list[Any] | None:
+        """The ``fill_inputs`` answer last seen for ``model`` on this server build (memory, then disk)."""
+        with self._lock:
+            kept = self._forms.get((fingerprint, model))
+        if kept is None and self.directory is not None:
+            data = _read_json(self._form_path(fingerprint, model))
+            kept = data.get("outputs") if data is not None and data.get("model") == model else None
+            if isinstance(kept, list):
+                with self._lock:
+                    self._forms[(fingerprint, model)] = kept
+        return list(kept) if isinstance(kept, list) else None
+
+    def keep_form_outputs(self, fingerprint: str, model: str, outputs: list[Any]) -> None:
+        """Remember a model's ``fill_inputs`` answer (written to disk only when it changed)."""
+        with self._lock:
+            if self._forms.get((fingerprint, model)) == outputs:
+                return
+            self._forms[(fingerprint, model)] = list(outputs)
+        if self.directory is not None:
+            try:
+                _atomic_write(self._form_path(fingerprint, model),
+                              json.dumps({"model": model, "outputs": outputs}, default=str).encode())
+            except OSError as exc:
+                log.warning("could not save the form of %s: %s", model, exc)
+
+    def _form_path(self, fingerprint: str, model: str) -> Path:
+        assert self.directory is not None
+        return self.directory / f"{fingerprint}.form.{hashlib.sha256(model.encode()).hexdigest()[:16]}.json"
 
     # --- public -------------------------------------------------------------------------------------------
 
@@ -210,33 +253,30 @@ class ApiCache:
 
     # --- inside -------------------------------------------------------------------------------------------
 
-    def _config_for(self, session: _CachedSession) -> dict[str, Any]:
-        url = _key(session.src)
+    def _describe(self, root: GradioSession, fingerprint: str) -> dict[str, Any]:
+        """Download the API description (the first time a parameter name is needed) and keep its table."""
+        table = parameter_table(root.api_description())
         with self._lock:
-            known = dict(self._load_index().get(url) or {})
-        if known:
-            app_id = self._app_id(session, str(known.get("api_prefix") or ""))
-            if app_id is not None and app_id == known.get("app_id"):
-                entry = self._entry(str(known["fingerprint"]), with_config=True)
-                if entry is not None and entry.config is not None:
-                    session._bmd_fingerprint, session._bmd_kind = entry.fingerprint, "warm"
-                    return entry.config
-        config = session._download_config()
-        fingerprint = config_fingerprint(config)
-        entry = self._entry(fingerprint, with_config=False)
-        session._bmd_fingerprint = fingerprint
-        session._bmd_kind = "config" if entry is not None else "cold"
-        return config
+            entry = self._entries.get(fingerprint)
+            if entry is not None:
+                entry.params = table
+        if self.directory is not None:
+            try:
+                _atomic_write(self.directory / f"{fingerprint}.params.json", json.dumps(table).encode())
+            except OSError as exc:
+                log.warning("could not save the API description of %s: %s", root.src, exc)
+            self._prune_disk()
+        return {"parameter_table": table}
 
-    def _info_for(self, session: _CachedSession) -> dict[str, Any]:
-        kind = getattr(session, "_bmd_kind", "cold")
-        with self._lock:
-            self.stats[kind] += 1
-            entry = self._entries.get(session._bmd_fingerprint) if kind != "cold" else None
-        if entry is not None:
-            return entry.info
-        session._bmd_kind = "cold"
-        return session._download_api_info()
+    def _store_config(self, fingerprint: str, config: dict[str, Any]) -> None:
+        if self.directory is None:
+            return
+        path = self.directory / f"{fingerprint}.config.json"
+        if not path.exists():
+            try:
+                _atomic_write(path, json.dumps(config).encode())
+            except OSError as exc:
+                log.warning("could not save the /config of a server: %s", exc)
 
     def _app_id(self, session: GradioSession, api_prefix: str) -> str | None:
         url = urllib.parse.urljoin(session.src, api_prefix.strip("/") + "/app_id" if api_prefix.strip("/")
@@ -251,59 +291,29 @@ class ApiCache:
             return None  # the cold path reports the real problem
 
     def _entry(self, fingerprint: str, *, with_config: bool) -> _ApiEntry | None:
+        """What is kept of a build, from memory, else from disk (its /config only if ``with_config``)."""
         with self._lock:
             entry = self._entries.get(fingerprint)
-            if entry is not None and (entry.config is not None or not with_config):
-                self._entries.move_to_end(fingerprint)
-                return entry
-        if self.directory is None:
-            return None
-        try:  # a restarted server needs only the API description: the config is read only when needed
-            info = entry.info if entry is not None else json.loads((self.directory / f"{fingerprint}.info.json")
-                                                                   .read_bytes())
-            config = json.loads((self.directory / f"{fingerprint}.config.json").read_bytes()) if with_config \
-                else None
-        except (OSError, ValueError):
-            return None
-        if not isinstance(info, dict) or (with_config and not isinstance(config, dict)):
-            return None
-        loaded = _ApiEntry(fingerprint, config, info, entry.api if entry is not None else None)
+        params = entry.params if entry is not None else None
+        config = entry.config if entry is not None else None
+        if self.directory is not None:
+            if params is None:
+                params = _read_json(self.directory / f"{fingerprint}.params.json")
+            if config is None and with_config:
+                config = _read_json(self.directory / f"{fingerprint}.config.json")
+        if params is None and config is None:
+            return entry
         with self._lock:
-            self._put(loaded)
-        return loaded
+            entry = self._entries.get(fingerprint) or _ApiEntry(fingerprint, None, None)
+            entry.params, entry.config = entry.params or params, entry.config or config
+            self._put(entry)
+        return entry
 
     def _put(self, entry: _ApiEntry) -> None:
         self._entries[entry.fingerprint] = entry
         self._entries.move_to_end(entry.fingerprint)
         while len(self._entries) > MEMORY_ENTRIES:
             self._entries.popitem(last=False)
-
-    def _remember(self, root: GradioSession, fingerprint: str, entry: _ApiEntry | None, api: ServerApi,
-                  *, store: bool) -> None:
-        with self._lock:
-            if entry is None:
-                entry = _ApiEntry(fingerprint, root.config, root._info, api)
-            else:
-                entry.api = entry.api or api
-                entry.config = entry.config or root.config
-            self._put(entry)
-            if not store:
-                return
-            index = self._load_index()
-            index[_key(root.src)] = {"app_id": str(root.config.get("app_id")), "fingerprint": fingerprint,
-                                     "api_prefix": root.config.get("api_prefix", ""), "seen": time.time(),
-                                     "wangp_version": api.wangp_version}
-            self._save_index()
-        if self.directory is None:
-            return
-        info_path = self.directory / f"{fingerprint}.info.json"
-        if not info_path.exists():
-            try:  # the config first: an info file is only ever next to its config
-                _atomic_write(self.directory / f"{fingerprint}.config.json", json.dumps(root.config).encode())
-                _atomic_write(info_path, json.dumps(root._info).encode())
-            except OSError as exc:
-                log.warning("could not save the API description of %s: %s", root.src, exc)
-            self._prune_disk()
 
     def _load_index(self) -> dict[str, dict[str, Any]]:
         if self._index is None:
@@ -326,15 +336,27 @@ class ApiCache:
 
     def _prune_disk(self) -> None:
         assert self.directory is not None
-        infos = sorted(self.directory.glob("*.info.json"), key=lambda p: p.stat().st_mtime)
-        for path in infos[: max(0, len(infos) - DISK_ENTRIES)]:
-            fingerprint = path.name.removesuffix(".info.json")
+        kept = sorted(self.directory.glob("*.params.json"), key=lambda p: p.stat().st_mtime)
+        for path in kept[: max(0, len(kept) - DISK_ENTRIES)]:
+            fingerprint = path.name.removesuffix(".params.json")
             path.unlink(missing_ok=True)
             (self.directory / f"{fingerprint}.config.json").unlink(missing_ok=True)
+            for form in self.directory.glob(f"{fingerprint}.form.*.json"):
+                form.unlink(missing_ok=True)
+        for old in self.directory.glob("*.info.json"):  # the whole descriptions an earlier version kept
+            old.unlink(missing_ok=True)
 
 
 def _key(url: str) -> str:
     return url.rstrip("/") + "/"
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        value = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
 
 
 # --- model lists ---------------------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from .config import ClientSettings, Retries, Timeouts, first_warning, security_warnings
-from .endpoints import ServerApi
+from .endpoints import ServerApi, parameter_table
 from .enums import HIGH_QUALITY_MODEL, QUICK_MODEL, ModelCategory, catalog, categories_of
 from .errors import (
     JobFailedError,
@@ -151,11 +151,16 @@ class Wan2GPClient:
                     log.warning("WanGP at %s: %s", self.server_address, warning)
             root = self._open_with_retries()
             try:
-                api = (self.api_cache.server_api(root, self.server_address) if self.api_cache is not None
-                       else ServerApi(root.config, root._info, self.server_address))
+                if self.api_cache is not None:
+                    api = self.api_cache.server_api(root, self.server_address)
+                else:
+                    api = ServerApi(root.config, None, self.server_address,
+                                    describe=lambda: {"parameter_table": parameter_table(root.api_description())})
             except Wan2GPError:
                 root.close()
                 raise
+            if not api.described:  # read it now in the background: the first shot needs its names
+                threading.Thread(target=_describe_quietly, args=(api,), name="wan2gp-describe", daemon=True).start()
             self._root, self._api = root, api
             _hook_exit(self)
             self._app_id = str(root.config.get("app_id")) if root.config.get("app_id") is not None else None
@@ -169,7 +174,7 @@ class Wan2GPClient:
             )
             sweep_partial_files(Path(self.settings.output_dir))
             log.info("connected to WanGP %s at %s (%d endpoints)", api.wangp_version, self.server_address,
-                     len(api.endpoints))
+                     api.endpoint_count)
             return True
 
     def _let_go(self) -> None:
@@ -192,10 +197,10 @@ class Wan2GPClient:
         delay = retries.backoff
         for attempt in range(1, retries.attempts + 1):
             try:
-                opener = self.api_cache.session_class if self.api_cache is not None else GradioSession
-                return opener.open(
+                return GradioSession.open(
                     self.settings.url, auth=auth, connect_timeout=timeouts.connect, call_timeout=timeouts.call,
                     describe_timeout=timeouts.describe, max_workers=16 + 8 * self.settings.max_jobs,
+                    config_source=self.api_cache.config_for if self.api_cache is not None else None,
                 )
             except Exception as exc:  # noqa: BLE001 - translated below
                 error = translate(exc, server=self.server_address, what="connecting")
@@ -365,6 +370,9 @@ class Wan2GPClient:
 
     def _model_form(self, model: str) -> ModelForm:
         """The server's form for ``model`` (switching the client's own session to it); cached."""
+        known = self._known_form(model)
+        if known is not None:
+            return known
         with self._lock:
             if model in self._forms:
                 return self._forms[model]
@@ -387,9 +395,32 @@ class Wan2GPClient:
                     raise self._unknown_model(model, catalog())  # the server's list was not in /config
             outputs = self._root.call(api.chain.fill, [], timeout=call, what="reading the model's form",
                                       attempts=again).value
-            form = ModelForm.from_fill(api, model, outputs if isinstance(outputs, tuple) else (outputs,))
+            return self._keep_form(model, outputs)
+
+    def _known_form(self, model: str) -> ModelForm | None:
+        """The model's form if this client, or its API cache (same server build), has seen it; else None."""
+        with self._lock:
+            if model in self._forms:
+                return self._forms[model]
+            api = self._require_api()
+            cache = self.api_cache
+        outputs = cache.form_outputs(api.fingerprint, model) if cache is not None and api.fingerprint else None
+        if outputs is None:
+            return None
+        form = ModelForm.from_fill(api, model, outputs)
+        with self._lock:
+            return self._forms.setdefault(model, form)
+
+    def _keep_form(self, model: str, outputs: Any) -> ModelForm:
+        """The form a session's ``fill_inputs`` answered for ``model``: kept, replacing an older one."""
+        api = self._require_api()
+        values = list(outputs) if isinstance(outputs, tuple | list) else [outputs]
+        form = ModelForm.from_fill(api, model, values)
+        with self._lock:
             self._forms[model] = form
-            return form
+        if self.api_cache is not None and api.fingerprint:
+            self.api_cache.keep_form_outputs(api.fingerprint, model, values)
+        return form
 
     def get_model_info(self, model: str) -> ModelInfo:
         """A model's rules from the server's form: fps, frame rule, resolutions, defaults."""
@@ -434,11 +465,12 @@ class Wan2GPClient:
         """
         settings = _as_settings(settings, kwargs)
         self._check_model(str(settings.model))
-        if settings.model in self._forms:  # the model's rules are known: check them before returning
+        form = self._known_form(str(settings.model))
+        if form is not None:  # the model's rules are known: check them before returning
             from .form import check_settings
 
             api = self._require_api()
-            check_settings(settings, self._forms[settings.model],
+            check_settings(settings, form,
                            [p.name for p in api.endpoints[api.chain.save_inputs].parameters], api.wangp_version)
         job = Wan2GPJob(self, settings)
         self._track(job)
@@ -755,7 +787,7 @@ class Wan2GPClient:
         status.reachable = True
         status.wangp_version = api.wangp_version
         status.gradio_version = api.gradio_version
-        status.endpoint_count = len(api.endpoints)
+        status.endpoint_count = api.endpoint_count
         status.queue_length = len(jobs)
         # Our own running job makes it busy; otherwise it can't be known (another session may be generating).
         status.busy = True if any(j.status().value == "running" for j in jobs) else None
@@ -809,6 +841,14 @@ class Wan2GPClient:
 
 _connected: weakref.WeakSet[Wan2GPClient] = weakref.WeakSet()  # clients a program may exit without closing
 _exit_hooked = False
+
+
+def _describe_quietly(api: ServerApi) -> None:
+    """Read the API description ahead of need; a failure is raised again where a name is needed."""
+    try:
+        api.endpoints  # noqa: B018 - the property downloads it
+    except Exception as exc:  # noqa: BLE001
+        log.debug("reading the API description of %s ahead of need: %s", api.url, exc)
 
 
 def _hook_exit(client: Wan2GPClient) -> None:

@@ -10,6 +10,8 @@ form writer, the ``validate_wizard_prompt_N`` before that the validator, and so 
 from __future__ import annotations
 
 import re
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,14 +60,31 @@ class Parameter:
                     raise Wan2GPValidationError(f"{where}: file not found: {value}", field=self.name)
 
 
+def parameter_table(info: dict[str, Any]) -> dict[str, list[list[Any]]]:
+    """What a client needs of an API description (``/gradio_api/info``): per named endpoint, its parameters as
+    ``[name, component, python type, has default, default]``. About 2 % of the description's size."""
+    table: dict[str, list[list[Any]]] = {}
+    for api_name, spec in (info.get("named_endpoints") or {}).items():
+        if not isinstance(spec, dict):
+            continue
+        table[api_name] = [
+            [p.get("parameter_name") or p.get("label", f"param_{i}"), p.get("component", ""),
+             (p.get("python_type") or {}).get("type", ""), bool(p.get("parameter_has_default")),
+             p.get("parameter_default")]
+            for i, p in enumerate(spec.get("parameters", [])) if isinstance(p, dict)
+        ]
+    return table
+
+
 @dataclass(frozen=True)
 class Endpoint:
-    """One named endpoint of the connected server, as its API description gives it."""
+    """One named endpoint of the connected server: its place in ``/config`` and, once the API description is
+    read, its parameters."""
 
     api_name: str  # "/save_inputs_15"
     dep_id: int
     parameters: tuple[Parameter, ...]
-    returns: tuple[dict[str, Any], ...]
+    returns: tuple[str, ...]  # the component type of each API-visible output
     queue: bool = True
 
     @property
@@ -153,9 +172,17 @@ class Chain:
 
 
 class ServerApi:
-    """Everything learnt from one read of ``/config`` and the API description."""
+    """Everything learnt from one read of ``/config`` and the API description.
 
-    def __init__(self, config: dict[str, Any], info: dict[str, Any], url: str = "") -> None:
+    The generation chain, the model switch and the model list are resolved from ``/config`` alone, at once. The
+    API description (``info``: 4.5 MB on WanGP 12.60, and the slowest answer of a Gradio server) adds only the
+    Python names of each endpoint's parameters. Give it, or ``describe``: a function that fetches it, called
+    once, the first time a name is needed (:attr:`endpoints`, :meth:`save_inputs_component`, the chain's
+    ``form_index``). A client starts that download in the background when it connects.
+    """
+
+    def __init__(self, config: dict[str, Any], info: dict[str, Any] | None = None, url: str = "", *,
+                 describe: Callable[[], dict[str, Any]] | None = None) -> None:
         self.url = url
         self.config = config
         if not is_wangp(config):
@@ -169,38 +196,90 @@ class ServerApi:
         self.gradio_version = gradio_version(config)
         self._components = {c["id"]: c for c in config.get("components", [])}
         self._deps = {d.get("id", i): d for i, d in enumerate(config.get("dependencies", []))}
-        self.endpoints: dict[str, Endpoint] = {}
-        by_dep = {d.get("api_name"): dep_id for dep_id, d in self._deps.items() if d.get("api_name")}
-        for api_name, spec in (info.get("named_endpoints") or {}).items():
-            dep_id = by_dep.get(api_name.lstrip("/"))
-            if dep_id is None:
-                continue
-            params = tuple(
-                Parameter(
-                    name=p.get("parameter_name") or p.get("label", f"param_{i}"),
-                    component=p.get("component", ""),
-                    python_type=(p.get("python_type") or {}).get("type", ""),
-                    has_default=bool(p.get("parameter_has_default")),
-                    default=p.get("parameter_default"),
-                )
-                for i, p in enumerate(spec.get("parameters", []))
-            )
-            self.endpoints[api_name] = Endpoint(
-                api_name, dep_id, params, tuple(spec.get("returns", [])), bool(self._deps[dep_id].get("queue", True))
-            )
+        # The named endpoints as /config shows them: ids and API-visible inputs, no parameter names yet.
+        self._shape: dict[str, Endpoint] = {
+            "/" + d["api_name"]: Endpoint("/" + d["api_name"], dep_id, (), (), bool(d.get("queue", True)))
+            for dep_id, d in self._deps.items()
+            if isinstance(d.get("api_name"), str) and d.get("show_api", True) is not False
+        }
+        self.fingerprint: str | None = None  # set by an ApiCache: names this server build
+        self._describe = describe
+        self._described: dict[str, Endpoint] | None = None
+        self._describe_lock = threading.Lock()
         self.chain = self._resolve_chain()
+        if info is not None:
+            self.describe(info)
+
+    @property
+    def endpoint_count(self) -> int:
+        """How many named endpoints the server has (from ``/config``; no download)."""
+        return len(self._shape)
+
+    @property
+    def described(self) -> bool:
+        return self._described is not None
+
+    @property
+    def endpoints(self) -> dict[str, Endpoint]:
+        """Every named endpoint with its parameters; fetches the API description the first time."""
+        if self._described is None:
+            with self._describe_lock:
+                if self._described is None:
+                    if self._describe is None:
+                        raise UnsupportedServerError(f"{self.url or 'the server'}: no API description",
+                                                     missing=["API description"], server=self.url)
+                    self._apply(self._describe())
+        assert self._described is not None
+        return self._described
+
+    def describe(self, info: dict[str, Any]) -> None:
+        """Add the API description's parameter names (a dict as ``/gradio_api/info`` gives it)."""
+        with self._describe_lock:
+            self._apply(info)
+
+    def parameter_table(self) -> dict[str, list[list[Any]]]:
+        """The parameters of every endpoint, compact (what a cache keeps instead of the whole description)."""
+        return {name: [[p.name, p.component, p.python_type, p.has_default, p.default] for p in e.parameters]
+                for name, e in self.endpoints.items()}
+
+    def _apply(self, info: dict[str, Any]) -> None:
+        table = info.get("parameter_table")
+        if not isinstance(table, dict):
+            table = parameter_table(info)
+        described: dict[str, Endpoint] = {}
+        for api_name, shaped in self._shape.items():
+            rows = table.get(api_name)
+            if rows is None:
+                continue
+            params = tuple(Parameter(str(n), str(c), str(t), bool(h), d) for n, c, t, h, d in rows)
+            returns = tuple(self.component(c).get("type", "") for c in self._api_outputs(shaped))
+            described[api_name] = Endpoint(api_name, shaped.dep_id, params, returns, shaped.queue)
+        # Map each save_inputs parameter to the fill_inputs output that holds its value (same component).
+        save = described.get(self.chain.save_inputs)
+        if save is None:
+            raise UnsupportedServerError(
+                f"WanGP {self.wangp_version or '(unknown version)'} at {self.url or 'the server'}: its API "
+                f"description lacks {self.chain.save_inputs}", missing=[self.chain.save_inputs], server=self.url,
+                hint="this WanGP version is not supported yet; please report it with its version")
+        fill_outputs = {cid: i for i, cid in enumerate(self._api_outputs(self._shape[self.chain.fill]))}
+        form_index = {}
+        for param, cid in zip(save.parameters, self._api_inputs(save), strict=False):
+            if cid in fill_outputs:
+                form_index[param.name] = fill_outputs[cid]
+        self.chain.form_index = form_index
+        self._described = described
 
     # --- graph helpers --------------------------------------------------------------------------------
 
     def _named(self, base: str) -> list[Endpoint]:
-        return sorted((e for e in self.endpoints.values() if e.base == base), key=lambda e: e.dep_id)
+        return sorted((e for e in self._shape.values() if e.base == base), key=lambda e: e.dep_id)
 
     def _after(self, endpoint: Endpoint | None) -> Endpoint | None:
         """The endpoint this one runs after (``trigger_after``), if it is a named one."""
         if endpoint is None:
             return None
         prev = self._deps[endpoint.dep_id].get("trigger_after")
-        return next((e for e in self.endpoints.values() if e.dep_id == prev), None)
+        return next((e for e in self._shape.values() if e.dep_id == prev), None)
 
     def _descendants(self, dep_id: int) -> set[int]:
         children: dict[int, list[int]] = {}
@@ -246,19 +325,19 @@ class ServerApi:
             missing.append("process_prompt_and_add_tasks after save_inputs")
 
         # Model switch: see ModelSwitch; the model dropdown is the one the add-task step reads.
-        dropdown = self._input_component(add, "model_choice") if add else None
+        dropdown = self._model_dropdown(add) if add else None
         self.models = self._find_models(dropdown)
         switch = self._resolve_switch(dropdown) if dropdown is not None else None
         if switch is None:
             missing.append("model switch (an endpoint that selects the add-task step's model)")
 
         # Form fill: the fill_inputs that follows the model switch.
-        select = self.endpoints.get(switch.select) if switch else None
+        select = self._shape.get(switch.select) if switch else None
         fill = next((f for f in self._named("fill_inputs") if select and self._after(f) == select), None)
         if fill is None and save is not None:
             wanted = set(self._api_inputs(save))
             fill = next((f for f in self._named("fill_inputs")
-                         if not f.parameters and len(wanted - set(self._api_outputs(f))) <= 1), None)
+                         if not self._api_inputs(f) and len(wanted - set(self._api_outputs(f))) <= 1), None)
         if fill is None:
             missing.append("fill_inputs")
 
@@ -285,8 +364,10 @@ class ServerApi:
             missing.append("refresh_gallery (with a Gallery output)")
 
         aborts = self._named("abort_generation")
-        abort = next((e for e in aborts if not e.parameters), None)
-        abort_cid = next((e for e in aborts if [p.name for p in e.parameters] == ["client_id"]), None)
+        # The Abort button's step takes nothing; 11.x and later have a second one that takes a client id.
+        abort = next((e for e in aborts if not self._api_inputs(e)), None)
+        abort_cid = next((e for e in aborts if len(self._api_inputs(e)) == 1 and
+                          self.component(self._api_inputs(e)[0]).get("type") in ("textbox", "state")), None)
         if abort is None:
             missing.append("abort_generation")
         queue_display = set(self._api_outputs(add)) if add else set()
@@ -330,11 +411,6 @@ class ServerApi:
             pause=first("pause_generation"),
             resume=first("resume_generation"),
         )
-        # Map each save_inputs parameter to the fill_inputs output that holds its value (same component).
-        fill_outputs = {cid: i for i, cid in enumerate(self._api_outputs(fill))}
-        for param, cid in zip(save.parameters, self._api_inputs(save), strict=False):
-            if cid in fill_outputs:
-                chain.form_index[param.name] = fill_outputs[cid]
         return chain
 
     def _gallery_index(self, endpoint: Endpoint) -> int:
@@ -351,14 +427,14 @@ class ServerApi:
                 return self.component(cid)
         return {}
 
-    def _input_component(self, endpoint: Endpoint, name: str) -> int | None:
-        """The component behind one of an endpoint's API parameters."""
-        names = [p.name for p in endpoint.parameters]
-        return dict(zip(names, self._api_inputs(endpoint), strict=False)).get(name)
+    def _model_dropdown(self, add: Endpoint) -> int | None:
+        """The model dropdown the add-task step reads (its ``model_choice``): its one dropdown input."""
+        dropdowns = [c for c in self._api_inputs(add) if self.component(c).get("type") == "dropdown"]
+        return dropdowns[0] if len(dropdowns) == 1 else None
 
     def _resolve_switch(self, dropdown: int) -> ModelSwitch | None:
         """The model switch of this server, by role (see :class:`ModelSwitch`)."""
-        by_dep = sorted(self.endpoints.values(), key=lambda e: e.dep_id)
+        by_dep = sorted(self._shape.values(), key=lambda e: e.dep_id)
         adders = {"process_prompt_and_add_tasks"}
 
         def one_input(e: Endpoint, kind: str) -> int | None:
@@ -405,12 +481,11 @@ class ServerApi:
         switch = self.chain.switch
         if switch.family is None:
             return []
-        return self._choice_values(self._api_inputs(self.endpoints[switch.family])[0])
+        return self._choice_values(self._api_inputs(self._shape[switch.family])[0])
 
     def model_dropdown_choices(self) -> list[str]:
         """Model types offered at start-up by the model dropdown the add-task step checks (one group)."""
-        add = self.endpoints[self.chain.add_tasks]
-        cid = self._input_component(add, "model_choice")
+        cid = self._model_dropdown(self._shape[self.chain.add_tasks])
         return self._choice_values(cid) if cid is not None else []
 
     def _find_models(self, dropdown: int | None) -> dict[str, str]:

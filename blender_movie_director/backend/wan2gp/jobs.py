@@ -395,9 +395,14 @@ class Wan2GPJob(JobHandle):
         api = client._require_api()
         model = str(self.settings.model)
         self._update(status=JobStatus.UPLOADING, phase="Preparing the form")
-        form = client._model_form(model)  # validates the model against the server; cached
+        client._check_model(model)
+        # The model's form: known from an earlier shot (of this client, or of this server build, kept by the API
+        # cache), else read on the job's own session below, as every shot does anyway. A server whose /config
+        # lists no models is asked on the client's session first: only that finds out a model it lacks.
+        form = client._known_form(model) or (client._model_form(model) if not api.models else None)
         if self._resume:
             assert self._sent is not None
+            form = form or client._model_form(model)
             if self._app_id and client._server_instance() != self._app_id:
                 raise ServerRestartedError(
                     f"lost: the WanGP server restarted since job {self.id} was queued, and the job went with it",
@@ -408,24 +413,33 @@ class Wan2GPJob(JobHandle):
 
         from .form import build_save_args
 
-        args, sent = build_save_args(self.settings, form, api, client_id=self.client_id)
-        self._sent = sent
+        if form is not None:  # settings checked against the model's rules before anything is sent
+            build_save_args(self.settings, form, api, client_id=self.client_id)
         self._check_cancel()
         self._app_id = client._server_instance()  # a restart later shows as another id
         session = client._fork_session()
         self._session, self._session_hash = session, session.session_hash
+        form = client._keep_form(model, self._switch(session, client, model))  # the server's form as it is now
+        args, sent = build_save_args(self.settings, form, api, client_id=self.client_id)
+        self._sent = sent
         toasts = self._send(session, client, args, sent)
         return self._collect(session, client, form, sent, started, toasts)
 
+    def _switch(self, session: GradioSession, client: Wan2GPClient, model: str) -> Any:
+        """Make ``model`` the session's model and read its form (which also sets the session's choices, e.g. of
+        resolutions, that the settings are checked against). Returns ``fill_inputs``' answer."""
+        api = client._require_api()
+        call, again = client.settings.timeouts.call, client.settings.retries.attempts  # idempotent steps
+        for endpoint, switch_args in client._switch_calls(model):
+            session.call(endpoint, switch_args, timeout=call, what="switching model", attempts=again)
+        return session.call(api.chain.fill, [], timeout=call, what="reading the model's form", attempts=again).value
+
     def _send(self, session: GradioSession, client: Wan2GPClient, args: dict[str, Any],
               sent: GenerationSettings) -> list[str]:
-        """Set the job's session to the model and settings, and add the task to its queue."""
+        """Write the settings into the job's session, and add the task to its queue."""
         api = client._require_api()
         chain, call, model = api.chain, client.settings.timeouts.call, str(sent.model)
         again = client.settings.retries.attempts  # these steps write the session's form: safe to repeat
-        for endpoint, switch_args in client._switch_calls(model):
-            session.call(endpoint, switch_args, timeout=call, what="switching model", attempts=again)
-        session.call(chain.fill, [], timeout=call, what="reading the model's form", attempts=again)
         if chain.validate:
             validate = api.endpoints[chain.validate]
             values = ["off", "", sent.prompt, ""] + [""] * (len(validate.parameters) - 4)

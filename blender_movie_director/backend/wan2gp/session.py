@@ -29,6 +29,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import tempfile
 import threading
 import time
 import urllib.parse
@@ -162,6 +163,28 @@ class _StreamLost(Exception):
     """The server ended the event stream itself (stopping, or the session gone): a lost connection."""
 
 
+class _Endpoints(dict):
+    """gradio_client's ``Endpoint`` per event id, built on first use: a session calls about ten of the server's
+    hundreds. A fork copies the root's (each ``Endpoint`` scans every component of ``/config`` once)."""
+
+    def __init__(self, session: GradioSession) -> None:
+        super().__init__()
+        self._session = session
+
+    def __missing__(self, fn_index: int) -> Any:
+        from gradio_client.client import Endpoint
+
+        session = self._session
+        root = session._root
+        if root is session:
+            endpoint = Endpoint(session, fn_index, session._deps_by_id[fn_index], session.protocol)
+        else:
+            endpoint = copy.copy(root.endpoints[fn_index])
+            endpoint.client = session
+        self[fn_index] = endpoint
+        return endpoint
+
+
 class GradioSession(Client):
     """A gradio_client ``Client`` that can fork sessions, observes status, and never phones home.
 
@@ -172,13 +195,8 @@ class GradioSession(Client):
 
     _local = threading.local()
 
-    def __init__(self, src: str, *, describe_timeout: float = 60.0, stream_read: float = MIN_STREAM_READ,
-                 connect_timeout: float = 10.0, **kwargs: Any) -> None:
-        # Set before Client.__init__, which downloads /config and the API description through our overrides.
-        self._describe_timeout = describe_timeout
-        self._connect_timeout = connect_timeout
-        self._stream_read = max(stream_read, MIN_STREAM_READ)
-        super().__init__(src, **kwargs)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        raise TypeError("open a session with GradioSession.open(url, ...)")
 
     @classmethod
     def open(
@@ -191,34 +209,83 @@ class GradioSession(Client):
         describe_timeout: float,
         max_workers: int,
         headers: dict[str, str] | None = None,
+        config_source: Callable[[GradioSession], dict[str, Any]] | None = None,
     ) -> GradioSession:
-        """Connect: read ``/config`` and the API description once."""
+        """Connect: log in if asked, and read ``/config`` (or take it from ``config_source``, e.g. an
+        :class:`ApiCache` that knows the server). Nothing else is downloaded: the API description is read by
+        :meth:`api_description` when a client needs it.
+
+        gradio_client's own constructor also downloads the API description and builds an ``Endpoint`` for every
+        one of the server's events (648 on WanGP 12.60, about half a second); here both wait until needed.
+        """
         # Reads of short calls wait up to call_timeout for the server; the event stream's reads up to
         # MIN_STREAM_READ at least (gradio's heartbeat is every 15 s).
         timeout = httpx.Timeout(max(call_timeout, describe_timeout), connect=connect_timeout)
-        session = cls(
-            url,
-            describe_timeout=describe_timeout,
-            connect_timeout=connect_timeout,
-            stream_read=call_timeout,
-            max_workers=max_workers,
-            verbose=False,
-            auth=auth,
-            httpx_kwargs={"timeout": timeout},
-            headers=headers,
-            download_files=False,  # outputs are fetched by our own checked downloader
-            # Plain http:// has no TLS to verify; with verification on, gradio_client would still load the
-            # certifi store into a new SSL context on every request (memory and ~ms per call).
-            ssl_verify=not url.startswith("http://"),
-            analytics_enabled=False,
-        )
+        session = cls.__new__(cls)
+        session._describe_timeout = describe_timeout
+        session._connect_timeout = connect_timeout
+        session._stream_read = max(call_timeout, MIN_STREAM_READ)
+        session.verbose = False
+        session.hf_token = False
+        session.download_files = False  # outputs are fetched by our own checked downloader
+        session.output_dir = tempfile.gettempdir()
+        session._skip_components = True
+        session.headers = {"user-agent": f"gradio_client/{gradio_client.__version__}; blender-movie-director"}
+        session.headers.update(headers or {})
+        # Plain http:// has no TLS to verify; with verification on, gradio_client would still load the
+        # certifi store into a new SSL context on every request (memory and ~ms per call).
+        session.ssl_verify = not url.startswith("http://")
+        session.space_id = None
+        session.cookies = {}
+        session.src = url if url.endswith("/") else url + "/"
+        session.httpx_kwargs = {"timeout": timeout}
+        session.analytics_enabled = False
+        if auth is not None:
+            session._login(auth)
+        session.config = (config_source or cls._get_config)(session)
+        session._use_config(session.config)
+        session.session_hash = str(uuid.uuid4())
+        session._root = session
+        session.endpoints = _Endpoints(session)
+        session.executor = ThreadPoolExecutor(max_workers=max_workers)
         # Shared by the root and its forks: one connection pool (and one SSL context) instead of one per request
         # or per stream, which also keeps the process's memory flat over thousands of jobs.
         session._poster = httpx.Client(verify=session.ssl_verify, timeout=timeout)
         session._streamer = httpx.Client(verify=session.ssl_verify, timeout=timeout,
                                          limits=httpx.Limits(max_connections=None, max_keepalive_connections=8))
+        session._refresh_heartbeat = threading.Event()
+        session._kill_heartbeat = threading.Event()
+        session.heartbeat = threading.Thread(target=session._stream_heartbeat, daemon=True,
+                                             name="wan2gp-heartbeat")
+        session.heartbeat.start()
+        session.stream_open = False
+        session.streaming_future = None
+        session.pending_event_ids = set()
         session._init_stream_state()
         return session
+
+    def _use_config(self, config: dict[str, Any]) -> None:
+        """The URLs gradio_client's calls use, from the server's ``/config`` (as its constructor sets them)."""
+        from gradio_client import utils as gc_utils
+        from packaging import version
+
+        self.protocol = config.get("protocol", "ws")
+        self.api_prefix = str(config.get("api_prefix", "")).lstrip("/") + "/"
+        self.src_prefixed = urllib.parse.urljoin(self.src, self.api_prefix).rstrip("/") + "/"
+        self.api_url = urllib.parse.urljoin(self.src_prefixed, gc_utils.API_URL)
+        old = self.protocol == "sse"
+        self.sse_url = urllib.parse.urljoin(self.src_prefixed, gc_utils.SSE_URL_V0 if old else gc_utils.SSE_URL)
+        self.heartbeat_url = urllib.parse.urljoin(self.src_prefixed, gc_utils.HEARTBEAT_URL)
+        self.sse_data_url = urllib.parse.urljoin(self.src_prefixed,
+                                                 gc_utils.SSE_DATA_URL_V0 if old else gc_utils.SSE_DATA_URL)
+        self.ws_url = urllib.parse.urljoin(self.src_prefixed.replace("http", "ws", 1), gc_utils.WS_URL)
+        self.upload_url = urllib.parse.urljoin(self.src_prefixed, gc_utils.UPLOAD_URL)
+        self.reset_url = urllib.parse.urljoin(self.src_prefixed, gc_utils.RESET_URL)
+        self.app_version = version.parse(str(config.get("version", "2.0")))
+        # gradio_client's Endpoint reads parameter names from here for keyword calls; ours are all positional
+        # (ServerApi binds names), so it stays empty and the 4.5 MB description is not kept twice.
+        self._info = {"named_endpoints": {}, "unnamed_endpoints": {}}
+        self._deps_by_id = {d.get("id", i): d for i, d in enumerate(config.get("dependencies", []))}
 
     def _telemetry_thread(self) -> None:  # gradio_client would send the server URL to Hugging Face
         return None
@@ -267,8 +334,6 @@ class GradioSession(Client):
         return value
 
     def _get_config(self) -> dict:
-        if not _OWN_STREAM:
-            return super()._get_config()
         config = self._json_answer(urllib.parse.urljoin(self.src, "config"), "/config")
         if not isinstance(config.get("dependencies", []), list) or not isinstance(config.get("components", []),
                                                                                    list):
@@ -276,9 +341,8 @@ class GradioSession(Client):
                                          server=self.src, missing=["/config dependencies"])
         return config
 
-    def _get_api_info(self) -> dict:
-        if not _OWN_STREAM:
-            return super()._get_api_info()
+    def api_description(self) -> dict[str, Any]:
+        """Download the server's API description (``/gradio_api/info``), bounded like ``/config``."""
         info = self._json_answer(urllib.parse.urljoin(self.src_prefixed, "info?serialize=False"),
                                  "API description")
         for key in ("named_endpoints", "unnamed_endpoints"):
@@ -485,11 +549,7 @@ class GradioSession(Client):
         clone.__dict__.update(self.__dict__)
         clone.session_hash = session_hash or str(uuid.uuid4())
         clone.cookies = dict(self.cookies)
-        clone.endpoints = {}
-        for key, endpoint in self.endpoints.items():
-            copied = copy.copy(endpoint)
-            copied.client = clone
-            clone.endpoints[key] = copied
+        clone.endpoints = _Endpoints(clone)  # built on first use, from the root's
         # Per-session SSE stream bookkeeping (one stream per session_hash); the thread pool is shared.
         clone.stream_open = False
         clone.streaming_future = None
