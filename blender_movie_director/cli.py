@@ -314,7 +314,12 @@ def _resolve_server(args: argparse.Namespace, out: _Output) -> str:
 
 
 def _client(url: str, output_dir: Path | None = None) -> Wan2GPClient:
-    return Wan2GPClient(url, output_dir=output_dir)
+    from .backend.wan2gp.cache import ApiCache, default_cache_dir
+
+    client = Wan2GPClient(url, output_dir=output_dir)
+    # A new process reconnects to a known server with one small request (its app id): see cache.ApiCache.
+    client.api_cache = ApiCache(default_cache_dir())
+    return client
 
 
 def _validation_error(exc: Any, prefix: str = "") -> Wan2GPValidationError:
@@ -566,7 +571,9 @@ def cmd_status(args: argparse.Namespace, out: _Output) -> int:
 
     url = _resolve_server(args, out)
     if not args.watch:
-        report = check_health(url, timeout=args.timeout)
+        from .backend.wan2gp.cache import ApiCache, default_cache_dir
+
+        report = check_health(url, timeout=args.timeout, api_cache=ApiCache(default_cache_dir()))
         out.result(report.to_dict(), _status_text(report))
         return _status_code(report)
 

@@ -122,12 +122,13 @@ def _state_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(autouse=True)
 def _clean_wan2gp_env(monkeypatch: pytest.MonkeyPatch, _state_dir: Path) -> None:
-    """Configuration comes from arguments in tests, never from the developer's shell; the job register of the
-    tests (and of the programs they start) is a temporary one, never the user's."""
+    """Configuration comes from arguments in tests, never from the developer's shell; the job register and the
+    caches of the tests (and of the programs they start) are temporary ones, never the user's."""
     for name in list(os.environ):
         if name.startswith("WAN2GP_"):
             monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("WAN2GP_STATE_DIR", str(_state_dir))
+    monkeypatch.setenv("WAN2GP_CACHE_DIR", str(_state_dir / "cache"))  # the CLI's API cache, never the user's
 
 
 def _start(tmp_path_factory: pytest.TempPathFactory, flavour: str, **options) -> EmulatorServer:

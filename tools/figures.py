@@ -36,7 +36,7 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 def figures() -> list[str]:
     v12, v6 = _load("client-v12"), _load("client-v6")
     releases, emulator, discovery = _load("releases"), _load("emulator"), _load("discovery")
-    pool, blender = _load("pool"), _load("blender")
+    pool, blender, connect = _load("pool"), _load("blender"), _load("connect")
     cold = releases["cold_connect"]
     wait = releases["long_wait"]
     reconnect = pool["reconnect"]
@@ -59,8 +59,24 @@ def figures() -> list[str]:
         ["client memory after 20 shots (RSS, emulator in another process)",
          f"{v12['client_rss_MB']:.0f} MB (v12), {v6['client_rss_MB']:.0f} MB (v6), {v12['client_threads']} threads",
          f"≤ {v12['targets']['client_rss_MB']} MB", "benchmarks/client.py"],
-        ["connect (reads /config and API description once)",
-         f"{v12['connect_s']:.2f} s (v12), {v6['connect_s']:.2f} s (v6), emulator", "", "benchmarks/client.py"],
+        ["cold connect vs plain `gradio_client.Client(url)` (v12 at the real size: 2.6 MB /config, 4.5 MB API "
+         "description read in the background; with it)",
+         f"{connect['cold_ratio']:.2f}x ({connect['cold_with_api_description_ratio']:.2f}x)",
+         f"≤ {connect['targets']['cold_ratio']}x", "benchmarks/connect.py"],
+        ["warm connect vs plain `gradio_client.Client(url)`: from memory / from disk in a new process / after a "
+         "restart of the same build",
+         f"{connect['warm_memory_ratio']:.3f}x / {connect['warm_disk_ratio']:.3f}x / "
+         f"{connect['restarted_same_build_ratio']:.2f}x",
+         f"≤ {connect['targets']['warm_memory_ratio']}x / ≤ {connect['targets']['warm_disk_ratio']}x / -",
+         "benchmarks/connect.py"],
+        ["first shot to WanGP's queue vs the hand-made chain: another group's model / the start-up model / a new "
+         "process with the disk cache; later shots",
+         f"{connect['first_shot_ratio']:.2f}x / {connect['first_shot_startup_model_ratio']:.2f}x / "
+         f"{connect['first_shot_warm_process_ratio']:.2f}x; {connect['later_shot_ratio']:.2f}x",
+         f"≤ {connect['targets']['first_shot_ratio']}x", "benchmarks/connect.py"],
+        ["`movie-director status` wall time, a new process, cold / warm, vs `curl` of /config",
+         f"{connect['status_cold_s']:.2f} s / {connect['status_warm_s']:.2f} s vs {connect['curl_config_s']:.2f} s",
+         "", "benchmarks/connect.py"],
         [f"cold connect vs plain `gradio_client.Client(url)`, per release ({' / '.join(cold)}), median of "
          f"{len(next(iter(cold.values()))['ours_all'])}",
          " / ".join(f"{c['ratio']:.2f}" for c in cold.values()) + "x", "≤ 1.0x", "benchmarks/releases.py"],

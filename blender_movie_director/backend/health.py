@@ -42,10 +42,11 @@ import httpx
 
 from .discovery import ServiceKind, _normalise, probe
 from .wan2gp.errors import redact
-from .wan2gp.fingerprint import startup_model
+from .wan2gp.fingerprint import gradio_version, is_wangp, startup_model, wangp_version
 
 if TYPE_CHECKING:
     from .wan2gp import Wan2GPClient
+    from .wan2gp.cache import ApiCache
 
 __all__ = ["HealthEvent", "HealthEventKind", "HealthMonitor", "HealthReport", "check_health"]
 
@@ -128,6 +129,7 @@ def check_health(
     client: Wan2GPClient | None = None,
     timeout: float = DEFAULT_TIMEOUT,
     previous: HealthReport | None = None,
+    api_cache: ApiCache | None = None,
 ) -> HealthReport:
     """Check one server now. Never raises: an unreachable server is a report with ``reachable=False``.
 
@@ -135,6 +137,7 @@ def check_health(
         client: a client of that server; adds its jobs, busy state and current model.
         previous: the last report of the same server; when the server is the same process (same app id),
             its version is taken from it instead of reading ``/config`` again.
+        api_cache: an API cache where a client recorded this server process: the same, across programs.
     """
     base = _normalise(url)
     shown = redact(base)
@@ -168,19 +171,26 @@ def check_health(
     same_process = (previous is not None and previous.reachable and previous.kind is not None and app_id
                     and previous.app_id == app_id)
     model = None
+    seen = api_cache.seen(base, app_id) if api_cache is not None and app_id and not same_process else None
     if same_process:
         assert previous is not None
         kind, wangp, gradio, error = previous.kind, previous.wangp_version, previous.gradio_version, None
         model = previous.current_model
+    elif seen is not None:
+        kind, wangp, gradio, error = ServiceKind.WANGP.value, seen["wangp_version"], seen.get("gradio_version"), None
+        model = seen.get("startup_model") if client is None else None
     else:
-        info = probe(base, connect_timeout=connect, read_timeout=timeout)
-        kind, wangp, gradio, error = info.kind.value, info.wangp_version, info.gradio_version, info.error
-        if info.kind is ServiceKind.CLOSED:  # it went away between the two requests
-            return HealthReport(shown, False, now, kind=kind, error=error)
-        if info.kind is ServiceKind.TIMEOUT:  # it answered app_id: up, but too slow to say what it is yet
-            kind, error = None, "reachable, but /config did not answer in time; identified at the next check"
-        if info.kind is ServiceKind.WANGP and client is None:
-            model = _startup_model(base, timeout)
+        config = _config(base, timeout) if app_id is not None else None  # a Gradio app: read /config once
+        if config is not None and is_wangp(config):
+            kind, wangp, gradio, error = ServiceKind.WANGP.value, wangp_version(config), gradio_version(config), None
+            model = startup_model(config) if client is None else None
+        else:
+            info = probe(base, connect_timeout=connect, read_timeout=timeout)
+            kind, wangp, gradio, error = info.kind.value, info.wangp_version, info.gradio_version, info.error
+            if info.kind is ServiceKind.CLOSED:  # it went away between the two requests
+                return HealthReport(shown, False, now, kind=kind, error=error)
+            if info.kind is ServiceKind.TIMEOUT:  # it answered app_id: up, but too slow to say what it is yet
+                kind, error = None, "reachable, but /config did not answer in time; identified at the next check"
     report = HealthReport(
         shown, True, now, latency_ms=round(latency, 2), kind=kind, wangp_version=wangp, gradio_version=gradio,
         busy=True if waiting else None, server_waiting=waiting, app_id=app_id, error=error, current_model=model,
@@ -190,15 +200,16 @@ def check_health(
     return report
 
 
-def _startup_model(base: str, timeout: float) -> str | None:
-    """The model WanGP's page was built with (a read of the whole ``/config``; once per server process)."""
+def _config(base: str, timeout: float) -> dict[str, Any] | None:
+    """The server's ``/config`` (2.6 MB on WanGP 12.60, once per server process), or None."""
     try:
         with httpx.Client(timeout=httpx.Timeout(timeout, connect=min(timeout, 1.0)), trust_env=False,
                           verify=base.startswith("https:")) as http:
             response = http.get(base + "config")
-            return startup_model(response.json()) if response.status_code == 200 else None
+            config = response.json() if response.status_code == 200 else None
     except (httpx.HTTPError, ValueError):
         return None
+    return config if isinstance(config, dict) else None
 
 
 def _with_client(report: HealthReport, client: Wan2GPClient) -> HealthReport:

@@ -118,7 +118,8 @@ def test_every_command_prints_one_json_document(flavour, request, capsys) -> Non
     code, doc = _json(capsys, "discover", "--no-scan", emulator.url)
     assert code == 0 and doc["selected"] == emulator.url and doc["services"][0]["kind"] == "wangp"
 
-    code, doc = _json(capsys, "status", "--watch", "--period", "0.1", "--count", "2", *server)
+    # a period long enough to read a real-size /config (2.6 MB; each check gets 0.8 of the period)
+    code, doc = _json(capsys, "status", "--watch", "--period", "1", "--count", "2", *server)
     assert code == 0 and doc["checks"] == 2 and [e["event"] for e in doc["events"]] == ["up"]
 
 

@@ -48,6 +48,7 @@ import httpx
 
 from .endpoints import ServerApi, parameter_table
 from .files import output_name, unique_path
+from .fingerprint import startup_model
 from .schemas import MEDIA_FIELDS, GenerationResult, GenerationSettings, ModelInfo
 from .session import GradioSession
 
@@ -86,8 +87,10 @@ RESULT_KEY_VERSION = 1  # bump when the key's content changes: old entries then 
 
 
 def default_cache_dir() -> Path:
-    """``~/.cache/blender-movie-director``: where the pool and the CLI keep their caches unless told."""
-    return Path.home() / ".cache" / "blender-movie-director"
+    """Where the pool and the CLI keep their caches unless told: ``WAN2GP_CACHE_DIR``, else
+    ``~/.cache/blender-movie-director``."""
+    named = os.environ.get("WAN2GP_CACHE_DIR")
+    return Path(named).expanduser() if named else Path.home() / ".cache" / "blender-movie-director"
 
 
 def config_fingerprint(config: dict[str, Any]) -> str:
@@ -198,7 +201,8 @@ class ApiCache:
                 index = self._load_index()
                 index[_key(root.src)] = {"app_id": str(root.config.get("app_id")), "fingerprint": fingerprint,
                                          "api_prefix": root.config.get("api_prefix", ""), "seen": time.time(),
-                                         "wangp_version": api.wangp_version}
+                                         "wangp_version": api.wangp_version, "gradio_version": api.gradio_version,
+                                         "startup_model": startup_model(root.config)}
                 self._save_index()
         if kind != "warm":
             self._store_config(fingerprint, root.config)
@@ -234,6 +238,14 @@ class ApiCache:
         return self.directory / f"{fingerprint}.form.{hashlib.sha256(model.encode()).hexdigest()[:16]}.json"
 
     # --- public -------------------------------------------------------------------------------------------
+
+    def seen(self, url: str, app_id: str) -> dict[str, Any] | None:
+        """What was learnt of the server process ``app_id`` at ``url`` when a client connected to it (its WanGP
+        and Gradio versions, its start-up model), or None. Reads no network: for a health check that has the
+        app id already."""
+        with self._lock:
+            entry = dict(self._load_index().get(_key(url)) or {})
+        return entry if entry.get("app_id") == app_id and entry.get("wangp_version") else None
 
     def known(self, url: str) -> bool:
         """Whether a server at ``url`` was seen (its description is kept)."""

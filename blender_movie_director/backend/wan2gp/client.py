@@ -44,7 +44,7 @@ from .errors import (
     translate,
 )
 from .files import RemoteFile, download, gallery_files, sweep_partial_files
-from .fingerprint import version_tuple
+from .fingerprint import startup_model, version_tuple
 from .form import ModelForm
 from .jobs import Wan2GPJob
 from .register import JobRegister
@@ -335,11 +335,19 @@ class Wan2GPClient:
             f"WanGP {version or ''} has no model {model!r}{did_you_mean(model, known)}".replace("  ", " "),
             field="model", hint="`movie-director models` (or client.list_models()) lists the server's models")
 
-    def _switch_calls(self, model: str) -> list[tuple[str, list[Any]]]:
-        """The calls that make ``model`` a session's model on this server (see ``ModelSwitch``)."""
-        switch = self._require_api().chain.switch
+    def _switch_calls(self, model: str, *, new_session: bool = False) -> list[tuple[str, list[Any]]]:
+        """The calls that make ``model`` a session's model on this server (see ``ModelSwitch``).
+
+        A ``new_session`` starts as WanGP built its page: with the start-up model, its group in the model
+        dropdown. Its model needs no switch, and a model of the same group only the select step."""
+        api = self._require_api()
+        switch = api.chain.switch
+        if new_session and model == startup_model(api.config):
+            return []
         calls: list[tuple[str, list[Any]]] = []
-        if switch.group:
+        if new_session and model in api.model_dropdown_choices():
+            pass  # the dropdown already offers it
+        elif switch.group:
             calls.append((switch.group, [model]))
         elif switch.family:
             calls.append((switch.family, [self._family_of(model)]))

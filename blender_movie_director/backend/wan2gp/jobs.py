@@ -43,6 +43,7 @@ from .errors import (
     translate,
 )
 from .files import check_video, output_name, unique_path
+from .fingerprint import version_tuple
 from .schemas import GenerationResult, GenerationSettings, JobProgress, Resolution
 from .session import cancel_quietly
 
@@ -430,7 +431,7 @@ class Wan2GPJob(JobHandle):
         resolutions, that the settings are checked against). Returns ``fill_inputs``' answer."""
         api = client._require_api()
         call, again = client.settings.timeouts.call, client.settings.retries.attempts  # idempotent steps
-        for endpoint, switch_args in client._switch_calls(model):
+        for endpoint, switch_args in client._switch_calls(model, new_session=True):
             session.call(endpoint, switch_args, timeout=call, what="switching model", attempts=again)
         return session.call(api.chain.fill, [], timeout=call, what="reading the model's form", attempts=again).value
 
@@ -440,7 +441,9 @@ class Wan2GPJob(JobHandle):
         api = client._require_api()
         chain, call, model = api.chain, client.settings.timeouts.call, str(sent.model)
         again = client.settings.retries.attempts  # these steps write the session's form: safe to repeat
-        if chain.validate:
+        if chain.validate and version_tuple(api.wangp_version) < (9,):
+            # Up to 8.x the add-task step queues nothing unless the wizard's prompt check ran (wgp.py); from 9.x on
+            # it does not look, and the check is one round trip less per shot.
             validate = api.endpoints[chain.validate]
             values = ["off", "", sent.prompt, ""] + [""] * (len(validate.parameters) - 4)
             session.call(chain.validate, values, timeout=call, what="validating the prompt", attempts=again)
