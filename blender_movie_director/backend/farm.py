@@ -99,7 +99,7 @@ def run_shots(batch_file: str | Path, indices: list[int] | None, output_dir: str
     try:
         for n, index in enumerate(indices):
             journal = journals / f"shot-{index:04d}.jsonl"
-            done = _done_video(journal)
+            done = _done_video(journal, output_dir / shot_video_name(index))
             if done is not None:
                 outcomes.append(ShotOutcome(index, _link_stable(done, output_dir, index), skipped=True))
                 report((n + 1) / len(indices), f"shot {index}: done already")
@@ -151,8 +151,9 @@ def _run_one(pool: Any, settings: GenerationSettings, index: int, job: str, jour
     return ShotOutcome(index, _link_stable(Path(shot.result.video_path), output_dir, index), skipped=False)
 
 
-def _done_video(journal: Path) -> Path | None:
-    """The video of a shot its journal has as done (and that is still on disk), else None."""
+def _done_video(journal: Path, stable: Path) -> Path | None:
+    """The video of a shot its journal has as done (and that is still on disk), else None. The stable name
+    counts too: another worker may see the output folder at another path (a farm's path mapping)."""
     if not journal.exists():
         return None
     try:
@@ -162,6 +163,8 @@ def _done_video(journal: Path) -> Path | None:
     state = states.get(0) or {}
     if state.get("state") != ShotState.DONE.value:
         return None
+    if stable.is_file():
+        return stable
     settings = GenerationSettings.model_construct(**(header.get("shots") or [{}])[0])
     result = _restore_result(state, settings)
     return Path(result.video_path) if result is not None else None

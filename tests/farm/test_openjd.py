@@ -103,3 +103,12 @@ def test_task_whose_wangp_is_down_fails_with_exit_code_3(tmp_path: Path, make_em
     assert f"WanGP at {down.rstrip('/')}" in run.stderr and "did not answer" in run.stderr
     assert "start WanGP on this worker" in run.stderr
     assert not (tmp_path / "out" / shot_video_name(0)).exists()
+
+
+def test_a_bad_shot_range_says_what_to_give(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    shots_file = tmp_path / "film.json"
+    shots_file.write_text(json.dumps([{"prompt": "one"}, {"prompt": "two"}]), encoding="utf-8")
+    assert main(["shot", str(shots_file), "--shots", "1-5", "-o", str(tmp_path / "out")]) == 2
+    assert "the batch has 2 shots (0-1)" in capsys.readouterr().err
+    assert main(["shot", str(shots_file), "--shots", "first", "-o", str(tmp_path / "out")]) == 2
+    assert 'give 0-based indices: "3", "0-3" or "0,2,5-7"' in capsys.readouterr().err
