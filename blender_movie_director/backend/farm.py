@@ -27,7 +27,7 @@ from .batch import Journal, ShotState, _restore_result, load_shots, resume_batch
 from .wan2gp.errors import Wan2GPConnectionError, Wan2GPValidationError
 from .wan2gp.schemas import GenerationSettings
 
-__all__ = ["ShotOutcome", "parse_shot_range", "run_shots", "shot_video_name", "write_openjd_bundle"]
+__all__ = ["ShotOutcome", "openjd_template", "parse_shot_range", "run_shots", "shot_video_name", "write_openjd_bundle"]
 
 # How long a task waits for the worker's WanGP to answer before it fails with the connection exit code: long
 # enough for WanGP started by the worker's own start-up script, short enough that a dead worker frees its task.

@@ -63,6 +63,19 @@ def test_bundle_passes_openjd_check(tmp_path: Path) -> None:
     assert summary.returncode == 0, summary.stdout + summary.stderr
     assert json.loads(summary.stdout)["total_tasks"] == 3
 
+    import yaml
+
+    template = yaml.safe_load((bundle / "template.yaml").read_text(encoding="utf-8"))
+    assert template["specificationVersion"] == "jobtemplate-2023-09"
+    params = {p["name"]: p for p in template["parameterDefinitions"]}
+    assert params["OutputDir"]["type"] == "PATH" and params["OutputDir"]["dataFlow"] == "OUT"
+    [step] = template["steps"]
+    assert step["parameterSpace"]["taskParameterDefinitions"] == [{"name": "Shot", "type": "INT", "range": "0-2"}]
+    assert step["script"]["actions"]["onRun"]["args"][:4] == ["shot", "{{Param.ShotsFile}}", "--shots",
+                                                              "{{Task.Param.Shot}}"]
+    copied = json.loads((bundle / "shots.json").read_text(encoding="utf-8"))
+    assert [s["prompt"] for s in copied] == ["farm shot 0", "farm shot 1", "farm shot 2"]
+
 
 @pytest.mark.slow
 def test_openjd_run_over_two_workers_generates_each_shot_once(tmp_path: Path, make_emulator) -> None:
