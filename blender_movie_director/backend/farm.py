@@ -241,6 +241,8 @@ def openjd_template(total: int, name: str) -> dict[str, Any]:
              "description": "Where shot-NNNN.mp4 and the shots' journals are written.", "default": "output"},
             {"name": "WanGPServer", "type": "STRING", "default": "", "maxLength": 500,
              "description": "The worker's WanGP URL; empty: WAN2GP_URL, then WanGP found on the worker's loopback."},
+            {"name": "WaitForServer", "type": "INT", "default": int(DEFAULT_WAIT_FOR_SERVER), "minValue": 1,
+             "description": "Seconds a task waits for the worker's WanGP before it fails (exit code 3)."},
             {"name": "MovieDirector", "type": "STRING", "default": "movie-director", "minLength": 1,
              "description": "The movie-director command on the workers."},
         ],
@@ -251,7 +253,8 @@ def openjd_template(total: int, name: str) -> dict[str, Any]:
             "script": {"actions": {"onRun": {
                 "command": "{{Param.MovieDirector}}",
                 "args": ["shot", "{{Param.ShotsFile}}", "--shots", "{{Task.Param.Shot}}",
-                         "--output", "{{Param.OutputDir}}", "--server", "{{Param.WanGPServer}}"],
+                         "--output", "{{Param.OutputDir}}", "--server", "{{Param.WanGPServer}}",
+                         "--wait-for-server", "{{Param.WaitForServer}}"],
             }}},
         }],
     }

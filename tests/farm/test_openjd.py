@@ -106,6 +106,12 @@ def test_task_whose_wangp_is_down_fails_with_exit_code_3(tmp_path: Path, make_em
     emulator = make_emulator("v12")
     down = emulator.url
     emulator.stop()  # a worker whose WanGP is not running
+    bundle = _bundle(tmp_path, 2)
+    run = _openjd(bundle, "run", str(bundle / "template.yaml"), *_values(bundle), "-p", f"WanGPServer={down}",
+                  "-p", "WaitForServer=2", "--tasks", json.dumps([{"Shot": 1}]))
+    assert run.returncode != 0
+    assert "exited with code: 3" in run.stdout and "did not answer within 2 s" in run.stdout, run.stdout
+    assert not (bundle / "output" / shot_video_name(1)).exists()
     shots_file = tmp_path / "film.json"
     shots_file.write_text(json.dumps([{"prompt": "a shot nobody generates", "frames": 17}]), encoding="utf-8")
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
