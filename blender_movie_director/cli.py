@@ -739,7 +739,22 @@ def cmd_discover(args: argparse.Namespace, out: _Output) -> int:
 def cmd_batch(args: argparse.Namespace, out: _Output) -> int:
     from .backend.batch import run_batch_cli
 
+    if args.openjd:
+        from .backend.farm import write_openjd_bundle
+
+        template = write_openjd_bundle(args.shots, args.openjd)
+        out.result({"template": template, "bundle": template.parent},
+                   f"OpenJD job bundle written: {template.parent}\n  run it here: openjd run {template} "
+                   f"-p ShotsFile={template.parent / 'shots.json'} -p OutputDir={template.parent / 'output'}\n"
+                   f"  or submit it: deadline bundle submit {template.parent}")
+        return EXIT_OK
     return run_batch_cli(args, out)
+
+
+def cmd_shot(args: argparse.Namespace, out: _Output) -> int:
+    from .backend.farm import run_shot_cli
+
+    return run_shot_cli(args, out, _resolve_server(args, out))
 
 
 def cmd_endpoints(args: argparse.Namespace, out: _Output) -> int:
@@ -870,6 +885,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     batch = command("batch", cmd_batch, "run many shots over one or more servers; resumable (journal on disk)")
     add_batch_arguments(batch)
+    batch.add_argument("--openjd", metavar="DIR", help="write an OpenJD job bundle of the batch into DIR instead "
+                       "of running it (docs/farm.md)")
+
+    from .backend.farm import add_shot_arguments
+
+    shot = command("shot", cmd_shot, "run shots of a batch file as a render-farm task: idempotent, OpenJD progress")
+    add_shot_arguments(shot)
     return parser
 
 
