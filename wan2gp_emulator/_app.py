@@ -187,6 +187,8 @@ def _add_inert_rest(demo: gr.Blocks, comps: dict[Any, Any], rest: dict) -> None:
     name>`` (so no client mistakes one for a step it uses); calling one changes nothing."""
     trigger = gr.Button("inert", visible=False)
     with gr.Column(visible=False):
+        with gr.Tabs(visible=False) as tab_holder:
+            pass
         for key, comp in sorted(rest["components"].items(), key=lambda item: int(item[0])):
             kind, props = comp["type"], dict(comp["props"])
             if kind == "form":
@@ -198,6 +200,10 @@ def _add_inert_rest(demo: gr.Blocks, comps: dict[Any, Any], rest: dict) -> None:
                 props["value"] = _padding(comp["pad"], "<p>WanGP help text, stood in by the emulator.</p>\n")
             if kind == "state":
                 comps[int(key)] = gr.State()
+            elif kind == "tabitem":  # inside one Tabs: alone, gradio would wrap each in a Tabs of its own
+                with tab_holder, gr.Tab(**_filtered(gr.Tab, props)) as block:
+                    pass
+                comps[int(key)] = block
             elif kind in LAYOUT_TYPES:
                 cls = LAYOUT_TYPES[kind]
                 with cls(**_filtered(cls, props)) as block:

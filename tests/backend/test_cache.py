@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 import time
 
+import pytest
+
 from blender_movie_director.backend.pool import ServerPool
-from blender_movie_director.backend.wan2gp import GenerationSettings, Timeouts, Wan2GPClient
+from blender_movie_director.backend.wan2gp import GenerationSettings, Timeouts, Wan2GPClient, Wan2GPValidationError
 from blender_movie_director.backend.wan2gp.cache import ApiCache, ModelListCache, ResultCache, cached_generate
 
 FAST = Timeouts(connect=5, call=30, job=120, stall=60, download=30)
@@ -157,3 +159,34 @@ def test_config_fingerprint_ignores_what_changes_between_runs():
     first = config_fingerprint(config(1, "http://127.0.0.1:7860", "0x7f8f23ab8d60"))
     assert config_fingerprint(config(2, "http://gpu1:7860", "0x7f5e632edd00")) == first
     assert config_fingerprint(config(1, "http://127.0.0.1:7860", "0x7f8f23ab8d60", title="Other")) != first
+
+
+def test_a_first_shot_reads_the_form_on_its_own_session_and_a_new_program_knows_it(make_emulator, tmp_path,
+                                                                                  out_dir):
+    server = make_emulator("v12")
+    with Wan2GPClient(server.url, output_dir=out_dir, timeouts=FAST) as client:
+        client.api_cache = None
+        result = client.generate(prompt="first", frames=5, steps=1, model="t2v_1.3B")
+    assert result.video_path.exists()
+    # the client's own session never switched models to read the form: one session, the shot's
+    assert [s["model_type"] for s in server.sessions().values()] == ["t2v_1.3B"]
+
+    cache = ApiCache(tmp_path)
+    _connect(server.url, cache, out_dir).generate(prompt="kept", frames=5, steps=1, model="t2v_1.3B")
+    later = _connect(server.url, ApiCache(tmp_path), out_dir)  # another program, same server build
+    try:
+        form = later._known_form("t2v_1.3B")
+        assert form is not None and form.rule.step == 4  # the rules are known before anything is sent
+        with pytest.raises(Wan2GPValidationError, match="frames|video_length"):
+            later.submit(prompt="a wrong length", video_length=6, model="t2v_1.3B")
+    finally:
+        later.close()
+
+
+def test_a_new_session_starts_with_the_server_start_up_model(make_emulator, out_dir):
+    server = make_emulator("v12")
+    with Wan2GPClient(server.url, output_dir=out_dir, timeouts=FAST) as client:
+        startup = client._require_api().model_dropdown_choices()[0]
+        result = client.generate(prompt="no switch needed", frames=5, steps=1, model=startup)
+    started = [e for e in server.events() if e["event"] == "started"]
+    assert result.settings.model == startup and started[-1]["detail"].startswith(f"{startup}:")

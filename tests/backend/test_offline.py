@@ -220,3 +220,28 @@ def test_mp4_probe_refuses_truncated_and_non_video(tmp_path):
     for bad in ("half.mp4", "text.mp4"):
         with pytest.raises(NotAVideo):
             probe(tmp_path / bad)
+
+
+@pytest.mark.parametrize("release", sorted(SWITCHES))
+def test_the_chain_comes_from_config_alone_and_the_description_is_read_only_for_names(release):
+    prefix = captures.RELEASES[release]
+    described = _real_api(prefix)
+    asked: list[int] = []
+
+    def describe() -> dict:
+        asked.append(1)
+        return copy.deepcopy(captures.load(f"{prefix}_gradio_api_info.json"))
+
+    lazy = ServerApi(copy.deepcopy(captures.load(f"{prefix}_config.json")), None, "http://real", describe=describe)
+    chain = {k: v for k, v in vars(lazy.chain).items() if k != "form_index"}
+    assert chain == {k: v for k, v in vars(described.chain).items() if k != "form_index"}
+    assert lazy.models == described.models and lazy.endpoint_count == len(described.endpoints)
+    assert lazy.model_dropdown_choices() == described.model_dropdown_choices() and not asked
+    assert lazy.endpoints.keys() == described.endpoints.keys() and asked == [1]  # read once, when names are needed
+    assert lazy.chain.form_index == described.chain.form_index
+    lazy.endpoints  # noqa: B018
+    assert asked == [1]
+    # what a cache keeps (the parameter table) gives the same API
+    kept = ServerApi(copy.deepcopy(captures.load(f"{prefix}_config.json")),
+                     {"parameter_table": described.parameter_table()}, "http://real")
+    assert kept.endpoints == described.endpoints and kept.chain.form_index == described.chain.form_index

@@ -305,3 +305,38 @@ def test_dropdown_choices_are_per_session(emulator_v12) -> None:
         other.predict(0, "t2v_1.3B", api_name="/process_prompt_and_add_tasks")
     client.close()
     other.close()
+
+
+def test_the_v12_config_and_api_description_have_the_real_size_and_shape(emulator_v12) -> None:
+    """12.60 is served whole (the rest of its UI inert and hidden), so that connecting costs what it would."""
+    import collections
+    import json
+
+    import httpx
+
+    real_config = load("head-2026-08_config.json")
+    real_info = load("head-2026-08_gradio_api_info.json")
+    config_body = httpx.get(emulator_v12.url + "config", timeout=60).content
+    info = httpx.get(emulator_v12.url + "gradio_api/info", timeout=60).json()
+    config = json.loads(config_body)
+    # the capture's note gives what it left out: the UI's own CSS and JS, and long help texts
+    stripped = sum(int(n) for n in re.findall(r"\((\d+) chars\)", real_config["_capture_note"] + "".join(
+        str(c["props"].get("value")) for c in real_config["components"] if "stripped" in str(c["props"].get("value")))))
+    real_bytes = len(json.dumps(real_config)) + stripped
+    assert 0.9 < len(config_body) / real_bytes < 1.1, (len(config_body), real_bytes)
+    assert 0.9 < len(json.dumps(info)) / len(json.dumps(real_info)) < 1.1
+    assert abs(len(config["dependencies"]) - len(real_config["dependencies"])) <= 2
+    assert abs(len(info["named_endpoints"]) - len(real_info["named_endpoints"])) <= 5
+
+    from wan2gp_emulator._app import STAND_INS
+
+    def kinds(components: list[dict]) -> collections.Counter:  # layout wrappers aside (gradio adds its own)
+        return collections.Counter(STAND_INS.get(c["type"], c["type"]) for c in components
+                                   if c["type"] not in ("form", "tabs"))
+
+    ours, real = kinds(config["components"]), kinds(real_config["components"])
+    for kind, count in real.items():
+        assert abs(ours[kind] - count) <= max(2, count // 20), (kind, ours[kind], count)
+    # the stand-ins are inert and say so: no client takes one for a step of WanGP's chain
+    inert = [name for name in info["named_endpoints"] if name.startswith("/inert_")]
+    assert len(inert) > 500
