@@ -251,7 +251,7 @@ def test_a_shot_that_finished_with_blender_closed_is_collected_and_the_next_shot
 
     saved, first_exit, err = _blender(_SAVE_RUNNING_AND_QUIT.format(url=url, out=out, path=path), env)
     assert saved["ok"] and saved["status"] == "running", err[-3000:]
-    session, client_id = saved["record"]["session_hash"], storyboard.client_id(saved["key"])
+    session = saved["record"]["session_hash"]
     assert wait_until(lambda: any(e["event"] == "completed" and e["session"] == session
                                   for e in emulator.events()), 60), "the shot did not finish on the server"
 
@@ -264,5 +264,5 @@ def test_a_shot_that_finished_with_blender_closed_is_collected_and_the_next_shot
     assert first_exit <= 1.0 and second_exit <= 1.0, (first_exit, second_exit)
     # On the server: the collected session's status loop was released, and the shot was made once.
     assert not emulator.sessions()[session]["status_display"]
-    made = [e for e in emulator.events() if e["event"] == "queued" and e["client_id"] == client_id]
+    made = [e for e in emulator.events() if e["event"] == "queued" and e["session"] == session]
     assert len(made) == 1
