@@ -266,3 +266,38 @@ def test_a_shot_that_finished_with_blender_closed_is_collected_and_the_next_shot
     assert not emulator.sessions()[session]["status_display"]
     made = [e for e in emulator.events() if e["event"] == "queued" and e["session"] == session]
     assert len(made) == 1
+
+
+def test_a_runner_that_dies_mid_run_is_started_again_and_nothing_runs_twice(blend, monkeypatch):
+    """The runner is killed (a crash, a reboot) with one shot generating and one waiting: the add-on starts it
+    again with --resume; the generating shot is re-attached on the server, not made a second time."""
+    from .conftest import connect
+    from .test_batch import _text
+
+    monkeypatch.setattr(handoff, "START_GRACE", 0.0)  # restart at the first look, not a minute later
+    connect(blend)
+    scene = blend.scene
+    blend.shot.steps = 6
+    before = len(blend.server.events())
+    for index in range(2):
+        _text(scene, f"beat {index}", f"survives its runner {index} [[slow]]", channel=1, start=1 + 20 * index,
+              length=17)
+    assert bpy.ops.movie_director.generate_all() == {"FINISHED"}
+    jobs = list(scene.movie_director.jobs)
+    journal = jobs[0].journal
+    files = handoff.paths_of(journal)
+    try:
+        pump_until(lambda: jobs[0].status == "running", timeout=60)
+        first_pid = int(files.pid.read_text().split()[0])
+        os.killpg(first_pid, signal.SIGKILL)
+        pump_until(lambda: all(j.status in storyboard.FINISHED for j in jobs), timeout=90)
+        assert [j.status for j in jobs] == ["completed"] * 2, [j.error for j in jobs]
+        assert int(files.pid.read_text().split()[0]) != first_pid  # started again
+        pump_until(lambda: all(j.placed for j in jobs), timeout=20)
+        for job in jobs:
+            cid = storyboard.client_id(job.key)
+            events = [e for e in blend.server.events()[before:] if e["client_id"] == cid]
+            assert len([e for e in events if e["event"] == "queued"]) == 1, events
+            assert len([e for e in events if e["event"] == "completed"]) == 1
+    finally:
+        _stop_runner(journal)
