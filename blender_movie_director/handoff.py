@@ -196,12 +196,18 @@ def read(p: Paths) -> list[ShotState] | None:
     shots = []
     for index, data in enumerate(header.get("shots") or []):
         line = states.get(index) or {}
-        state = str(line.get("state") or "pending")
+        state, error = str(line.get("state") or "pending"), str(line.get("error") or "")
         result = None
-        if state == "done" and isinstance(line.get("result"), dict):
-            settings = GenerationSettings.model_construct(**data)
-            result = storyboard.result_record(GenerationResult.model_validate({**line["result"], "settings": settings}))
-        shots.append(ShotState(index, state, result, str(line.get("error") or "")))
+        if state == "done":
+            try:
+                settings = GenerationSettings.model_construct(**data)
+                made = GenerationResult.model_validate({**line["result"], "settings": settings})
+                result = storyboard.result_record(made)
+            except (KeyError, TypeError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
+                state, error = "failed", (f"the background runner made the shot, but its journal {p.journal} "
+                                          f"does not say where ({type(exc).__name__}: {exc}); look in the "
+                                          "output folder")
+        shots.append(ShotState(index, state, result, error))
     return shots
 
 

@@ -79,3 +79,11 @@ def test_a_runner_given_a_bad_shot_stops_and_says_why(tmp_path):
     assert not p.journal.exists() and handoff.read(p) is None
     assert handoff.failure(p).startswith("shot 1: --frames: Input should be a valid integer")
     assert handoff.needs_restart(p, None, now=time.time() + 3600) is None
+
+
+def test_a_done_shot_whose_result_the_journal_lacks_is_said_failed_not_silently_finished(tmp_path):
+    p = handoff.paths(tmp_path, "b")
+    _journal(p, {0: "done", 1: "running"})
+    shots = handoff.read(p)
+    assert shots is not None and [s.state for s in shots] == ["failed", "running"]
+    assert "does not say where" in shots[0].error and shots[0].result is None
