@@ -156,7 +156,9 @@ def test_generate_all_runs_inside_blender_when_asked_or_when_the_frame_rule_is_u
     else:
         from blender_movie_director.ui import pump
 
-        pump.state().rules.clear()  # as before the first Connect: the model's frame rule is not known
+        st = pump.state()
+        st.rules.clear()  # as before the first Connect: the model's frame rule is not known
+        st.rules_asked.clear()  # (and asked again at the next Connect)
     _text(blend.scene, "beat", "a lighthouse at dusk", channel=1, start=1, length=17)
     assert bpy.ops.movie_director.generate_all() == {"FINISHED"}
     job = blend.scene.movie_director.jobs[-1]
