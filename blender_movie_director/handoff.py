@@ -155,7 +155,15 @@ def _pid_alive(pid: int) -> bool:
         return False
     except OSError:
         return True
-    return True
+    try:  # a runner that ended but was not reaped yet (Blender's child) is a zombie: not running
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def running(p: Paths) -> bool:
+    """True while the runner's process lives (starting up, or running the batch)."""
+    return exit_code(p) is None and _pid_alive(_pid(p)[0])
 
 
 def stop(p: Paths) -> bool:
@@ -164,7 +172,7 @@ def stop(p: Paths) -> bool:
     p.cancelled.parent.mkdir(parents=True, exist_ok=True)
     p.cancelled.write_text(f"{time.time():.3f}\n", encoding="utf-8")  # never started again, whatever happens
     pid, _started = _pid(p)
-    if pid <= 0 or not runner_holds(p):
+    if not (runner_holds(p) or running(p)):  # still starting counts: it reads the mark before it sends anything
         return False
     try:
         os.kill(pid, signal.CTRL_C_EVENT if os.name == "nt" else signal.SIGINT)  # type: ignore[attr-defined]
@@ -260,13 +268,19 @@ def main(argv: list[str] | None = None) -> int:
     """The runner's entry: ``movie-director`` with Ctrl-C's handler back (a process started by a program that
     ignores SIGINT inherits that, and :func:`stop` relies on SIGINT cancelling the shots on the server)."""
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    from .cli import main as cli_main
-
     argv = sys.argv[1:] if argv is None else argv
-    code = cli_main(argv)
     journal = argv[argv.index("--journal") + 1] if "--journal" in argv else None
-    if journal is not None:
-        paths_of(journal).exit.write_text(f"{code}\n", encoding="utf-8")
+    files = paths_of(journal) if journal is not None else None
+    code = 130  # the CLI's EXIT_CANCELLED
+    try:
+        if files is None or not files.cancelled.exists():  # cancelled before it started: nothing is sent
+            from .cli import main as cli_main
+
+            code = cli_main(argv)
+    except KeyboardInterrupt:  # stopped while starting up, before the CLI could catch it
+        code = 130
+    if files is not None:
+        files.exit.write_text(f"{code}\n", encoding="utf-8")
     return code
 
 

@@ -400,7 +400,7 @@ def watch_worker(st: State, journal: str, entry: Watched, keys: dict[int, str]) 
             ended = list(keys.values())
             return
         if shots is None:  # the runner has not written its journal yet (or never will)
-            if handoff.exit_code(p) is not None or p.cancelled.exists():
+            if handoff.exit_code(p) is not None or (p.cancelled.exists() and not handoff.running(p)):
                 why = "cancelled" if p.cancelled.exists() else f"the background runner stopped: {handoff.failure(p)}"
                 for key in keys.values():
                     st.post(JobFinished(key, "cancelled" if p.cancelled.exists() else "failed", error=why))
@@ -408,7 +408,7 @@ def watch_worker(st: State, journal: str, entry: Watched, keys: dict[int, str]) 
             elif handoff.needs_restart(p, None) == "fresh":
                 handoff.start(p, entry.conn.url, entry.conn.output_dir, auth=entry.conn.auth)
             return
-        stopped = p.cancelled.exists() and not handoff.runner_holds(p)
+        stopped = p.cancelled.exists() and not (handoff.runner_holds(p) or handoff.running(p))
         for shot in shots:
             key = keys.get(shot.index)
             if key is None:

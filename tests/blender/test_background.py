@@ -49,9 +49,9 @@ def _stop_runner(journal: str) -> None:
     """A runner left by a failed test: stopped (SIGINT cancels its shots on the server), then killed."""
     files = handoff.paths_of(journal)
     pid = int(files.pid.read_text().split()[0]) if files.pid.exists() else 0
-    if pid and handoff.runner_holds(files):
+    if pid and handoff.running(files):
         os.kill(pid, signal.SIGINT)
-        if not wait_until(lambda: not handoff.runner_holds(files), 30):
+        if not wait_until(lambda: not handoff.running(files), 30):
             os.killpg(pid, signal.SIGKILL)
 
 
@@ -303,3 +303,25 @@ def test_a_runner_that_dies_mid_run_is_started_again_and_nothing_runs_twice(blen
             assert len([e for e in events if e["event"] == "completed"]) == 1
     finally:
         _stop_runner(journal)
+
+
+def test_cancel_all_at_once_stops_the_runner_before_it_sends_anything(blend):
+    from .conftest import connect
+    from .test_batch import _text
+
+    connect(blend)
+    scene = blend.scene
+    before = len(blend.server.events())
+    _text(scene, "beat", "cancelled before it starts", channel=1, start=1, length=17)
+    assert bpy.ops.movie_director.generate_all() == {"FINISHED"}
+    job = scene.movie_director.jobs[-1]
+    files = handoff.paths_of(job.journal)
+    assert bpy.ops.movie_director.cancel_batch(batch=job.batch) == {"FINISHED"}  # the runner is still starting
+    pump_until(lambda: job.status in storyboard.FINISHED, timeout=60)
+    assert job.status == "cancelled"
+    assert wait_until(lambda: not handoff.running(files), 30)
+    # 130, or no code at all when Ctrl-C came while Python itself was starting (before any code of ours)
+    assert handoff.exit_code(files) in (130, None)
+    assert not files.journal.exists()
+    cid = storyboard.client_id(job.key)
+    assert not [e for e in blend.server.events()[before:] if e["client_id"] == cid]  # nothing reached WanGP
