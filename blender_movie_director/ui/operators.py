@@ -12,7 +12,7 @@ from typing import Any
 import bpy
 from bpy.props import BoolProperty, StringProperty
 
-from .. import storyboard
+from .. import handoff, storyboard
 from . import convert, persistence, pump, vse
 from .preferences import DEFAULT_SERVER, connection, prefs
 from .properties import request_rules, rules_for
@@ -70,11 +70,14 @@ def expected_length(context: Any, scene: Any, model: str, seconds: float | None 
 
 
 def submit(context: Any, scene: Any, *, kind: str, request: dict[str, Any], channel: int, frame_start: int,
-           length: int, batch: str = "", meta: str | None = None, fill: int = 0) -> Any:
+           length: int, batch: str = "", meta: str | None = None, fill: int = 0, journal: str = "",
+           journal_index: int = 0) -> Any:
     """Add the job to the scene (saved with the .blend) and hand it to a worker. Returns the job item.
 
     ``meta``: the meta strip the shot goes into (default: the one open for editing, or the top level).
     ``fill``: timeline frames the placed shot must take exactly (a text strip's or a marker range's), else 0.
+    ``journal``: a background runner makes the shot (``handoff``); nothing is sent from here, the journal is
+    watched (the caller starts the runner).
     """
     st = pump.state()
     p = prefs(context)
@@ -100,9 +103,14 @@ def submit(context: Any, scene: Any, *, kind: str, request: dict[str, Any], chan
     item.fps_policy = state.fps_policy
     item.created = time.time()
     state.job_index = len(state.jobs) - 1
-    st.pending.add(item.key)
     st.where[item.key] = scene.name
-    st.run(pump.submit_worker, st, item.key, conn, request)
+    if journal:
+        item.journal, item.journal_index = journal, journal_index
+        item.status, item.phase = "queued", "Handed to the background runner"
+        pump.watch(st, journal, journal_index, item.key, conn)
+    else:
+        st.pending.add(item.key)
+        st.run(pump.submit_worker, st, item.key, conn, request)
     pump.tag_redraw()
     return item
 
@@ -279,7 +287,16 @@ class MD_OT_generate_all(_NeedsAddon, bpy.types.Operator):
             self.report({"ERROR"}, problem)
             return {"CANCELLED"}
         batch = uuid.uuid4().hex[:8]
-        rule = storyboard.model_rule(rules_for(context, base["model"]))
+        rules = rules_for(context, base["model"])
+        rule = storyboard.model_rule(rules)
+        files = None
+        if state.background and rule is None:
+            notes.append("the shots run inside Blender, not in the background: connect to the server first (the "
+                         "model's frame rule is needed to hand them over)")
+        elif state.background:
+            conn = connection(prefs(context))
+            files = handoff.paths(conn.output_dir, batch)
+        items = []
         for prompt, start, seconds, lowest, place in shots:
             request = {**base, "prompt": prompt, "seconds": seconds}
             length = expected_length(context, scene, request["model"], seconds)
@@ -289,13 +306,37 @@ class MD_OT_generate_all(_NeedsAddon, bpy.types.Operator):
                              f"{rule.last} frames ({(rule.last - 1) / rule.fps:.1f} s)")
                 fill = 0  # it fills what it can, at its own speed
             channel = free_channel(scene, lowest or state.channel, start, start + (fill or length))
-            submit(context, scene, kind="batch", request=request, channel=channel, frame_start=start,
-                   length=length, batch=batch, fill=fill)
+            items.append(submit(context, scene, kind="batch", request=request, channel=channel,
+                                frame_start=start, length=length, batch=batch, fill=fill,
+                                journal=str(files.journal) if files else "", journal_index=len(items)))
+        if files is not None:
+            try:
+                handoff.write_shots(files.shots, [_background_shot(i, rules) for i in items])
+                handoff.start(files, conn.url, conn.output_dir, auth=conn.auth)
+            except (OSError, ValueError) as exc:  # the jobs stay in the list, failed, with Retry (inside Blender)
+                for item in items:
+                    item.status, item.phase = "failed", ""
+                    item.error = f"could not start the background runner ({exc}); Retry runs the shot in Blender"
+                self.report({"ERROR"}, f"Could not start the background runner: {exc}")
+                return {"CANCELLED"}
+            notes.append(f"handed to the background runner: they go on if Blender closes (journal {files.journal})")
         text = f"{len(shots)} shot(s) queued"
         if skipped:
             text += f"; skipped {', '.join(skipped)}"
         self.report({"WARNING"} if skipped or notes else {"INFO"}, "; ".join([text, *notes]))
         return {"FINISHED"}
+
+
+def _background_shot(item: Any, rules: dict[str, Any] | None) -> dict[str, Any]:
+    """A job as a shot of the runner's shots file: the request with the frame count the model makes of its
+    seconds (as the shot inside Blender gets it), named on the server by the job's client id."""
+    request = storyboard.loads(item.request) or {}
+    shot = {k: v for k, v in request.items() if k != "seconds"}
+    known = storyboard.frames_for(float(request.get("seconds") or 1.0), rules)
+    if known is not None:
+        shot["video_length"] = known[0]
+    shot["client_id"] = storyboard.client_id(item.key)
+    return shot
 
 
 def _timeline_prompts(scene: Any, default_seconds: float) -> tuple[list[tuple[str, int, float, int | None, int]],
@@ -384,8 +425,16 @@ class MD_OT_cancel_job(_NeedsAddon, _JobOperator, bpy.types.Operator):
 
 
 def cancel_item(item: Any) -> None:
-    """Cancel an active job: its own thread stops the work on the server (never waited for here)."""
+    """Cancel an active job: its own thread stops the work on the server (never waited for here). A job of a
+    background runner stops the whole run: the runner cancels its shots on the server and ends."""
     st = pump.state()
+    if item.journal:
+        handoff.stop(handoff.paths_of(item.journal))
+        for scene in bpy.data.scenes:
+            for other in pump.job_items(scene):
+                if other.journal == item.journal and other.status in storyboard.ACTIVE:
+                    other.status, other.phase = "cancelling", "Stopping the background runner"
+        return
     with st.lock:  # a worker moves the job from pending to jobs under this lock (pump.track)
         job = st.jobs.get(item.key)
         pending = job is None and item.key in st.pending

@@ -132,6 +132,7 @@ class MD_PT_shot(bpy.types.Panel):
         row.operator("movie_director.generate_from_frame", icon="IMAGE_DATA")
         row.operator("movie_director.extend", icon="FORWARD")
         column.operator("movie_director.generate_all", icon="SEQ_STRIP_DUPLICATE")
+        layout.prop(shot, "background")
         strip = vse.active_strip(scene)
         if vse.get_shot_metadata(strip) is not None:
             box = layout.box()

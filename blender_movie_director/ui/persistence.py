@@ -12,6 +12,8 @@ of the jobs), and when the add-on is enabled (first timer tick, since ``bpy.data
   (tracking resumes; "lost: <reason>" if the server no longer has it; the output is fetched if it finished);
 - queued with no record (Blender closed or saved while submitting): re-attached from this user's register of
   jobs if the task reached the server's queue (found by its client id), else marked lost, with the reason;
+- made by a background runner (Generate All, ``handoff``): its journal is read until the shot ends there, and a
+  finished shot is placed from it; a runner that died with shots unfinished is started again (``--resume``);
 - finished and downloaded but not yet on the timeline: placed now.
 
 Before a save, the records of tracked jobs are refreshed so the file holds their latest state. When Blender
@@ -50,6 +52,13 @@ def reconcile(st: pump.State) -> bool:
                     st.post(st.finished[key])
                     continue
                 if key in st.jobs or key in st.pending:
+                    continue
+                if item.journal:  # made by a background runner: its journal says how far it is
+                    if item.status == "cancelling":
+                        from .. import handoff
+
+                        handoff.stop(handoff.paths_of(item.journal))
+                    pump.watch(st, item.journal, item.journal_index, key, connection(p, item.server, item.output_dir))
                     continue
                 if pump.adopt(st, key):  # parked by a disable in this session: still followed in memory
                     continue

@@ -117,6 +117,9 @@ class MD_Job(bpy.types.PropertyGroup):
                                          "0: as long as the clip")
     fps_policy: StringProperty(default="STRETCH")
     created: FloatProperty()
+    journal: StringProperty(subtype="FILE_PATH", description="The background runner's journal that makes this "
+                            "shot (Generate All with Keep Running); empty: the shot runs inside Blender")
+    journal_index: IntProperty(default=0, min=0, description="This shot's place in that journal")
 
 
 class MD_SceneState(bpy.types.PropertyGroup):
@@ -141,6 +144,10 @@ class MD_SceneState(bpy.types.PropertyGroup):
                              description="When the clip's fps differs from the scene's")
     channel: IntProperty(name="Channel", default=2, min=1, max=127,
                          description="Lowest channel for new shots (the first free one from here is used)")
+    background: BoolProperty(name="Keep running when Blender closes", default=True,
+                             description="Generate All hands its shots to a background runner on this machine "
+                                         "(movie-director batch): they go on with Blender closed and are placed "
+                                         "when the file is opened again. Off: they run inside Blender")
     jobs: CollectionProperty(type=MD_Job)
     job_index: IntProperty(name="Job", default=0, min=0)
 

@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 TICK_BUDGET = 0.001
 ACTIVE_INTERVAL = 0.1  # while jobs run: progress bars move 10 times a second
 IDLE_INTERVAL = 0.5  # nothing in flight: a cheap check twice a second
+WATCH_INTERVAL = 1.0  # a background runner's journal is read once a second (a few KB) while its shots run
 WORKERS = 4  # connect, submit, status, catalog and discovery calls; jobs run on the client's own threads
 
 
@@ -68,6 +69,14 @@ class JobFinished:
     error: str = ""
     result: dict[str, Any] | None = None
     record: dict[str, Any] | None = None
+
+
+@dataclass
+class JournalRead:
+    """A background runner's journal was read: these of its jobs have ended (they are no longer watched)."""
+
+    journal: str
+    ended: list[str]
 
 
 @dataclass
@@ -149,6 +158,16 @@ class Connection:
 
 
 @dataclass
+class Watched:
+    """A background runner's journal that jobs of the open file wait on (``handoff``)."""
+
+    conn: Connection  # to start the runner again if it died
+    keys: dict[int, str] = field(default_factory=dict)  # index in the journal -> job key
+    seen: dict[str, str] = field(default_factory=dict)  # job key -> the state last told (worker side)
+    reading: bool = False
+
+
+@dataclass
 class State:
     """Everything the add-on keeps at run time (not saved): one per registration."""
 
@@ -174,6 +193,8 @@ class State:
     checking: set[str] = field(default_factory=set)
     needs_reconcile: bool = True
     where: dict[str, str] = field(default_factory=dict)  # job key -> scene name (a lookup cache)
+    watched: dict[str, Watched] = field(default_factory=dict)  # journal path -> what waits on it
+    watch_next: float = 0.0
     closed: bool = False
 
     # --- posting (any thread) ---
@@ -199,7 +220,7 @@ class State:
 
     def busy(self) -> bool:
         return bool(self.jobs or self.pending or self.to_place or self.progress or not self.messages.empty()
-                    or self.checking or self.finding)
+                    or self.checking or self.finding or self.watched)
 
 
 _state: State | None = None
@@ -350,6 +371,74 @@ def resume_worker(st: State, key: str, conn: Connection, record: dict[str, Any])
     track(st, key, conn, job)
 
 
+def watch(st: State, journal: str, index: int, key: str, conn: Connection) -> None:
+    """Wait for a job made by a background runner: its journal is read until the job ends (main thread)."""
+    entry = st.watched.setdefault(journal, Watched(conn))
+    entry.keys[index] = key
+    st.watch_next = 0.0  # read it at the next tick
+
+
+_ENDED = {"done": "completed", "failed": "failed", "cancelled": "cancelled"}
+_WAITING = {"pending": ("queued", "Waiting in the background runner", 0.0),
+            "running": ("running", "Generating in the background runner", 0.1)}
+
+
+def watch_worker(st: State, journal: str, entry: Watched, keys: dict[int, str]) -> None:
+    """Read a background runner's journal: finished shots become :class:`JobFinished` (placed as any other),
+    the others progress; a runner that died with shots unfinished is started again (``handoff.needs_restart``)."""
+    from .. import handoff
+
+    p = handoff.paths_of(journal)
+    ended: list[str] = []
+    try:
+        try:
+            shots = handoff.read(p)
+        except (OSError, ValueError) as exc:
+            for key in keys.values():
+                st.post(JobFinished(key, "failed", error=f"the background runner's journal {journal} can't be "
+                                                         f"read ({exc}); the shots it made are in the output folder"))
+            ended = list(keys.values())
+            return
+        if shots is None:  # the runner has not written its journal yet (or never will)
+            if handoff.exit_code(p) is not None or (p.cancelled.exists() and not handoff.running(p)):
+                why = "cancelled" if p.cancelled.exists() else f"the background runner stopped: {handoff.failure(p)}"
+                for key in keys.values():
+                    st.post(JobFinished(key, "cancelled" if p.cancelled.exists() else "failed", error=why))
+                ended = list(keys.values())
+            elif handoff.needs_restart(p, None) == "fresh":
+                handoff.start(p, entry.conn.url, entry.conn.output_dir, auth=entry.conn.auth)
+            return
+        stopped = p.cancelled.exists() and not (handoff.runner_holds(p) or handoff.running(p))
+        for shot in shots:
+            key = keys.get(shot.index)
+            if key is None:
+                continue
+            if shot.state in _ENDED:
+                status = _ENDED[shot.state]
+                st.post(JobFinished(key, status, error="" if status == "completed" else
+                                    shot.error or f"{status} in the background runner", result=shot.result))
+                ended.append(key)
+            elif stopped:  # cancelled, and its runner is gone without saying so
+                st.post(JobFinished(key, "cancelled", error="cancelled"))
+                ended.append(key)
+            elif entry.seen.get(key) != shot.state:
+                entry.seen[key] = shot.state
+                status, phase, fraction = _WAITING.get(shot.state, _WAITING["pending"])
+                st.post_progress(JobProgressed(key, status, fraction, None, None, phase, None, None, ""))
+        if handoff.needs_restart(p, shots) == "resume":
+            log.warning("the background runner of %s is gone with shots unfinished: starting it again", journal)
+            handoff.start(p, entry.conn.url, entry.conn.output_dir, resume=True, auth=entry.conn.auth)
+    except Exception as exc:  # noqa: BLE001 - e.g. the runner could not be started again: say it on the jobs
+        log.exception("reading the journal %s", journal)
+        for key in keys.values():
+            if key not in ended:
+                st.post(JobFinished(key, "failed", error=f"the background runner of {journal}: "
+                                                         f"{storyboard.describe_error(exc)}"))
+        ended = list(keys.values())
+    finally:
+        st.post(JournalRead(journal, ended))
+
+
 def check_worker(st: State, conn: Connection) -> None:
     """Server status (never raises) and, when reachable, its model catalog."""
     try:
@@ -461,6 +550,16 @@ def _apply(st: State, msg: Any) -> bool:
             item.phase = ""
             item.eta = -1.0
         return True
+    if isinstance(msg, JournalRead):
+        entry = st.watched.get(msg.journal)
+        if entry is not None:
+            entry.reading = False
+            for index, key in list(entry.keys.items()):
+                if key in msg.ended:
+                    del entry.keys[index]
+            if not entry.keys:
+                del st.watched[msg.journal]
+        return False
     if isinstance(msg, ServerChecked):
         st.checking.discard(msg.url)
         st.servers[msg.url] = msg.status
@@ -555,6 +654,12 @@ def tick() -> float | None:
             from .persistence import reconcile
 
             changed |= reconcile(st)
+        if st.watched and time.monotonic() >= st.watch_next:
+            st.watch_next = time.monotonic() + WATCH_INTERVAL
+            for journal, entry in st.watched.items():
+                if not entry.reading:
+                    entry.reading = True
+                    st.run(watch_worker, st, journal, entry, dict(entry.keys))
         if st.progress:
             with st.lock:
                 progress, st.progress = st.progress, {}

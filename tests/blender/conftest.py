@@ -73,6 +73,22 @@ def blend(addon: Any, emulator_v12: Any, tmp_path: Path) -> Iterator[SimpleNames
     shot.channel = 2
     yield SimpleNamespace(scene=scene, shot=shot, out=out, server=emulator_v12, url=server.url, tmp=tmp_path)
     _close_clients()
+    _stop_runners(out)
+
+
+def _stop_runners(out: Path) -> None:
+    """Background runners a test started (Generate All) and left running: stopped (SIGINT cancels their shots
+    on the server), killed if they don't end, so that none outlives the test on the shared server."""
+    import signal
+
+    from blender_movie_director import handoff
+
+    for pid_file in (out / handoff.FOLDER).glob("*.pid"):
+        files = handoff.paths_of(pid_file.with_name(pid_file.name.removesuffix(".pid") + ".journal.jsonl"))
+        if not handoff.stop(files):
+            continue
+        if not wait_until(lambda files=files: not handoff.running(files), 30):
+            os.killpg(int(files.pid.read_text().split()[0]), signal.SIGKILL)
 
 
 def _close_clients() -> None:

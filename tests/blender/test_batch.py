@@ -131,6 +131,7 @@ def test_cancel_all_stops_every_unfinished_shot_of_the_run_on_the_server(blend):
     connect(blend)
     scene = blend.scene
     blend.shot.steps = 40  # 20 s each at the emulator's slow pace: they must be stopped, not finish
+    blend.shot.background = False  # inside Blender, with step progress (the runner's: test_background.py)
     before = len(blend.server.events())
     for index in range(3):
         _text(scene, f"slow {index}", f"slow shot {index} [[slow]]", channel=1, start=1 + 40 * index, length=17)

@@ -184,10 +184,12 @@ class Wan2GPClient:
         with self._lock:
             jobs = [j for j in self._jobs.values() if not j.done()]
             root = self._root
+            watched = list(self._heal_sessions.values())  # each has an event stream of its own
         for job in jobs:
             job.detach()
-        if root is not None:
-            root.close_streams()
+        for session in [root, *watched]:
+            if session is not None:
+                session.close_streams()
 
     def _open_with_retries(self) -> GradioSession:
         retries, timeouts = self.settings.retries, self.settings.timeouts

@@ -29,6 +29,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import socket
 import tempfile
 import threading
 import time
@@ -628,8 +629,9 @@ class GradioSession(Client):
             self._closed = True
             response = self._stream_response
         if response is not None:
+            _wake_reader(response)
             try:
-                response.close()  # wakes the reader thread blocked on this connection
+                response.close()
             except Exception:  # noqa: BLE001 - closing a stream another thread reads may race; that is fine
                 log.debug("closing the event stream", exc_info=True)
 
@@ -647,6 +649,20 @@ class GradioSession(Client):
         # gradio_client's __del__ shuts its thread pool down; forks share the root's pool, and the root's
         # pool is shut down by close(). Nothing to do here.
         return None
+
+
+def _wake_reader(response: Any) -> None:
+    """Shut the stream's socket down: a thread blocked reading it returns at once. Closing the response alone
+    does not wake it (a socket closed under a blocked ``recv`` stays blocked on Linux), and the reader then
+    waits for the server's next heartbeat, up to 15 s, holding a closing program's exit meanwhile."""
+    stream = getattr(response, "extensions", {}).get("network_stream")
+    sock = stream.get_extra_info("socket") if stream is not None else None
+    if sock is None:
+        return
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:  # already closed or never connected
+        pass
 
 
 def cancel_quietly(job: Any) -> None:
