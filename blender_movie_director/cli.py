@@ -718,7 +718,7 @@ def cmd_discover(args: argparse.Namespace, out: _Output) -> int:
             out.warn(f"probing {url}, another machine, over plain HTTP")
     started = time.perf_counter()
     services = discover(args.urls, scan_loopback=not args.no_scan, ports=args.port or DEFAULT_PORTS,
-                        connect_timeout=args.timeout, read_timeout=max(args.timeout, 1.0), max_age=0)
+                        connect_timeout=args.timeout, read_timeout=max(args.timeout, 3.0), max_age=0)
     elapsed = (time.perf_counter() - started) * 1000
     wangp = [s for s in services if s.is_wangp]
     listening = [s for s in services if s.kind.listening]
@@ -850,7 +850,7 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--watch", action="store_true", help="keep checking and print every change")
     status.add_argument("--period", type=float, default=2.0, metavar="S", help="seconds between checks (--watch)")
     status.add_argument("--count", type=int, metavar="N", help="stop after N checks (--watch)")
-    status.add_argument("--timeout", type=float, default=2.0, metavar="S", help="bound of one check")
+    status.add_argument("--timeout", type=float, default=5.0, metavar="S", help="bound of one check")
 
     models = command("models", cmd_models, "list the server's models")
     models.add_argument("--family", metavar="F", help='e.g. "wan", "wan2_2", "ltx2"')

@@ -39,7 +39,6 @@ def figures() -> list[str]:
     pool, blender, connect = _load("pool"), _load("blender"), _load("connect")
     cold = releases["cold_connect"]
     wait = releases["long_wait"]
-    reconnect = pool["reconnect"]
     zips = blender["zips"]["zips"]
     platforms = [re.sub(r".*-(\w+?)_(\w+)\.zip$", r"\1-\2", name) for name in zips]
     rows = [
@@ -97,9 +96,6 @@ def figures() -> list[str]:
          "(pool throughput)",
          f"{pool['throughput']['ratio']:.2f}x; {pool['killed_halfway']['done']}/{pool['killed_halfway']['shots']} "
          "done with one server killed halfway", f"≥ {pool['targets']['throughput_ratio']}x", "benchmarks/pool.py"],
-        ["reconnect to a known server, API cache warm (memory / disk) vs cold",
-         f"{reconnect['warm_memory_ratio']:.2f}x / {reconnect['warm_disk_ratio']:.2f}x",
-         f"≤ {pool['targets']['reconnect_warm_ratio']}x", "benchmarks/pool.py"],
         ["result-cache hit (identical shot, fixed seed)", f"{pool['cache_hit']['submit_hit_median_ms']:.2f} ms median",
          f"≤ {pool['targets']['cache_hit_ms']:.0f} ms", "benchmarks/pool.py"],
         [f"Blender: enabling the add-on, bpy {blender['bpy']} / {blender['quit_py313']['bpy']}",

@@ -67,8 +67,9 @@ DEFAULT_PORTS: tuple[int, ...] = tuple(dict.fromkeys(WEB_UI_PORTS + MCP_PORTS))
 # busy machine while keeping a whole scan (parallel) well under a second.
 DEFAULT_CONNECT_TIMEOUT = 0.3
 # Reading the start of /config: WanGP's header (with its version) is in the first ~300 bytes of the
-# 2.6 MB v12 config, but a server busy generating may be slow to answer.
-DEFAULT_READ_TIMEOUT = 1.0
+# 2.6 MB v12 config, but Gradio builds the whole of it before the first byte (0.16 s on an idle machine, over 1 s
+# on a loaded one), and a server busy generating is slower still.
+DEFAULT_READ_TIMEOUT = 3.0
 # How long a scan's results are reused.
 CACHE_SECONDS = 5.0
 # Stop reading /config after this much without finding WanGP's header: it is then "another Gradio app"

@@ -52,8 +52,9 @@ __all__ = ["HealthEvent", "HealthEventKind", "HealthMonitor", "HealthReport", "c
 
 log = logging.getLogger(__name__)
 
-# Loopback answers in milliseconds; a WanGP busy on the GPU may still take a while to answer HTTP.
-DEFAULT_TIMEOUT = 2.0
+# Loopback answers in milliseconds; a WanGP busy on the GPU may still take a while to answer HTTP, and its 2.6 MB
+# /config (read once per server process) takes Gradio 0.16 s to build when idle, over 1 s when loaded.
+DEFAULT_TIMEOUT = 5.0
 # Checks are cheap (two tiny GETs), so every few seconds is fine; a restart is seen within two periods.
 DEFAULT_PERIOD = 5.0
 DEFAULT_HISTORY = 60  # checks kept per server: 5 minutes at the default period

@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from .endpoints import ServerApi, parameter_table
+from .endpoints import ServerApi
 from .files import output_name, unique_path
 from .fingerprint import startup_model
 from .schemas import MEDIA_FIELDS, GenerationResult, GenerationSettings, ModelInfo
@@ -267,7 +267,7 @@ class ApiCache:
 
     def _describe(self, root: GradioSession, fingerprint: str) -> dict[str, Any]:
         """Download the API description (the first time a parameter name is needed) and keep its table."""
-        table = parameter_table(root.api_description())
+        table = root.api_parameters()
         with self._lock:
             entry = self._entries.get(fingerprint)
             if entry is not None:

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from .config import ClientSettings, Retries, Timeouts, first_warning, security_warnings
-from .endpoints import ServerApi, parameter_table
+from .endpoints import ServerApi
 from .enums import HIGH_QUALITY_MODEL, QUICK_MODEL, ModelCategory, catalog, categories_of
 from .errors import (
     JobFailedError,
@@ -155,7 +155,7 @@ class Wan2GPClient:
                     api = self.api_cache.server_api(root, self.server_address)
                 else:
                     api = ServerApi(root.config, None, self.server_address,
-                                    describe=lambda: {"parameter_table": parameter_table(root.api_description())})
+                                    describe=lambda: {"parameter_table": root.api_parameters()})
             except Wan2GPError:
                 root.close()
                 raise

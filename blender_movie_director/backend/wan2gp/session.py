@@ -360,6 +360,16 @@ class GradioSession(Client):
                                          server=self.src, missing=["/config dependencies"])
         return config
 
+    def api_parameters(self) -> dict[str, list[list[Any]]]:
+        """The parameter table of the server's API description (``endpoints.parameter_table``): what a client
+        keeps of it. The 4.5 MB description of WanGP 12.60 parses into about 40 MB of objects; they are freed at
+        once, and the memory handed back to the system, so that the process does not keep that peak."""
+        from .endpoints import parameter_table
+
+        table = parameter_table(self.api_description())
+        _give_back_memory()
+        return table
+
     def api_description(self) -> dict[str, Any]:
         """Download the server's API description (``/gradio_api/info``), bounded like ``/config``."""
         info = self._json_answer(urllib.parse.urljoin(self.src_prefixed, "info?serialize=False"),
@@ -680,6 +690,18 @@ def _wake_reader(response: Any) -> None:
     try:
         sock.shutdown(socket.SHUT_RDWR)
     except OSError:  # already closed or never connected
+        pass
+
+
+def _give_back_memory() -> None:
+    """Free what a large JSON answer left behind, and return the freed pages to the system (glibc keeps them)."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc (macOS, Windows, musl): the memory is reused by Python later
         pass
 
 
