@@ -4,7 +4,8 @@
 
 Prints and saves ``benchmarks/results/emulator.json``:
 
-* ``start_seconds``: ``EmulatorServer(...).start()`` in-process, after ``import wan2gp_emulator`` (which imports
+* ``start_seconds``: ``EmulatorServer(..., real_size=True).start()`` (12.60's whole UI) in-process, after
+  ``import wan2gp_emulator`` (which imports
   gradio; median over the runs);
 * ``chain_seconds``: a 17-frame 832x480 4-step ``t2v_1.3B`` generation through the whole chain with
   ``step_seconds=0``, over HTTP with plain ``gradio_client``: validate_wizard_prompt -> save_inputs ->
@@ -91,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     starts, chains, switches = [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         for run in range(args.runs):
-            server = EmulatorServer("v12", output_dir=Path(tmp) / f"run{run}", step_seconds=0)
+            server = EmulatorServer("v12", output_dir=Path(tmp) / f"run{run}", step_seconds=0, real_size=True)
             t0 = time.perf_counter()
             server.start()
             starts.append(time.perf_counter() - t0)

@@ -37,6 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--load-seconds", type=float, default=0.0, metavar="N",
                         help="each model load takes N more seconds with no status and no progress, as while WanGP "
                              "downloads weights (default 0)")
+    parser.add_argument("--real-size", action="store_true",
+                        help="serve 12.60's whole UI (2.6 MB /config, 4.5 MB API description), as the real server does")
     parser.add_argument("--state-dir", default=None,
                         help="where wgp_config.json (the last model, kept across restarts) lives "
                              "(default: the output dir)")
@@ -74,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     server = EmulatorServer(args.flavour, host=args.host, port=args.port or None, output_dir=args.output_dir,
                             step_seconds=args.step_seconds, missing_weights=args.missing_weights,
                             crash_after_steps=args.crash_after_steps, load_seconds=args.load_seconds,
-                            state_dir=args.state_dir)
+                            state_dir=args.state_dir, real_size=args.real_size)
     done = threading.Event()
 
     def stop(signum: int, frame: object) -> None:

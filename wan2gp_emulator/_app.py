@@ -134,7 +134,7 @@ def make_handler(engine: WanGP, dep: _spec.Dependency) -> Any:
     return handler
 
 
-def build_app(engine: WanGP) -> tuple[gr.Blocks, dict[int, Any]]:
+def build_app(engine: WanGP, *, real_size: bool = False) -> tuple[gr.Blocks, dict[int, Any]]:
     spec = engine.spec
     flavour = engine.flavour
     theme = gr.themes.Soft() if spec.theme == "soft" else None
@@ -170,7 +170,7 @@ def build_app(engine: WanGP) -> tuple[gr.Blocks, dict[int, Any]]:
             comps["abort_edit"] = gr.Button("Abort", visible=False)
         for chain in CHAINS[flavour]:
             _register_chain(engine, demo, comps, chain)
-        rest = _spec.load_rest(flavour)
+        rest = _spec.load_rest(flavour) if real_size else None
         if rest is not None:
             _add_inert_rest(demo, comps, rest)
     return demo, comps

@@ -64,6 +64,8 @@ class EmulatorServer:
             WanGP downloads weights.
         state_dir: where ``wgp_config.json`` (the last model used, read at start-up) is kept; ``None``: the
             output directory. Use the same folder across restarts to keep the model, as WanGP does (8.11 on).
+        real_size: also build the rest of the release's real UI, inert and hidden (12.60 only), so that
+            ``/config`` (2.6 MB) and the API description (4.5 MB) have the real size: for benchmarks of connecting.
 
     Example::
 
@@ -83,6 +85,7 @@ class EmulatorServer:
         crash_after_steps: int | None = None,
         load_seconds: float = 0.0,
         state_dir: str | os.PathLike[str] | None = None,
+        real_size: bool = False,
     ) -> None:
         if flavour not in _spec.VERSIONS:
             raise ValueError(f"flavour must be one of {sorted(_spec.VERSIONS)}, not {flavour!r}")
@@ -97,6 +100,7 @@ class EmulatorServer:
         self.crash_after_steps = crash_after_steps
         self.load_seconds = load_seconds
         self.state_dir = Path(state_dir) if state_dir is not None else None
+        self.real_size = real_size
         self.port: int | None = None
         self.url: str | None = None
         self._demo: Any = None
@@ -116,7 +120,7 @@ class EmulatorServer:
             engine = WanGP(self.flavour, output_dir=self.output_dir, step_seconds=self.step_seconds,
                            missing_weights=self.missing_weights, crash_after_steps=self.crash_after_steps,
                            load_seconds=self.load_seconds, state_dir=self.state_dir)
-            demo, _ = build_app(engine)
+            demo, _ = build_app(engine, real_size=self.real_size)
             # WanGP calls no queue(): gradio's default, one call at a time per event across all sessions.
             demo.queue(default_concurrency_limit=1)
             port = self._requested_port or _free_port(self.host)

@@ -173,6 +173,9 @@ def check_health(
                     and previous.app_id == app_id)
     model = None
     seen = api_cache.seen(base, app_id) if api_cache is not None and app_id and not same_process else None
+    identity = client.identity() if client is not None else None
+    if identity is not None and identity[0] == app_id and not same_process:  # the client read /config already
+        seen = {"wangp_version": identity[1], "gradio_version": identity[2]}
     if same_process:
         assert previous is not None
         kind, wangp, gradio, error = previous.kind, previous.wangp_version, previous.gradio_version, None

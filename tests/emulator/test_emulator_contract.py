@@ -307,8 +307,10 @@ def test_dropdown_choices_are_per_session(emulator_v12) -> None:
     other.close()
 
 
-def test_the_v12_config_and_api_description_have_the_real_size_and_shape(emulator_v12) -> None:
-    """12.60 is served whole (the rest of its UI inert and hidden), so that connecting costs what it would."""
+def test_the_v12_config_and_api_description_have_the_real_size_and_shape(make_emulator) -> None:
+    """With ``real_size``, 12.60 is served whole (the rest of its UI inert and hidden): connecting costs what it
+    would on the real server."""
+    emulator_v12 = make_emulator("v12", real_size=True)
     import collections
     import json
 

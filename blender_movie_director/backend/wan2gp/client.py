@@ -278,6 +278,14 @@ class Wan2GPClient:
     def connected(self) -> bool:
         return self._api is not None
 
+    def identity(self) -> tuple[str, str | None, str | None] | None:
+        """(app id, WanGP version, Gradio version) of the server process this client connected to, or None
+        when not connected. What a health check needs to know about a server it already asked for its app id."""
+        api = self._api
+        if api is None or self._app_id is None:
+            return None
+        return self._app_id, api.wangp_version, api.gradio_version
+
     def _require_api(self) -> ServerApi:
         if self._api is None:
             self.connect()
