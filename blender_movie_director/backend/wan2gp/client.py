@@ -810,7 +810,10 @@ class Wan2GPClient:
         # Our own running job makes it busy; otherwise it can't be known (another session may be generating).
         status.busy = True if any(j.status().value == "running" for j in jobs) else None
         running = [j for j in jobs if j.status().value == "running"]
-        status.current_model = running[0].settings.model if running else next(iter(reversed(self._forms)), None)
+        # the model of our shot on the GPU, else of the shot we sent last (its session is being set to it), else
+        # of the last form read
+        status.current_model = (running[0].settings.model if running else jobs[-1].settings.model if jobs
+                                else next(iter(reversed(self._forms)), None))
         return status
 
     # --- files --------------------------------------------------------------------------------------------
