@@ -133,7 +133,7 @@ def main() -> None:
         forks = []
         for _ in range(20):
             t = time.perf_counter()
-            session = client._fork_session()
+            session = client._transport.fork()
             forks.append(time.perf_counter() - t)
             session.close()
         figures["second_session_ms"] = statistics.median(forks) * 1000
@@ -224,7 +224,7 @@ def progress_latency(flavour: str, tmp: Path) -> tuple[float, float, int, int, f
     Returns (median ms, p90 ms, steps seen by the callback, steps the server made, median ms from the
     message's arrival at our SSE reader to the callback, i.e. the client's own share), over 4 jobs.
     """
-    from blender_movie_director.backend.wan2gp import session as session_module
+    from blender_movie_director.backend.wan2gp._webui import session as session_module
     from wan2gp_emulator import EmulatorServer
 
     arrivals: dict[int, float] = {}

@@ -56,7 +56,7 @@ client.api_cache = ApiCache(cache_dir)
 started = time.perf_counter()
 client.connect()
 figures = {"connect_s": time.perf_counter() - started, "stats": client.api_cache.stats}
-from blender_movie_director.backend.wan2gp.fingerprint import startup_model
+from blender_movie_director.backend.wan2gp._webui.fingerprint import startup_model
 figures["startup_model"] = json.dumps(startup_model(client._require_api().config))
 if shot:
     sys.path.insert(0, sys.argv[5])
@@ -72,7 +72,7 @@ def to_queue(client: Wan2GPClient, model: str = "t2v_1.3B") -> float:
     then runs to its end outside the timed part."""
     started = time.perf_counter()
     job = client.submit(**SHOT, model=model)
-    while not job._task_queued and not job.done():  # set the moment process_prompt_and_add_tasks answers
+    while not job.state.task_queued and not job.done():  # set the moment process_prompt_and_add_tasks answers
         time.sleep(0.001)
     elapsed = time.perf_counter() - started
     job.result(timeout=120)

@@ -386,29 +386,8 @@ def _settings_from_args(args: argparse.Namespace) -> GenerationSettings:
     return _settings_from(data)
 
 
-def _seconds_as_frames(client: Wan2GPClient, settings: GenerationSettings) -> GenerationSettings:
-    """Turn ``seconds`` into the model's frame count with the server's own rule (``get_model_info``).
-
-    Workaround: the client fills ``video_length`` from ``seconds`` and then fails building its
-    ``GenerationResult`` ("give either frames or seconds, not both") after the whole generation ran.
-    """
-    if settings.seconds is None or settings.video_length is not None:
-        return settings
-    info = client.get_model_info(settings.model)
-    if not (info.fps and info.frames_minimum and info.frames_step and info.frames_maximum):
-        return settings
-    minimum, step, maximum = info.frames_minimum, info.frames_step, info.frames_maximum
-    k = max(0, round((round(settings.seconds * info.fps) + 1 - minimum) / step))
-    frames = min(minimum + k * step, maximum - (maximum - minimum) % step)
-    data = settings.model_dump(exclude_unset=True)
-    data.pop("seconds", None)
-    data["video_length"] = frames
-    return _settings_from(data)
-
-
 def _run_job(client: Wan2GPClient, settings: GenerationSettings, out: _Output) -> GenerationResult:
     """Submit, show progress, wait; on Ctrl-C cancel the job on the server and wait (bounded) for it."""
-    settings = _seconds_as_frames(client, settings)
     return _follow_job(client, client.submit(settings), out)
 
 
@@ -720,7 +699,7 @@ def cmd_discover(args: argparse.Namespace, out: _Output) -> int:
     services = discover(args.urls, scan_loopback=not args.no_scan, ports=args.port or DEFAULT_PORTS,
                         connect_timeout=args.timeout, read_timeout=max(args.timeout, 3.0), max_age=0)
     elapsed = (time.perf_counter() - started) * 1000
-    wangp = [s for s in services if s.is_wangp]
+    wangp = [s for s in services if s.is_web_ui]
     listening = [s for s in services if s.kind.listening]
     rows = [(s.url, s.kind.value, s.wangp_version or "", s.gradio_version or "", s.title or s.server_name or "",
              f"{s.latency_ms:.1f}" if s.latency_ms is not None else "") for s in listening]

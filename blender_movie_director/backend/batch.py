@@ -377,11 +377,13 @@ class Batch:
     def _on_progress(self, shot: Shot, job: PoolJob) -> None:
         if job.done():
             return
-        record = job.to_record()
-        inner = record.get("job") or {}
-        key = (record.get("server"), inner.get("session_hash"), inner.get("task_queued"),
-               inner.get("processing_started"))
-        if inner.get("task_queued") and key != shot._record_key:
+        inner = job.job_record
+        if inner is None:
+            self._changed()
+            return
+        key = (job.server, inner.session_hash, inner.remote_job_id, inner.task_queued, inner.processing_started)
+        if inner.task_queued and key != shot._record_key:
+            record = job.to_record()
             shot._record_key = key  # the task is on a server now: a resume must re-attach to it
             with self._lock:
                 shot.server = job.server
@@ -704,7 +706,7 @@ def _servers_from(args: argparse.Namespace) -> list[str]:
     if not urls:
         from .discovery import configured_urls, discover
 
-        urls = configured_urls() or [s.url for s in discover(include_env=False) if s.is_wangp]
+        urls = configured_urls() or [s.url for s in discover(include_env=False) if s.is_web_ui]
     if not urls:
         raise Wan2GPConnectionError("no WanGP server given or found on this machine",
                                     hint="start WanGP, or name servers with --servers URL ...")

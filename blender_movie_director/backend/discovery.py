@@ -40,8 +40,9 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from .wan2gp._urls import is_loopback, normalise_url
+from .wan2gp._webui.fingerprint import gradio_version, is_wangp, wangp_version
 from .wan2gp.errors import redact
-from .wan2gp.fingerprint import gradio_version, is_wangp, wangp_version
 
 __all__ = [
     "DEFAULT_PORTS",
@@ -111,27 +112,18 @@ class ServiceInfo:
 
     @property
     def is_wangp(self) -> bool:
+        """WanGP, through either of its surfaces (the web UI, or its MCP server), as ``HealthReport.is_wangp``."""
+        return self.kind in (ServiceKind.WANGP, ServiceKind.WANGP_MCP)
+
+    @property
+    def is_web_ui(self) -> bool:
+        """WanGP's web UI: what ``Wan2GPClient`` drives."""
         return self.kind is ServiceKind.WANGP
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["kind"] = self.kind.value
         return data
-
-
-def is_loopback(url: str) -> bool:
-    """True when the URL's host is this machine (127.0.0.0/8, ::1 or localhost)."""
-    host = (urlsplit(url if "://" in url else "http://" + url).hostname or "").lower()
-    return host == "localhost" or host == "::1" or host.startswith("127.")
-
-
-def _normalise(url: str) -> str:
-    url = url.strip()
-    if "://" not in url:
-        url = "http://" + url
-    parts = urlsplit(url)
-    path = parts.path.rstrip("/")
-    return f"{parts.scheme}://{parts.netloc}{path}/"
 
 
 def configured_urls() -> list[str]:
@@ -265,7 +257,7 @@ def probe(
     """Probe one URL (uncached) and classify what answers there. Never raises."""
     clients: list[httpx.Client] = []
 
-    url = _normalise(url)
+    url = normalise_url(url)
 
     def own_client() -> httpx.Client:
         clients.append(_http_client(connect_timeout, read_timeout, tls=url.startswith("https:")))
@@ -376,10 +368,10 @@ def discover(
     """
     targets: dict[str, str] = {}
     for url in urls:
-        targets.setdefault(_normalise(url), "configured")
+        targets.setdefault(normalise_url(url), "configured")
     if include_env:
         for url in configured_urls():
-            targets.setdefault(_normalise(url), "env")
+            targets.setdefault(normalise_url(url), "env")
     if scan_loopback:
         for port in ports:
             targets.setdefault(f"http://127.0.0.1:{int(port)}/", "port")

@@ -12,8 +12,9 @@ What "busy" can mean: WanGP keeps a private queue per Gradio session, so no rout
 running jobs count too. Nothing waiting does not mean idle: one other session may be generating alone. So
 ``busy`` is True or None (unknown), never False, and the state reads "up" rather than "idle".
 
-The monitor (pure Python, thread-safe, callback-based) is what ``movie-director status --watch`` and
-Blender's status panel use. Callbacks run on the monitor's thread: GUI code hands them to its main thread.
+The monitor (pure Python, thread-safe, callback-based) is what ``movie-director status --watch`` uses (Blender's
+panel asks its server's client instead). Callbacks run on the monitor's thread: GUI code would hand them to its
+main thread.
 
 Example::
 
@@ -40,9 +41,10 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from .discovery import ServiceKind, _normalise, probe
+from .discovery import ServiceKind, probe
+from .wan2gp._urls import app_id_url, normalise_url
+from .wan2gp._webui.fingerprint import gradio_version, is_wangp, startup_model, wangp_version
 from .wan2gp.errors import redact
-from .wan2gp.fingerprint import gradio_version, is_wangp, startup_model, wangp_version
 
 if TYPE_CHECKING:
     from .wan2gp import Wan2GPClient
@@ -140,7 +142,7 @@ def check_health(
             its version is taken from it instead of reading ``/config`` again.
         api_cache: an API cache where a client recorded this server process: the same, across programs.
     """
-    base = _normalise(url)
+    base = normalise_url(url)
     shown = redact(base)
     now = time.time()
     connect = min(timeout, 1.0)
@@ -149,7 +151,7 @@ def check_health(
         # verify matters only for https (and loading the CA bundle costs ~17 ms per check)
         with httpx.Client(timeout=httpx.Timeout(timeout, connect=connect), trust_env=False,
                           verify=base.startswith("https:")) as http:
-            response = http.get(base + "gradio_api/app_id")
+            response = http.get(app_id_url(base))
             latency = (time.perf_counter() - started) * 1000
             app_id = None
             if response.status_code == 200:
@@ -237,7 +239,7 @@ Listener = Callable[[HealthEvent], None]
 
 
 @dataclass
-class _Server:
+class _Watched:
     url: str
     client: Wan2GPClient | None
     history: deque[HealthReport] = field(default_factory=deque)
@@ -275,13 +277,13 @@ class HealthMonitor:
             raise ValueError("period must be positive")
         if isinstance(urls, str):
             urls = [urls]
-        by_url = {_normalise(u): c for u, c in (clients or {}).items()}
+        by_url = {normalise_url(u): c for u, c in (clients or {}).items()}
         self.period = float(period)
         self.timeout = float(timeout) if timeout is not None else min(DEFAULT_TIMEOUT, 0.8 * self.period)
-        self._servers: dict[str, _Server] = {}
+        self._servers: dict[str, _Watched] = {}
         for url in urls:
-            key = _normalise(url)
-            self._servers[key] = _Server(key, by_url.get(key), deque(maxlen=max(1, history)))
+            key = normalise_url(url)
+            self._servers[key] = _Watched(key, by_url.get(key), deque(maxlen=max(1, history)))
         if not self._servers:
             raise ValueError("give at least one server URL")
         self._lock = threading.RLock()
@@ -382,11 +384,11 @@ class HealthMonitor:
 
     # --- inside -----------------------------------------------------------------------------------------
 
-    def _server(self, url: str | None) -> _Server:
+    def _server(self, url: str | None) -> _Watched:
         if url is None:
             return next(iter(self._servers.values()))
         try:
-            return self._servers[_normalise(url)]
+            return self._servers[normalise_url(url)]
         except KeyError:
             raise KeyError(f"not monitored: {url}") from None
 

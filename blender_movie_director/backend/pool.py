@@ -41,8 +41,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .discovery import _normalise
 from .health import HealthEvent, HealthEventKind, HealthMonitor, HealthReport
+from .wan2gp._urls import normalise_url
 from .wan2gp.cache import ApiCache, ModelListCache, ResultCache, default_cache_dir
 from .wan2gp.client import Wan2GPClient, _as_settings
 from .wan2gp.config import Retries, Timeouts
@@ -50,13 +50,14 @@ from .wan2gp.enums import JobStatus
 from .wan2gp.errors import (
     JobCancelledError,
     JobFailedError,
+    JobLostError,
     UnsupportedServerError,
     Wan2GPConnectionError,
     Wan2GPError,
     Wan2GPValidationError,
     translate,
 )
-from .wan2gp.jobs import JobHandle, Wan2GPJob
+from .wan2gp.jobs import JobHandle, JobRecord, Wan2GPJob
 from .wan2gp.schemas import GenerationResult, GenerationSettings, JobProgress
 
 if TYPE_CHECKING:
@@ -201,6 +202,13 @@ class PoolJob(JobHandle):
             "job": job.to_record() if job is not None else None,
             "retries": self.retries,
         }
+
+    @property
+    def job_record(self) -> JobRecord | None:
+        """The record of the job on its current server, once it has one there."""
+        attempt = self._attempt
+        job = attempt.job if attempt is not None else None
+        return job.record() if job is not None else None
 
     def __repr__(self) -> str:
         return f"<PoolJob {self.id} {self.status().value} on {self.server or '-'} {self.settings.prompt[:30]!r}>"
@@ -351,7 +359,7 @@ class ServerPool:
             from .discovery import discover as discover_servers
 
             for service in discover_servers():
-                if service.is_wangp:
+                if service.is_web_ui:
                     self._add(service.url, None)
         with self._lock:
             servers = [s for s in self._servers.values() if s.monitor is None]
@@ -406,7 +414,7 @@ class ServerPool:
 
     def remove_server(self, url: str) -> None:
         """Take a server out: its queued jobs move to the others; its running jobs finish there first."""
-        key = _normalise(url)
+        key = normalise_url(url)
         with self._lock:
             server = self._servers.get(key)
             if server is None or server.removed:
@@ -528,7 +536,7 @@ class ServerPool:
                 self._admit(follower)
 
     def _finish_cached(self, job: PoolJob, hit: GenerationResult) -> None:
-        job.cached, job.server = True, _normalise(hit.server)
+        job.cached, job.server = True, normalise_url(hit.server)
         job._finish(result=hit)
         self._forget_later(job)
 
@@ -540,8 +548,8 @@ class ServerPool:
         """
         settings = GenerationSettings(**record["settings"])
         inner = record.get("job")
-        server = _normalise(record["server"]) if record.get("server") else None
-        resumable = bool(inner and inner.get("task_queued") and inner.get("session_hash") and server)
+        server = normalise_url(record["server"]) if record.get("server") else None
+        resumable = bool(inner and JobRecord.load(inner).reattachable and server)
         with self._lock:
             known = server is not None and server in self._servers and not self._servers[server].removed
         if not (resumable and known):
@@ -569,7 +577,7 @@ class ServerPool:
         return client
 
     def _add(self, url: str, limit: int | None) -> _Server | None:
-        key = _normalise(url)
+        key = normalise_url(url)
         with self._lock:
             existing = self._servers.get(key)
             if existing is not None and not existing.removed:
@@ -597,7 +605,7 @@ class ServerPool:
         report = event.report
         lost: list[tuple[PoolJob, _Attempt]] = []
         with self._lock:
-            server = self._servers.get(_normalise(event.url))
+            server = self._servers.get(normalise_url(event.url))
             if server is None or server.removed:
                 return
             if event.kind is HealthEventKind.DOWN:
@@ -899,7 +907,7 @@ class ServerPool:
             job._finish(error=error)
             self._forget_later(job)
             return
-        if attempt.resume is not None and isinstance(error, JobFailedError) and error.message.startswith("lost:"):
+        if attempt.resume is not None and isinstance(error, JobLostError):
             log.info("pool job %s: its task is gone from %s; running it again", job.id, server.url)
             with self._lock:
                 job._pinned, job._resume = None, None
@@ -910,7 +918,7 @@ class ServerPool:
             if lost:
                 self._lose(job, attempt, f"{reason}: {error}")
                 return
-            if not isinstance(error, JobFailedError) and not inner.to_record().get("processing_started"):
+            if not isinstance(error, JobFailedError) and not inner.state.processing_started:
                 job._start_failures += 1  # nothing was generated: the job may move on, a bounded number of times
                 if job._start_failures < _START_ATTEMPTS:
                     log.info("pool job %s did not start on %s (%s); it moves on", job.id, server.url, error)
@@ -929,8 +937,7 @@ class ServerPool:
                 return
             attempt.abandoned = True
             inner = attempt.job
-            record = inner.to_record() if inner is not None else {}
-            reached = bool(record.get("task_queued"))
+            reached = inner is not None and inner.state.task_queued
             server = attempt.server
             server.running.pop(job.id, None)
             job._attempt = None

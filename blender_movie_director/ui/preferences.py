@@ -9,6 +9,8 @@ from typing import Any
 import bpy
 from bpy.props import CollectionProperty, FloatProperty, IntProperty, StringProperty
 
+from ..backend.wan2gp._urls import is_loopback
+
 # The add-on's package: "blender_movie_director", or "bl_ext.<repo>.blender_movie_director" as an extension.
 ADDON_PACKAGE = __package__.rpartition(".")[0]
 DEFAULT_SERVER = "http://127.0.0.1:7860"  # WanGP's default port (wgp.py --server-port)
@@ -101,13 +103,6 @@ def active_url(p: Any) -> str:
     if not servers:
         return DEFAULT_SERVER
     return servers[min(p.server_index, len(servers) - 1)].url.strip() or DEFAULT_SERVER
-
-
-def is_loopback(url: str) -> bool:
-    from urllib.parse import urlsplit
-
-    host = (urlsplit(url if "://" in url else "http://" + url).hostname or "").lower()
-    return host in ("localhost", "::1") or host.startswith("127.")
 
 
 def output_dir(p: Any) -> str:

@@ -281,7 +281,7 @@ def record_of(job: Any) -> dict[str, Any] | None:
 
 
 def _finished_message(key: str, job: Any) -> JobFinished:
-    from ..backend.wan2gp import JobCancelledError
+    from ..backend.wan2gp import JobCancelledError, JobLostError
 
     error = job.exception()
     record = record_of(job)
@@ -290,7 +290,7 @@ def _finished_message(key: str, job: Any) -> JobFinished:
     if isinstance(error, JobCancelledError):
         return JobFinished(key, "cancelled", error=str(error), record=record)
     text = storyboard.describe_error(error)
-    return JobFinished(key, "lost" if text.startswith("lost:") else "failed", error=text, record=record)
+    return JobFinished(key, "lost" if isinstance(error, JobLostError) else "failed", error=text, record=record)
 
 
 def track(st: State, key: str, conn: Connection, job: Any) -> None:
@@ -321,27 +321,10 @@ def track(st: State, key: str, conn: Connection, job: Any) -> None:
         job.cancel()
 
 
-def _seconds_to_frames(client: Any, request: dict[str, Any]) -> dict[str, Any]:
-    """Send the frame count the model will really make of the duration (the one the panel shows).
-
-    Also works around the client rejecting its own result when ``seconds`` is sent (GenerationResult
-    validation: "give either frames or seconds, not both").
-    """
-    if request.get("seconds") is None or "__wangp__" in request or request.get("video_length"):
-        return request
-    info = client.get_model_info(str(request["model"]))
-    known = storyboard.frames_for(float(request["seconds"]), info.model_dump(mode="json"))
-    if known is None:
-        return request
-    changed = {k: v for k, v in request.items() if k != "seconds"}
-    changed["video_length"] = known[0]
-    return changed
-
-
 def submit_worker(st: State, key: str, conn: Connection, request: dict[str, Any]) -> None:
     try:
         client = client_for(st, conn)
-        settings = storyboard.settings_from_request(_seconds_to_frames(client, request))
+        settings = storyboard.settings_from_request(request)
         if settings.client_id is None:  # names the task on the server: a reconcile finds it in the register
             settings = settings.model_copy(update={"client_id": storyboard.client_id(key)})
         job = client.submit(settings)
@@ -356,16 +339,11 @@ def submit_worker(st: State, key: str, conn: Connection, request: dict[str, Any]
 def resume_worker(st: State, key: str, conn: Connection, record: dict[str, Any]) -> None:
     """Re-attach to a job saved with the .blend: tracking resumes, or it ends as lost / fetched."""
     try:
-        client = client_for(st, conn)
-        resume = getattr(client, "resume_job", None)
-        if resume is None:
-            raise LookupError("this version of the WanGP client cannot resume jobs (Wan2GPClient.resume_job "
-                              "is missing); generate the shot again")
-        job = resume(record)
-    except Exception as exc:
+        job = client_for(st, conn).resume_job(record)
+    except Exception as exc:  # the job can't be followed again (the record or the server): it is lost to us
         with st.lock:
             st.pending.discard(key)
-        text = str(exc) if isinstance(exc, LookupError) else storyboard.describe_error(exc)
+        text = storyboard.describe_error(exc)
         st.post(JobFinished(key, "lost", error=text if text.startswith("lost:") else f"lost: {text}"))
         return
     track(st, key, conn, job)
@@ -470,7 +448,7 @@ def find_worker(st: State, urls: list[str]) -> None:
         return
     try:
         services = discovery.discover(urls, include_env=False)
-        st.post(ServersFound([s.to_dict() for s in services if s.is_wangp]))
+        st.post(ServersFound([s.to_dict() for s in services if s.is_web_ui]))
     except Exception as exc:
         st.post(ServersFound([], storyboard.describe_error(exc)))
 

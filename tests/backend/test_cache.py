@@ -175,7 +175,7 @@ def test_a_first_shot_reads_the_form_on_its_own_session_and_a_new_program_knows_
     _connect(server.url, cache, out_dir).generate(prompt="kept", frames=5, steps=1, model="t2v_1.3B")
     later = _connect(server.url, ApiCache(tmp_path), out_dir)  # another program, same server build
     try:
-        form = later._known_form("t2v_1.3B")
+        form = later._transport.known_form("t2v_1.3B")
         assert form is not None and form.rule.step == 4  # the rules are known before anything is sent
         with pytest.raises(Wan2GPValidationError, match="frames|video_length"):
             later.submit(prompt="a wrong length", video_length=6, model="t2v_1.3B")

@@ -14,7 +14,7 @@ import pytest
 from blender_movie_director.backend import wan2gp
 from blender_movie_director.backend.wan2gp import GenerationSettings, Wan2GPValidationError
 from blender_movie_director.backend.wan2gp._mp4 import NotAVideo, probe
-from blender_movie_director.backend.wan2gp.endpoints import ServerApi
+from blender_movie_director.backend.wan2gp._webui.endpoints import ServerApi
 from blender_movie_director.backend.wan2gp.enums import FrameRule, ModelCategory, categories_of
 from blender_movie_director.backend.wan2gp.errors import UnsupportedServerError
 from blender_movie_director.backend.wan2gp.files import output_name, safe_name

@@ -22,8 +22,8 @@ from blender_movie_director.backend.wan2gp import (
     UnsupportedServerError,
     Wan2GPServerError,
 )
-from blender_movie_director.backend.wan2gp import session as session_module
 from blender_movie_director.backend.wan2gp._mp4 import probe
+from blender_movie_director.backend.wan2gp._webui import session as session_module
 
 pytestmark = pytest.mark.timeout(90)
 

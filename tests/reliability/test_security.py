@@ -38,7 +38,11 @@ def auth_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     engine = WanGP("v12", output_dir=out, step_seconds=0.05, missing_weights=False, crash_after_steps=None)
     demo, _ = build_app(engine)
     demo.queue(default_concurrency_limit=1)
-    demo.launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True, auth=("director", SECRET),
+    with socket.socket() as probe:  # a port of its own: WanGP itself may well be on 7860 on this machine
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
+                auth=("director", SECRET),
                 allowed_paths=[str(out)], show_error=False)
     yield demo.local_url
     engine.stopping.set()

@@ -21,6 +21,7 @@ from .enums import JobStatus, ModelCategory, Wan2GPModel
 from .errors import (
     JobCancelledError,
     JobFailedError,
+    JobLostError,
     ServerRestartedError,
     UnsupportedServerError,
     Wan2GPConnectionError,
@@ -29,7 +30,7 @@ from .errors import (
     Wan2GPTimeoutError,
     Wan2GPValidationError,
 )
-from .jobs import Wan2GPJob
+from .jobs import JobPhase, JobRecord, StopReason, Wan2GPJob
 from .schemas import (
     GenerationResult,
     GenerationSettings,
@@ -46,7 +47,10 @@ __all__ = [
     "GenerationSettings",
     "JobCancelledError",
     "JobFailedError",
+    "JobLostError",
+    "JobPhase",
     "JobProgress",
+    "JobRecord",
     "JobStatus",
     "ModelCategory",
     "ModelInfo",
@@ -55,6 +59,7 @@ __all__ = [
     "Retries",
     "ServerRestartedError",
     "ServerStatus",
+    "StopReason",
     "Timeouts",
     "UnsupportedServerError",
     "Wan2GPClient",

@@ -46,11 +46,11 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from .endpoints import ServerApi
+from ._webui.endpoints import ServerApi
+from ._webui.fingerprint import startup_model
+from ._webui.session import GradioSession
 from .files import output_name, unique_path
-from .fingerprint import startup_model
 from .schemas import MEDIA_FIELDS, GenerationResult, GenerationSettings, ModelInfo
-from .session import GradioSession
 
 if TYPE_CHECKING:
     from .client import Wan2GPClient

@@ -6,8 +6,8 @@ itself; this settings object does, once, when it is built.
 
 from __future__ import annotations
 
-import ipaddress
 import os
+import random
 import re
 import threading
 import urllib.parse
@@ -15,6 +15,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from ._urls import is_loopback
 
 DEFAULT_SERVER = "http://127.0.0.1:7860"  # WanGP's default port (wgp.py --server-port)
 
@@ -49,17 +51,6 @@ def normalize_url(url: str) -> str:
     except ValueError:
         raise ValueError(f"the server URL has an invalid port: {text!r}") from None
     return text
-
-
-def is_loopback(url: str) -> bool:
-    """True when the URL's host is this machine (127.0.0.0/8, ::1, localhost). No name is resolved."""
-    host = (urllib.parse.urlsplit(url).hostname or "").lower()
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def security_warnings(url: str, *, has_auth: bool) -> list[str]:
@@ -121,6 +112,9 @@ class Timeouts(BaseModel):
     reconnect: float = Field(30.0, gt=0, description="trying to reach the server again after a drop")
 
 
+_rng = random.Random()  # retry jitter; never the host program's global `random` state
+
+
 class Retries(BaseModel):
     """Retries for idempotent steps only (connect, status, download). A generation is never resubmitted."""
 
@@ -129,6 +123,12 @@ class Retries(BaseModel):
     attempts: int = Field(3, ge=1, le=10)
     backoff: float = Field(0.5, ge=0, description="first delay; doubles each attempt, with jitter")
     max_backoff: float = Field(8.0, ge=0)
+
+    def pause(self, attempt: int) -> float:
+        """Seconds to wait after failed attempt number ``attempt`` (1, 2, ...): ``backoff`` doubling, capped at
+        ``max_backoff``, with a jitter of -50 % to +50 % so that clients of one server don't retry in step. The one
+        rule of every retry of the client, whether counted in attempts or bounded by a deadline."""
+        return min(self.backoff * 2 ** (max(attempt, 1) - 1), self.max_backoff) * (0.5 + _rng.random())
 
 
 class ClientSettings(BaseSettings):

@@ -141,7 +141,7 @@ Wan2GPModel = enum.Enum(  # type: ignore[misc]
     module=__name__,
 )
 Wan2GPModel.__doc__ = "Model types known from WanGP 12.60 and 6.31 (str enum; values are WanGP model types)."
-Wan2GPModel.__str__ = lambda self: self.value  # type: ignore[method-assign]
+Wan2GPModel.__str__ = lambda self: self.value  # type: ignore[method-assign,attr-defined]
 
 # Sensible defaults: the light Wan 2.1 model exists on every WanGP since 2025 and fits small GPUs.
 QUICK_MODEL = "t2v_1.3B"

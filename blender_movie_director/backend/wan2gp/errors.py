@@ -10,6 +10,7 @@
     ├── UnsupportedServerError        not WanGP, or a WanGP whose generation chain can't be resolved
     ├── Wan2GPServerError             the server answered with an error (gr.Error / generic AppError)
     │   └── JobFailedError            a generation ran and failed (missing weights, crash, nothing queued)
+    │       └── JobLostError          the server no longer has the job (it restarted, its session expired)
     └── JobCancelledError             the job was cancelled (by the caller)
 
 gradio_client's ``AppError``, ``concurrent.futures.CancelledError``, httpx errors and the ``KeyError`` that
@@ -28,6 +29,7 @@ import httpx
 __all__ = [
     "JobCancelledError",
     "JobFailedError",
+    "JobLostError",
     "ServerRestartedError",
     "UnsupportedServerError",
     "Wan2GPConnectionError",
@@ -110,6 +112,19 @@ class Wan2GPServerError(Wan2GPError):
 
 class JobFailedError(Wan2GPServerError):
     """A generation was accepted and then failed (or was silently not queued)."""
+
+
+class JobLostError(JobFailedError):
+    """The server no longer has a job it had accepted: it restarted, or the job's session expired, or the job was
+    interrupted before WanGP queued it. Nothing of it can be collected; submitting the shot again is safe.
+
+    Attributes:
+        reason: what happened to it, in a few words ("the server restarted", ...).
+    """
+
+    def __init__(self, message: str, *, reason: str = "", **kwargs) -> None:
+        self.reason = reason
+        super().__init__(message, **kwargs)
 
 
 class JobCancelledError(Wan2GPError):

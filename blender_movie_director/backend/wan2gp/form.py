@@ -16,7 +16,7 @@ from typing import Any
 
 from gradio_client import handle_file
 
-from .endpoints import ServerApi
+from ._webui.endpoints import ServerApi
 from .enums import FrameRule, catalog, categories_of, family_rule, requires_start_image
 from .errors import Wan2GPValidationError, did_you_mean
 from .schemas import GenerationSettings, ModelInfo
@@ -121,6 +121,8 @@ def _describe_rule(rule: FrameRule) -> str:
 def check_settings(settings: GenerationSettings, form: ModelForm, param_names: list[str], version: str | None) -> None:
     """Model-specific checks against the server's form; raises :class:`Wan2GPValidationError`."""
     rule = form.rule
+    low: Any
+    high: Any
     if settings.video_length is not None and not rule.is_valid(settings.video_length):
         low = rule.nearest(settings.video_length)
         options = sorted({low, min(low + rule.step, rule.last)} - {settings.video_length})
@@ -137,7 +139,7 @@ def check_settings(settings: GenerationSettings, form: ModelForm, param_names: l
         )
     for name, field_name in (("num_inference_steps", "num_inference_steps"), ("guidance_scale", "guidance_scale"),
                              ("flow_shift", "flow_shift")):
-        value = getattr(settings, field_name)
+        value: Any = getattr(settings, field_name)
         low, high = form.ranges.get(name, (None, None))
         if value is None:
             continue
@@ -213,15 +215,15 @@ def build_save_args(
     for name in (settings.model_fields_set | set(updates)) - {"seconds"}:
         if name in _NOT_FORM_FIELDS or name == "client_id":
             continue
-        param = _PARAM_FOR_FIELD.get(name, name)
-        if param not in params:
+        key = _PARAM_FOR_FIELD.get(name, name)
+        if key not in params:
             continue
         value = getattr(sent, name)
-        if param in params and params[param].component in _MEDIA_COMPONENTS:
+        if params[key].component in _MEDIA_COMPONENTS:
             paths = value if isinstance(value, list) else [value] if value else []
-            payload = [_media_payload(params[param].component, Path(p), gradio_major) for p in paths]
-            value = payload if params[param].component == "Gallery" else (payload[0] if payload else None)
-        args[param] = value
+            payload = [_media_payload(params[key].component, Path(p), gradio_major) for p in paths]
+            value = payload if params[key].component == "Gallery" else (payload[0] if payload else None)
+        args[key] = value
     args.update(settings.extra)
     if "client_id" in params:
         args["client_id"] = client_id

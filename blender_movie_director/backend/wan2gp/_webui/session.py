@@ -44,7 +44,8 @@ import httpx
 from gradio_client import Client
 from gradio_client.utils import Communicator, StatusUpdate
 
-from .errors import (
+from ..config import Retries
+from ..errors import (
     UnsupportedServerError,
     Wan2GPConnectionError,
     Wan2GPServerError,
@@ -178,7 +179,7 @@ class _StreamFailure(Exception):
     """The event stream broke the protocol (malformed line, wrong status, oversized message)."""
 
 
-class _StreamLost(Exception):
+class _EventStreamEnded(Exception):
     """The server ended the event stream itself (stopping, or the session gone): a lost connection."""
 
 
@@ -213,6 +214,7 @@ class GradioSession(Client):
     """
 
     _local = threading.local()
+    _observed: list[Communicator]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         raise TypeError("open a session with GradioSession.open(url, ...)")
@@ -279,7 +281,7 @@ class GradioSession(Client):
         session.heartbeat.start()
         session.stream_open = False
         session.streaming_future = None
-        session.pending_event_ids = set()
+        session.pending_event_ids = _NullSet() if _OWN_STREAM else set()  # type: ignore[assignment]
         session._init_stream_state()
         return session
 
@@ -303,7 +305,7 @@ class GradioSession(Client):
         self.app_version = version.parse(str(config.get("version", "2.0")))
         # gradio_client's Endpoint reads parameter names from here for keyword calls; ours are all positional
         # (ServerApi binds names), so it stays empty and the 4.5 MB description is not kept twice.
-        self._info = {"named_endpoints": {}, "unnamed_endpoints": {}}
+        self._info: dict[str, Any] = {"named_endpoints": {}, "unnamed_endpoints": {}}
         self._deps_by_id = {d.get("id", i): d for i, d in enumerate(config.get("dependencies", []))}
 
     def _telemetry_thread(self) -> None:  # gradio_client would send the server URL to Hugging Face
@@ -414,7 +416,7 @@ class GradioSession(Client):
                 log.exception("status listener failed")
 
     def _watch_messages(self) -> None:
-        self._observed: list[Communicator] = []
+        self._observed = []
         self.pending_messages_per_event = _MessageLists(self)  # type: ignore[assignment]
 
     # --- the event stream ---------------------------------------------------------------------------------
@@ -492,7 +494,7 @@ class GradioSession(Client):
             failure = str(exc)
             self.stream_failure = failure
             log.warning("session %s: %s", self.session_hash[:8], failure)
-        except _StreamLost as exc:
+        except _EventStreamEnded as exc:
             failure = str(exc)
             log.info("session %s: %s", self.session_hash[:8], failure)
         except Exception as exc:  # noqa: BLE001 - a transport error: the calls in flight see a lost connection
@@ -542,11 +544,11 @@ class GradioSession(Client):
                 if kind == "heartbeat":
                     continue
                 if message.get("message") == "Server stopped unexpectedly.":
-                    raise _StreamLost("the server said it stopped unexpectedly")
+                    raise _EventStreamEnded("the server said it stopped unexpectedly")
                 if kind == "unexpected_error" and message.get("event_id") is None:
                     # e.g. "404: Session not found." while the server still cleans up an earlier stream of
                     # this session: the events sent are lost, the calls fail and idempotent ones retry
-                    raise _StreamLost(f"the server dropped the session's stream: {message.get('message')}")
+                    raise _EventStreamEnded(f"the server dropped the session's stream: {message.get('message')}")
                 if kind == "close_stream":
                     return True
                 event_id = message.get("event_id")
@@ -582,7 +584,7 @@ class GradioSession(Client):
         # Per-session SSE stream bookkeeping (one stream per session_hash); the thread pool is shared.
         clone.stream_open = False
         clone.streaming_future = None
-        clone.pending_event_ids = set()
+        clone.pending_event_ids = _NullSet() if _OWN_STREAM else set()  # type: ignore[assignment]
         clone._init_stream_state()
         clone._refresh_heartbeat = threading.Event()
         clone._kill_heartbeat = threading.Event()
@@ -603,15 +605,16 @@ class GradioSession(Client):
             self._local.listener = None
 
     def call(self, api_name: str, args: list[Any], *, timeout: float, what: str | None = None,
-             attempts: int = 1, backoff: float = 0.5, retry_timeouts: bool = False) -> CallResult:
+             retries: Retries | None = None, retry_timeouts: bool = False) -> CallResult:
         """Run one endpoint to completion within ``timeout`` seconds; foreign errors are translated.
 
-        ``attempts`` > 1 only for idempotent calls (a form write, a read): a dropped connection (not a server
-        error) is retried after ``backoff`` seconds, doubling; a timeout too with ``retry_timeouts``, for quick
-        reads whose answer can be lost (Gradio drops a session's events when it notices that an earlier stream
+        ``retries`` only for idempotent calls (a form write, a read): a dropped connection (not a server error) is
+        tried ``retries.attempts`` times in all, after :meth:`Retries.pause`; a timeout too with ``retry_timeouts``,
+        for quick reads whose answer can be lost (Gradio drops a session's events when it notices that an earlier stream
         of the same session went away, which can be late on a loaded machine).
         """
-        for attempt in range(1, max(1, attempts) + 1):
+        attempts = retries.attempts if retries is not None else 1
+        for attempt in range(1, attempts + 1):
             try:
                 return self._call_once(api_name, args, timeout=timeout, what=what)
             except Wan2GPTimeoutError as exc:
@@ -622,7 +625,7 @@ class GradioSession(Client):
                 if attempt >= attempts or self._closed:
                     raise
                 log.info("%s: %s; retrying (%d of %d)", what or api_name, exc, attempt + 1, attempts)
-                time.sleep(backoff * 2 ** (attempt - 1))
+                time.sleep(retries.pause(attempt) if retries is not None else 0)
         raise AssertionError("unreachable")
 
     def _call_once(self, api_name: str, args: list[Any], *, timeout: float, what: str | None) -> CallResult:
