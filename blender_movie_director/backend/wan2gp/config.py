@@ -147,6 +147,7 @@ class ClientSettings(BaseSettings):
     register_jobs: bool = True
     username: str | None = None
     password: SecretStr | None = None
+    token: SecretStr | None = None  # a bearer token, for WanGP's MCP server started with --mcp-auth
     timeouts: Timeouts = Timeouts()
     retries: Retries = Retries()
     # Jobs whose chain runs at once; more wait on our side. WanGP runs one generation at a time anyway.

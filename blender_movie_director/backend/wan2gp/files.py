@@ -220,3 +220,14 @@ def check_video(path: Path, *, frames: int | None, fps: float | None, size: tupl
     if problems:
         raise JobFailedError("the output does not match the request: " + ", ".join(problems))
     return info
+
+
+def must_be_video(path: Path) -> None:
+    """Reject a download that is not a complete MP4/MOV video (it is removed, never kept under a final name)."""
+    try:
+        probe(path)
+    except NotAVideo as exc:
+        raise JobFailedError(f"the server's output is not a usable video: {exc}; nothing was kept",
+                             hint="check WanGP's console; the output may be damaged") from exc
+    except OSError as exc:
+        raise JobFailedError(f"the downloaded output could not be read: {exc}") from exc

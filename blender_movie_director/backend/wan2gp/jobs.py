@@ -336,6 +336,11 @@ class Wan2GPJob(JobHandle):
                 self.stop_reason = reason
         self._stop_event.set()
 
+    @property
+    def stop_signal(self) -> threading.Event:
+        """The event set when the job is told to stop, for a transport's own waits (read it; never set it)."""
+        return self._stop_event
+
     def wait_stop(self, seconds: float) -> bool:
         """Wait up to ``seconds`` for a stop; True if the job was told to stop."""
         return self._stop_event.wait(seconds)

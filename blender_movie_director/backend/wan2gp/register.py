@@ -10,7 +10,7 @@ Why it matters for the server's health: when a program dies mid-shot, Gradio sto
 reaches the line that clears the session's status flag, so that session's status loop keeps polling for ever, and
 since Gradio runs one call of a function at a time for the whole server, every later shot's status stream waits
 behind it: no step progress for anyone until WanGP restarts. The client heals such a session from this register
-once its task has left WanGP's queue (see ``Wan2GPClient._heal_leftovers``).
+once its task has left WanGP's queue (see ``WebUiTransport.heal_leftovers`` in ``_webui/transport.py``).
 
 SQLite in WAL mode with a busy timeout makes several processes safe to write at once; each call opens its own
 connection, so threads need no lock. Entries older than :data:`KEEP_SECONDS` are pruned.

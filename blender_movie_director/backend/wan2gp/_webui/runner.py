@@ -28,7 +28,6 @@ from concurrent.futures import CancelledError as FutureCancelledError
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .._mp4 import NotAVideo, probe
 from ..enums import JobStatus
 from ..errors import (
     JobCancelledError,
@@ -42,7 +41,7 @@ from ..errors import (
     hint_for_server_message,
     translate,
 )
-from ..files import check_video, output_name, unique_path
+from ..files import check_video, must_be_video, output_name, unique_path
 from ..jobs import JobPhase, StopReason, _Detached
 from ..schemas import GenerationResult, GenerationSettings, Resolution
 from .fingerprint import version_tuple
@@ -599,7 +598,7 @@ class WebUiRun:
         for item in remote:
             suffix = Path(item.name).suffix
             dest = unique_path(folder, output_name(sent.prompt, sent.model, sent.seed, self.job.id, suffix))
-            check = _must_be_video if config.verify_outputs and dest.suffix.lower() in (".mp4", ".mov") else None
+            check = must_be_video if config.verify_outputs and dest.suffix.lower() in (".mp4", ".mov") else None
             path = self.web.download(item, dest, check=check)
             if config.verify_outputs and path.suffix.lower() in (".mp4", ".mov"):
                 try:
@@ -629,17 +628,6 @@ class WebUiRun:
             elapsed_seconds=time.monotonic() - started,
             sent_settings=sent.to_wangp_json(),
         )
-
-
-def _must_be_video(path: Path) -> None:
-    """Reject a download that is not a complete MP4/MOV video (it is removed, never kept under a final name)."""
-    try:
-        probe(path)
-    except NotAVideo as exc:
-        raise JobFailedError(f"the server's output is not a usable video: {exc}; nothing was kept",
-                             hint="check WanGP's console; the output may be damaged") from exc
-    except OSError as exc:
-        raise JobFailedError(f"the downloaded output could not be read: {exc}") from exc
 
 
 def _quiet(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
