@@ -531,10 +531,12 @@ class McpServer:
         return table
 
     # ------------------------------------------------------------------ models
-    def _info(self, model_type: str) -> _catalog.ModelInfo:
+    def _info(self, model_type: str, *, quoted: bool = True) -> _catalog.ModelInfo:
+        """The model, or the refusal: quoted where WanGP raises KeyError, plain where it raises ValueError."""
         info = _catalog.model("v12", str(model_type))
         if info is None:
-            raise KeyError(f"Unknown model_type: {model_type}")
+            text = f"Unknown model_type: {model_type}"
+            raise KeyError(text) if quoted else ToolRefusal(text)
         return info
 
     def _catalog_infos(self) -> list[_catalog.ModelInfo]:
@@ -692,8 +694,8 @@ class McpServer:
                 "returned": len(page), "offset": offset, "has_more": offset + len(page) < len(infos)}
 
     def v13_model(self, args: dict) -> dict:
-        info = self._info(args["model_type"])
         view = args.get("view") or "schema"
+        info = self._info(args["model_type"], quoted=view in ("schema", "definition"))
         if args.get("property") is not None and view != "definition":
             raise ToolRefusal("property is supported only with view='definition'")
         if view == "defaults":
@@ -729,11 +731,14 @@ class McpServer:
         return {"status": "sent", "title": args.get("title") or "Deepy notification", "message": args["message"]}
 
     # ------------------------------------------------------------------ gallery and tickets
-    def _register(self, path: Path, media_type: str, settings: dict) -> GalleryItem:
+    def _register(self, path: Path, media_type: str, settings: dict, *, select: bool = True) -> GalleryItem:
+        """Add a file to the Gallery. An upload is selected; a generated file only when nothing is (captured:
+        after an upload, the i2v result stayed unselected)."""
         item = GalleryItem(media_id_for(path.resolve(), media_type), path.resolve(), media_type, settings)
         with self.lock:
             self.gallery = [g for g in self.gallery if g.media_id != item.media_id] + [item]
-            self.selected[item.gallery] = item.media_id
+            if select or item.gallery not in self.selected:
+                self.selected[item.gallery] = item.media_id
         return item
 
     def _item(self, media_id: str) -> GalleryItem:
@@ -756,9 +761,12 @@ class McpServer:
             selected = self.selected.get(item.gallery) == item.media_id
         if full:  # 12.60: full record with the path (relative to the WanGP folder) and the settings
             path = str(item.path) if "mcp_uploads" in item.path.parts else self._relative(item.path)
-            return {"gallery_id": item.media_id, "gallery": item.gallery, "index": index, "path": path,
-                    "media_type": item.media_type, "selected": selected, "in_gallery": True,
-                    "settings": copy.deepcopy(item.settings), "current_time_seconds": None}
+            record = {"gallery_id": item.media_id, "gallery": item.gallery, "index": index, "path": path,
+                      "media_type": item.media_type, "selected": selected, "in_gallery": True,
+                      "settings": copy.deepcopy(item.settings)}
+            if selected and item.media_type == "video":
+                record["current_time_seconds"] = None  # the selected video's play position (none here)
+            return record
         record: dict[str, Any] = {"media_id": item.media_id, "gallery": item.gallery, "media_type": item.media_type,
                                   "filename": item.path.name,
                                   "description": str(item.settings.get("prompt", ""))[:80],
@@ -886,7 +894,7 @@ class McpServer:
     def _v2_checks(self, path: str, settings: dict, info: _catalog.ModelInfo) -> None:
         """CORE_V13 _validate_generation_media: media the model cannot use, or that its mode would ignore."""
         roles, _ = self._maps(info)
-        image_type = str(settings.get("image_prompt_type") or info.default_image_prompt_type)
+        image_type = str(settings.get("image_prompt_type", info.default_image_prompt_type) or "")
         checks = [("image_start", roles["image"]["start"] or info.needs_start_image, "S" in image_type,
                    "image_prompt_type containing S"),
                   ("image_end", roles["image"]["end"] or image_type.count("E") > 0, "E" in image_type,
@@ -993,7 +1001,7 @@ class McpServer:
                         noun = {"video": "video", "image": "image", "audio": "audio"}[kind]
                         job.add("stream", {"stream": "stdout",
                                            "text": f"New {noun} saved to Path: {self._relative(Path(path))}"})
-                        self._register(Path(path), kind, self._item_settings(task, settings))
+                        self._register(Path(path), kind, self._item_settings(task, settings), select=False)
                     job.add("output", None)
                 elif name == "error":
                     index, task, _ = current()
@@ -1103,7 +1111,7 @@ class McpServer:
                                      "run": self.v2_specialities, "paged": True}}
         if tool == "wangp_model":
             empty = {"type": "object", "properties": {}, "required": [], "additionalProperties": False}
-            info = self._info(args["model_type"])
+            info = self._info(args["model_type"], quoted=False)  # V2 known_model, before discovery
             return {"capabilities": {"summary": "Capabilities, media roles and frame limits.", "parameters": empty,
                                      "run": lambda a: self.model_schema(info, lists=True)},
                     "defaults": {"summary": "The model's default settings.", "parameters": empty,
