@@ -960,7 +960,8 @@ class McpServer:
             queued.append((task, {k: settings.get(k, inputs.get(k)) for k in inputs
                                   if k in settings or k in DEFAULT_SETTING_KEYS or k == "client_id"}))
         gen["prompts_max"] = len(queued)
-        last = {"phase": "inference", "progress": 0, "step": None, "total": None, "raw": ""}
+        last = {"phase": "inference", "progress": 0, "step": None, "total": None, "raw": "", "loaded": False,
+                "aborted_output": False}
         known_files = set(gen.get("file_list", []))
         task_of = {t["id"]: (i, t, s) for i, (t, s) in enumerate(queued, start=1)}
 
@@ -971,17 +972,34 @@ class McpServer:
                 return len(queued), None, {}
             return task_of.get(head["id"], (0, head, {}))
 
+        def task_or_params() -> dict | None:
+            _, task, _ = current()
+            return (task or {}).get("params")
+
         def send(command: tuple) -> None:
             name, data = command
             with self.lock:
                 if name == "status":
                     if data in ("Generating...", "Video Generation Aborted"):
                         return  # not job events on the captured server
+                    last["loaded"] = last["loaded"] or data == "Model loaded"
                     job.add("status", data)
                 elif name == "refresh_models":
                     job.add("refresh_models", str(time.time()))
                 elif name == "progress":
-                    job.add("progress", self._progress(data, last))
+                    event = self._progress(data, last)
+                    if event["raw_phase"] == "Aborting":
+                        return  # captured: a cancelled job's last progress event is its last completed step
+                    if event["phase"] == "encoding_text" and last["loaded"]:
+                        # Captured quirk: after a model load, "Encoding Prompt" comes with the denoising phase
+                        # of step 0 (its total steps known already).
+                        event.update(phase="inference", progress=20, current_step=0,
+                                     total_steps=int((task_or_params() or {}).get("num_inference_steps") or 0),
+                                     raw_phase="Denoising")
+                    job.add("progress", event)
+                    if event["current_step"] == 0 and event["raw_phase"] == "Denoising" \
+                            and event["status"] != "Encoding Prompt":
+                        job.add("progress", dict(event))  # captured: step 0 is reported twice
                 elif name == "preview":
                     decoding = last["phase"] == "decoding"
                     job.add("preview", {"has_image_preview": True, "phase": last["phase"], "status": last["raw"],
@@ -991,6 +1009,9 @@ class McpServer:
                 elif name == "info":
                     job.add("info", data)
                 elif name == "output":
+                    if last["aborted_output"]:
+                        return  # after a cancel the engine refreshes twice; the captured job shows one output
+                    last["aborted_output"] = job.cancel_requested
                     index, task, settings = current()
                     new = [p for p in gen.get("file_list", []) + gen.get("audio_file_list", [])
                            if p not in known_files]

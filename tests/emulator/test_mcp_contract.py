@@ -59,6 +59,42 @@ def refused(result: Any) -> str:
     return result.content[0].text
 
 
+def captured_job_events(job: int) -> list[dict]:
+    """Every event of job ``job`` (0, 1, 2) of the captured 12.60 session, gathered from all its snapshots."""
+    seen: dict[tuple, dict] = {}
+    jobs: list[str] = []
+    for call_ in success_flow_calls("wangp_get_job") + success_flow_calls("wangp_cancel_job"):
+        snapshot = call_["result"]["structuredContent"]
+        if snapshot["job_id"] not in jobs:
+            jobs.append(snapshot["job_id"])
+        if snapshot["job_id"] == jobs[job] if len(jobs) > job else False:
+            for event in snapshot["events"]:
+                seen[(event["timestamp"], event["kind"])] = event
+    return [seen[k] for k in sorted(seen)]
+
+
+def shape(events: list[dict]) -> list[tuple]:
+    """The events without the server's request log and without times: what a replay must reproduce."""
+    out = []
+    for event in events:
+        data = event["data"]
+        if event["kind"] == "stream":
+            if data["stream"] == "stderr":
+                continue
+            out.append(("stream", data["stream"], data["text"].split(": ")[0]))
+        elif event["kind"] in ("progress", "preview"):
+            out.append((event["kind"], data["phase"], data["status"].split(" | ")[0], data["progress"],
+                        data["current_step"], data["total_steps"]))
+        elif event["kind"] in ("status", "info"):
+            out.append((event["kind"], data))
+        elif event["kind"] in ("error", "completed"):
+            out.append((event["kind"], json.dumps({k: v for k, v in data.items() if k != "generated_files"},
+                                                  sort_keys=True)))
+        else:
+            out.append((event["kind"],))
+    return out
+
+
 def success_flow_calls(tool: str) -> list[dict]:
     """Every tools/call of ``tool`` in the captured 12.60 session, with its structured answer."""
     out = []
@@ -159,6 +195,7 @@ def test_v12_whole_generation_replays_the_captured_flow(make_mcp_emulator) -> No
     assert len(final["result"]["generated_files"]) == 1
 
     events = final["events"]
+    assert shape(events) == shape(captured_job_events(0))  # the whole captured job, event by event
     kinds = [e["kind"] for e in events]
     assert kinds[0] == "started" and events[0]["data"] == {"tasks": 1}
     assert kinds[-2:] == ["output", "completed"]
@@ -206,16 +243,23 @@ def test_v12_whole_generation_replays_the_captured_flow(make_mcp_emulator) -> No
 
 def test_v12_cancel_ends_the_job_as_captured(make_mcp_emulator) -> None:
     server = make_mcp_emulator("v12")
+    first = ok(call(server.url, "wangp_generate", {"source": T2V, "wait": False}))  # loads the model, as job 1 did
+    _poll(server.url, first["job_id"])
     job = ok(call(server.url, "wangp_generate", {"source": {**T2V, "num_inference_steps": 200}, "wait": False}))
     time.sleep(0.5)
     answer = ok(call(server.url, "wangp_cancel_job", {"job_id": job["job_id"]}))
     assert answer["cancel_requested"] is True and answer["done"] is False
-    final = _poll(server.url, job["job_id"])[-1]
+    final = _poll(server.url, job["job_id"], event_limit=500)[-1]
     result = final["result"]
     assert result["success"] is False and result["cancelled"] is True and result["generated_files"] == []
     assert result["errors"] == [{"message": "Generation was cancelled", "task_index": 1, "task_id": 1,
                                  "stage": "cancelled", "cancelled": True}]
-    assert [e["kind"] for e in final["events"]][-2:] == ["error", "completed"]
+    assert [e["kind"] for e in final["events"]][-3:] == ["output", "error", "completed"]
+    ours = shape(final["events"])
+    captured = shape(captured_job_events(1))  # 40 steps, cancelled during step 4
+    assert ours[:4] == [(*e[:5], 200) if e[0] == "progress" and e[4] == 0 else e for e in captured[:4]]
+    # ^ started, "Encoding Prompt" (the model is loaded already), step 0 twice
+    assert ours[-3:] == captured[-3:]
 
 
 def test_second_submit_is_refused_while_a_job_runs(mcp_emulator) -> None:
