@@ -425,8 +425,8 @@ class McpServer:
         try:
             args = tool.model.model_validate(arguments).model_dump() if tool.model else dict(arguments)
             result = tool.handler(args)
-        except (ToolRefusal, pydantic.ValidationError, KeyError, ValueError, TimeoutError) as exc:
-            text = repr(exc.args[0]) if isinstance(exc, KeyError) else str(exc)
+        except Exception as exc:  # noqa: BLE001 - FastMCP's Tool.run wraps every exception of a tool this way
+            text = repr(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
             raise ValueError(f"Error executing tool {name}: {text}") from None
         if tool.wraps_result:
             items = result if isinstance(result, list) else [result] if result is not None else []

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 from mcp import ClientSession
 from mcp.client.streamable_http import streamablehttp_client
@@ -104,3 +106,16 @@ def test_a_restarted_server_has_forgotten_its_jobs(make_mcp_emulator) -> None:
     answer = asyncio.run(submit_and_ask(restarted.url, job["job_id"]))
     assert answer.isError
     assert answer.content[0].text == f"Error executing tool wangp_session: 'Unknown WanGP job_id: {job['job_id']}'"
+
+
+def test_sigterm_stops_the_mcp_server(tmp_path: Path) -> None:
+    proc, url = spawn(tmp_path, "--mcp")
+    try:
+        redirect = httpx.post(url, json={}, trust_env=False)
+        assert redirect.status_code == 307  # it serves
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
