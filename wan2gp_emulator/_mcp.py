@@ -1252,7 +1252,8 @@ class McpServer:
         result.update({kind: page, "count": len(page), "has_more": has_more, "next_cursor": next_cursor})
         result.update(extra or {})
         if has_more and next_action:
-            result["next_call"] = {"action": next_action, "arguments": {**identity, "cursor": next_cursor}}
+            same = {k: v for k, v in args.items() if k not in ("cursor", "summary_only")}
+            result["next_call"] = {"action": next_action, "arguments": {**same, "cursor": next_cursor}}
         return result
 
     def v2_search(self, args: dict) -> dict:

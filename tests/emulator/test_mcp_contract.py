@@ -523,6 +523,7 @@ def test_v2_cursor_paging_is_followed_to_the_end(make_mcp_emulator) -> None:
             if not page["has_more"]:
                 break
             assert page["next_call"]["action"] == "search"
+            assert page["next_call"]["arguments"] == {**arguments, "cursor": page["next_cursor"]}
             arguments = page["next_call"]["arguments"]
         whole = ok(await session.call_tool("wangp_models", {"action": "search", "arguments": {
             "filters": {"main_output": "video"}, "summary_only": True}}))
