@@ -174,6 +174,33 @@ def make_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
 
 
 @pytest.fixture
+def make_mcp_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
+    """Start a private WanGP MCP server emulator; stopped after the test. ``server.url`` is the MCP endpoint.
+
+    Example: ``make_mcp_emulator("v13", mcp_api_version=2, mcp_async=True, missing_weights=True)``."""
+    started: list[EmulatorServer] = []
+
+    def factory(flavour: str = "v13", **options) -> EmulatorServer:
+        server = _start(tmp_path_factory, flavour, mcp=True, **options)
+        started.append(server)
+        return server
+
+    yield factory
+    for server in started:
+        server.stop()
+
+
+MCP_CONTRACTS = (("v12", 1), ("v13", 1), ("v13", 2))  # 12.60's API v1, 13.x's API v1, 13.x's API v2
+
+
+@pytest.fixture(params=MCP_CONTRACTS, ids=[f"{f}-api{v}" for f, v in MCP_CONTRACTS])
+def mcp_emulator(request: pytest.FixtureRequest, make_mcp_emulator) -> EmulatorServer:
+    """One test, run against each MCP contract (v2 with --mcp-async, so that wait=false is allowed)."""
+    flavour, version = request.param
+    return make_mcp_emulator(flavour, mcp_api_version=version, mcp_async=version == 2)
+
+
+@pytest.fixture
 def out_dir(tmp_path: Path) -> Path:
     path = tmp_path / "shots"
     path.mkdir()

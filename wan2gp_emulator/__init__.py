@@ -7,6 +7,11 @@ The one public name is :class:`EmulatorServer`::
     with EmulatorServer("v12", step_seconds=0.1) as server:
         print(server.url)  # http://127.0.0.1:PORT/
 
+    with EmulatorServer("v13", mcp=True, mcp_api_version=2) as server:  # WanGP's MCP server (wgp.py --mcp)
+        print(server.url)  # http://127.0.0.1:PORT/mcp
+
+The MCP server is described in ``README.md`` ("The MCP server") and ``_mcp.py``.
+
 Status text and progress, as a client sees them
 ================================================
 

@@ -1,7 +1,7 @@
 """``python -m wan2gp_emulator``: serve an emulated WanGP until SIGINT/SIGTERM.
 
 When the server is ready, one line ``WAN2GP_EMULATOR_URL=http://HOST:PORT/`` is printed on stdout (flushed), so a
-parent process can read it.
+parent process can read it (with ``--mcp``: the MCP endpoint, ``http://HOST:PORT/mcp``).
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m wan2gp_emulator",
         description="Serve an emulated WanGP web UI (a real Gradio 5.29 server with WanGP's API; no GPU needed).")
-    parser.add_argument("--flavour", choices=["v6", "v8", "v9", "v11", "v12"], default="v12",
-                        help="WanGP release to emulate: v6 (6.31), v8 (8.11), v9 (9.81), v11 (11.66) or v12 (12.60); "
-                             "default v12")
+    parser.add_argument("--flavour", choices=["v6", "v8", "v9", "v11", "v12", "v13"], default="v12",
+                        help="WanGP release to emulate: v6 (6.31), v8 (8.11), v9 (9.81), v11 (11.66), v12 (12.60) or "
+                             "v13 (13.x, --mcp only); default v12")
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=7860, help="port; 0 picks a free one (default 7860)")
     parser.add_argument("--output-dir", default=None, help="where generated files go (default: a temp dir)")
@@ -39,6 +39,16 @@ def build_parser() -> argparse.ArgumentParser:
                              "downloads weights (default 0)")
     parser.add_argument("--real-size", action="store_true",
                         help="serve 12.60's whole UI (2.6 MB /config, 4.5 MB API description), as the real server does")
+    parser.add_argument("--mcp", action="store_true",
+                        help="serve WanGP's MCP server (streamable HTTP at /mcp) instead of the web UI "
+                             "(flavours v12 and v13)")
+    parser.add_argument("--mcp-api-version", type=int, choices=[1, 2], default=None,
+                        help="MCP tool contract: 1 (12.x's tools) or 2 (13.x's default); default: the flavour's")
+    parser.add_argument("--mcp-async", action="store_true",
+                        help="API v2: allow wait=false in wangp_generate (WanGP's --mcp-async)")
+    parser.add_argument("--mcp-auth", default=None, metavar="TOKEN",
+                        help="require 'Authorization: Bearer TOKEN' on MCP requests and ticket routes (stands in "
+                             "for WanGP's OAuth --mcp-auth)")
     parser.add_argument("--state-dir", default=None,
                         help="where wgp_config.json (the last model, kept across restarts) lives "
                              "(default: the output dir)")
@@ -57,8 +67,17 @@ def _port_free(host: str, port: int) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.host not in ("127.0.0.1", "localhost", "::1"):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.flavour == "v13" and not args.mcp:
+        parser.error("--flavour v13 is emulated only as an MCP server: add --mcp")
+    if (args.mcp_api_version or args.mcp_async or args.mcp_auth) and not args.mcp:
+        parser.error("--mcp-api-version, --mcp-async and --mcp-auth need --mcp")
+    if args.mcp and args.flavour not in ("v12", "v13"):
+        parser.error("--mcp serves flavours v12 (12.60, API v1) and v13 (13.x, API v2 or v1)")
+    if args.mcp and args.flavour == "v12" and args.mcp_api_version == 2:
+        parser.error("WanGP 12.60 serves only MCP API v1: use --flavour v13 for API v2")
+    if args.host not in ("127.0.0.1", "localhost", "::1") and not args.mcp_auth:
         print(f"warning: serving on {args.host}: anyone who can reach it can use this server (no auth)",
               file=sys.stderr)
     try:
@@ -76,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     server = EmulatorServer(args.flavour, host=args.host, port=args.port or None, output_dir=args.output_dir,
                             step_seconds=args.step_seconds, missing_weights=args.missing_weights,
                             crash_after_steps=args.crash_after_steps, load_seconds=args.load_seconds,
-                            state_dir=args.state_dir, real_size=args.real_size)
+                            state_dir=args.state_dir, real_size=args.real_size, mcp=args.mcp,
+                            mcp_api_version=args.mcp_api_version, mcp_async=args.mcp_async, mcp_auth=args.mcp_auth)
     done = threading.Event()
 
     def stop(signum: int, frame: object) -> None:

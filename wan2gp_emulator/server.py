@@ -66,6 +66,14 @@ class EmulatorServer:
             output directory. Use the same folder across restarts to keep the model, as WanGP does (8.11 on).
         real_size: also build the rest of the release's real UI, inert and hidden (12.60 only), so that
             ``/config`` (2.6 MB) and the API description (4.5 MB) have the real size: for benchmarks of connecting.
+        mcp: serve WanGP's MCP server (``wgp.py --mcp --mcp-transport streamable-http``) instead of the web UI,
+            built with the official ``mcp`` SDK; :attr:`url` is then the MCP endpoint ``http://HOST:PORT/mcp``.
+            Flavours ``"v12"`` (12.60: API v1 only) and ``"v13"`` (13.x: API v2 by default, v1 on request).
+        mcp_api_version: ``1`` or ``2`` (``--mcp-api-version``); ``None``: the flavour's default (v12: 1, v13: 2).
+            v12 serves only 1.
+        mcp_async: allow ``wait=false`` in API v2 (``--mcp-async``); API v1 always allows it.
+        mcp_auth: a bearer token every MCP request and ticket route must carry (``Authorization: Bearer <token>``);
+            stands in for WanGP's OAuth (``--mcp-auth``), whose token it would be.
 
     Example::
 
@@ -86,11 +94,30 @@ class EmulatorServer:
         load_seconds: float = 0.0,
         state_dir: str | os.PathLike[str] | None = None,
         real_size: bool = False,
+        mcp: bool = False,
+        mcp_api_version: int | None = None,
+        mcp_async: bool = False,
+        mcp_auth: str | None = None,
     ) -> None:
-        if flavour not in _spec.VERSIONS:
-            raise ValueError(f"flavour must be one of {sorted(_spec.VERSIONS)}, not {flavour!r}")
+        if mcp:
+            from ._mcp import MCP_VERSIONS, default_api_version
+
+            if flavour not in MCP_VERSIONS:
+                raise ValueError(f"the MCP server is emulated for flavours {sorted(MCP_VERSIONS)}, not {flavour!r}")
+            mcp_api_version = default_api_version(flavour, mcp_api_version)
+            self.version = MCP_VERSIONS[flavour]
+        elif flavour not in _spec.VERSIONS:
+            raise ValueError(f"flavour must be one of {sorted(_spec.VERSIONS)}, not {flavour!r}"
+                             + (" (v13 is emulated only as an MCP server: mcp=True)" if flavour == "v13" else ""))
+        else:
+            self.version = _spec.VERSIONS[flavour]
         self.flavour = flavour
-        self.version = _spec.VERSIONS[flavour]
+        self.mcp = mcp
+        self.mcp_api_version = mcp_api_version
+        self.mcp_async = mcp_async
+        self.mcp_auth = mcp_auth
+        self.base_url: str | None = None  # the server's origin, "http://HOST:PORT/" (ticket URLs are relative to it)
+        self._mcp_server: Any = None
         self.host = host
         self._requested_port = port or 0
         self._owns_output_dir = output_dir is None
@@ -117,6 +144,8 @@ class EmulatorServer:
                 self.output_dir = Path(tempfile.mkdtemp(prefix=f"wan2gp-emulator-{self.flavour}-"))
             self.output_dir.mkdir(parents=True, exist_ok=True)
             self.output_dir = self.output_dir.resolve()
+            if self.mcp:
+                return self._start_mcp()
             engine = WanGP(self.flavour, output_dir=self.output_dir, step_seconds=self.step_seconds,
                            missing_weights=self.missing_weights, crash_after_steps=self.crash_after_steps,
                            load_seconds=self.load_seconds, state_dir=self.state_dir)
@@ -154,20 +183,39 @@ class EmulatorServer:
             demo.app.add_api_route("/wangp_api/download/{token}", download, methods=["GET"])
             self._demo, self._engine = demo, engine
             self.port = port
-            self.url = f"http://{self.host}:{port}/"
+            self.url = self.base_url = f"http://{self.host}:{port}/"
             return self.url
+
+    def _start_mcp(self) -> str:
+        from ._mcp import McpServer
+
+        # The MCP server runs on 12.60's generation engine (no 13.x web UI was captured; the engine is the same).
+        engine = WanGP("v12", output_dir=self.output_dir, step_seconds=self.step_seconds,
+                       missing_weights=self.missing_weights, crash_after_steps=self.crash_after_steps,
+                       load_seconds=self.load_seconds, state_dir=self.state_dir)
+        server = McpServer(engine, flavour=self.flavour, api_version=self.mcp_api_version,
+                           allow_async=self.mcp_async, auth_token=self.mcp_auth, host=self.host,
+                           port=self._requested_port or _free_port(self.host))
+        server.start(READY_SECONDS)
+        self._mcp_server, self._engine = server, engine
+        self.port = server.port
+        self.base_url = f"http://{self.host}:{server.port}/"
+        self.url = self.base_url + "mcp"
+        return self.url
 
     def stop(self) -> None:
         """Abort running generations, close the server and free the port. Safe to call twice."""
         with self._lock:
-            demo, engine = self._demo, self._engine
-            self._demo = None
+            demo, engine, mcp_server = self._demo, self._engine, self._mcp_server
+            self._demo = self._mcp_server = None
             if engine is not None:
                 engine.stopping.set()
+            if mcp_server is not None:
+                mcp_server.stop()
             if demo is not None:
                 with contextlib.redirect_stdout(io.StringIO()):  # gradio prints "Closing server running on ..."
                     demo.close()
-            self.url = None
+            self.url = self.base_url = None
             if self._owns_output_dir and self.output_dir is not None and engine is not None:
                 shutil.rmtree(self.output_dir, ignore_errors=True)
 
@@ -188,6 +236,10 @@ class EmulatorServer:
     def events(self) -> list[dict]:
         """Everything that happened, in order: queued/removed/started/step/completed/aborted/failed/cleared."""
         return self._engine.events() if self._engine is not None else []
+
+    def jobs(self) -> list[dict]:
+        """MCP only: every job of the server's job store, oldest first: {job_id, done, cancel_requested, result}."""
+        return self._mcp_server.jobs() if self._mcp_server is not None else []
 
     def __repr__(self) -> str:
         return f"EmulatorServer(flavour={self.flavour!r}, url={self.url!r})"
