@@ -9,7 +9,8 @@
     ├── Wan2GPValidationError         bad settings or inputs; nothing was sent to the server
     ├── UnsupportedServerError        not WanGP, or a WanGP whose generation chain can't be resolved
     ├── Wan2GPServerError             the server answered with an error (gr.Error / generic AppError)
-    │   └── JobFailedError            a generation ran and failed (missing weights, crash, nothing queued)
+    │   ├── JobFailedError            a generation ran and failed (missing weights, crash, nothing queued)
+    │   └── ServerBusyError           the server runs another client's generation and refused ours (MCP)
     └── JobCancelledError             the job was cancelled (by the caller)
 
 gradio_client's ``AppError``, ``concurrent.futures.CancelledError``, httpx errors and the ``KeyError`` that
@@ -28,6 +29,7 @@ import httpx
 __all__ = [
     "JobCancelledError",
     "JobFailedError",
+    "ServerBusyError",
     "ServerRestartedError",
     "UnsupportedServerError",
     "Wan2GPConnectionError",
@@ -110,6 +112,11 @@ class Wan2GPServerError(Wan2GPError):
 
 class JobFailedError(Wan2GPServerError):
     """A generation was accepted and then failed (or was silently not queued)."""
+
+
+class ServerBusyError(Wan2GPServerError):
+    """The server refused a generation because it runs another one (WanGP's MCP server takes one at a time and
+    queues nothing). Nothing was submitted: it is safe to submit again once the server is free."""
 
 
 class JobCancelledError(Wan2GPError):
