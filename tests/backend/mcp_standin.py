@@ -149,7 +149,7 @@ class StandIn:
                  step_seconds: float = 0.05, port: int | None = None, root: Path, token: str | None = None) -> None:
         self.api_version, self.flavour, self.mcp_async = api_version, flavour, mcp_async
         self.step_seconds = step_seconds
-        self.port = port or _free_port()
+        self.port = port or free_port()
         self.root = root
         self.outputs = root / "outputs"
         self.outputs.mkdir(parents=True, exist_ok=True)
@@ -167,6 +167,7 @@ class StandIn:
 
     def _reset(self) -> None:
         self.jobs: dict[str, _Job] = {}
+        self.refused = 0  # generations refused because one was running
         self.gallery: list[dict[str, Any]] = []
         self.tickets: dict[str, tuple[str, Any, float]] = {}
         self.cursors: dict[str, list[Any]] = {}
@@ -197,6 +198,7 @@ class StandIn:
         if not isinstance(source, dict):
             raise ValueError("source must be a settings object. Nothing was submitted.")
         if any(not j.done.is_set() for j in self.jobs.values()):
+            self.refused += 1
             raise RuntimeError("WanGP session already has a generation in progress")
         model = source.get("model_type")
         if model not in MODELS:
@@ -237,7 +239,6 @@ class StandIn:
     def _build(self) -> FastMCP:
         server = FastMCP("WanGP", stateless_http=True, json_response=True, streamable_http_path="/mcp/")
         log = self.calls
-        arrays = self.api_version == 2
 
         def tool(fn: Any, name: str | None = None) -> None:
             server.add_tool(fn, name=name or fn.__name__)
@@ -505,13 +506,13 @@ class StandIn:
         """Stop serving; ``crash``: at once, as a crashed server does (open connections dropped). Jobs are
         forgotten either way (WanGP keeps them in memory)."""
         if self._server is not None:
-            for job in getattr(self, "jobs", {}).values():
-                job.cancel.set()
             self._server.should_exit = True
             self._server.force_exit = crash
             if self._thread is not None:
                 self._thread.join(10)
             self._server = None
+            for job in self.jobs.values():  # their threads end with the server
+                job.cancel.set()
 
     def __enter__(self) -> StandIn:
         return self.start()
@@ -520,7 +521,7 @@ class StandIn:
         self.stop()
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
