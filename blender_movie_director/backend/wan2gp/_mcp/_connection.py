@@ -310,13 +310,13 @@ class McpConnection:
             self._schemas[key] = parameters
         return parameters
 
-    def _v2(self, tool: str, action: str, arguments: Mapping[str, Any], *, optional: Mapping[str, Any] = (),
-            **kwargs: Any) -> Any:
+    def _v2(self, tool: str, action: str, arguments: Mapping[str, Any], *,
+            optional: Mapping[str, Any] | None = None, **kwargs: Any) -> Any:
         """Run a v2 action. ``optional`` arguments are sent only where the action's schema declares them."""
-        top = {k: kwargs.pop(k) for k in ("model_type", "media") if k in kwargs}
+        top: dict[str, Any] = {k: kwargs.pop(k) for k in ("model_type", "media") if k in kwargs}
         declared = self._action_schema(tool, action, **top).get("properties", {})
         args = dict(arguments)
-        args.update({k: v for k, v in dict(optional).items() if k in declared})
+        args.update({k: v for k, v in dict(optional or {}).items() if k in declared})
         return self.call(tool, {**top, "action": action, "arguments": args}, **kwargs)
 
     # --- models -----------------------------------------------------------------------------------------------
@@ -757,7 +757,8 @@ class McpConnection:
         delay = self.retries.backoff
         for attempt in range(1, self.retries.attempts + 1):
             ticket = self._ticket("upload", "filename", name)  # one use: a new one for each attempt
-            limit = ticket.get("max_bytes") if isinstance(ticket.get("max_bytes"), int) else MAX_UPLOAD_BYTES
+            announced = ticket.get("max_bytes")
+            limit = announced if isinstance(announced, int) else MAX_UPLOAD_BYTES
             if size > limit:
                 raise Wan2GPValidationError(f"{path.name} is {size} bytes, over the server's {limit} limit",
                                             field="path")

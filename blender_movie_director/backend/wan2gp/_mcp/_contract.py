@@ -101,8 +101,8 @@ def result_data(result: Any) -> Any:
         if isinstance(structured, Mapping) and set(structured) == {"result"}:
             return structured["result"]
         return structured
-    texts = [getattr(c, "text", None) for c in getattr(result, "content", None) or []]
-    texts = [t for t in texts if isinstance(t, str)]
+    texts: list[str] = [t for c in getattr(result, "content", None) or [] if isinstance(t := getattr(c, "text", None),
+                                                                                       str)]
     if not texts:
         return None
     parsed = []
