@@ -3,7 +3,7 @@
 Built with the official SDK's FastMCP, stateless with JSON responses, as WanGP serves it; its endpoint is
 mounted at ``/mcp/`` so that ``POST /mcp`` answers 307, as 12.60 does. API v1 as 12.60 and 13+ serve it, and
 API v2 with progressive discovery, cursor pages and argument schemas; upload and download tickets (one use).
-Generations take ``step_seconds`` a step and write a real MP4. Prompt markers: ``[fail]`` fails the job at the
+Generations take ``step_seconds`` a step and write a real MP4. Prompt markers: ``[[fail]]`` fails the job at the
 generation stage. The shapes and texts follow ``../shared/wan2gp-real/`` (head_mcp_*.json, v13_mcp_v2_contract).
 """
 
@@ -103,7 +103,7 @@ class _Job:
                                     "total_steps": steps, "raw_phase": "Denoising", "unit": None})
             if step == steps:
                 break
-            if "[fail]" in str(s.get("prompt")) and step == 1:
+            if "[[fail]]" in str(s.get("prompt")) and step == 1:
                 return self._finish([{"message": "CUDA out of memory (stand-in)", "task_index": 1, "task_id": 1,
                                       "stage": "generation", "cancelled": False}], [], [])
             if self.cancel.wait(self.server.step_seconds):
@@ -166,11 +166,16 @@ class StandIn:
     # --- state -----------------------------------------------------------------------------------------------
 
     def _reset(self) -> None:
-        self.jobs: dict[str, _Job] = {}
+        self.job_store: dict[str, _Job] = {}
         self.refused = 0  # generations refused because one was running
         self.gallery: list[dict[str, Any]] = []
         self.tickets: dict[str, tuple[str, Any, float]] = {}
         self.cursors: dict[str, list[Any]] = {}
+
+    def jobs(self) -> list[dict[str, Any]]:
+        """Every job of the store, oldest first (as ``EmulatorServer.jobs()``)."""
+        return [{"job_id": j.id, "done": j.done.is_set(), "cancel_requested": j.cancel.is_set(),
+                 "result": j.result} for j in self.job_store.values()]
 
     def add_gallery(self, path: Path, media_type: str) -> dict[str, Any]:
         media_id = ("audio:" if media_type == "audio" else "visual:") + hashlib.sha1(
@@ -197,7 +202,7 @@ class StandIn:
     def _generate(self, source: Any, wait: bool, timeout_s: float | None, event_limit: int) -> dict[str, Any]:
         if not isinstance(source, dict):
             raise ValueError("source must be a settings object. Nothing was submitted.")
-        if any(not j.done.is_set() for j in self.jobs.values()):
+        if any(not j.done.is_set() for j in self.job_store.values()):
             self.refused += 1
             raise RuntimeError("WanGP session already has a generation in progress")
         model = source.get("model_type")
@@ -210,7 +215,7 @@ class StandIn:
                     raise ValueError(f"source.{key}: input is unsupported in this model/output mode (model "
                                      f"{model}). Nothing was submitted.")
         job = _Job(self, source)
-        self.jobs[job.id] = job
+        self.job_store[job.id] = job
         if wait:
             if not job.done.wait(timeout_s):
                 if self.api_version == 1:
@@ -219,12 +224,12 @@ class StandIn:
         return job.snapshot(event_limit)
 
     def _job(self, job_id: str) -> _Job:
-        if job_id not in self.jobs:
+        if job_id not in self.job_store:
             raise KeyError(f"Unknown WanGP job_id: {job_id}")
-        return self.jobs[job_id]
+        return self.job_store[job_id]
 
     def _noise(self) -> None:  # the server's own request log lands in the running job's events (12.60)
-        for job in self.jobs.values():
+        for job in self.job_store.values():
             if not job.done.is_set():
                 job.event("stream", {"stream": "stderr", "text": "INFO     Processing request of type"})
                 job.event("stream", {"stream": "stderr", "text": "         CallToolRequest"})
@@ -511,7 +516,7 @@ class StandIn:
             if self._thread is not None:
                 self._thread.join(10)
             self._server = None
-            for job in self.jobs.values():  # their threads end with the server
+            for job in self.job_store.values():  # their threads end with the server
                 job.cancel.set()
 
     def __enter__(self) -> StandIn:
