@@ -14,6 +14,7 @@ import socket
 import threading
 import time
 import uuid
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -242,7 +243,9 @@ class StandIn:
     # --- tools ---------------------------------------------------------------------------------------------------
 
     def _build(self) -> FastMCP:
-        server = FastMCP("WanGP", stateless_http=True, json_response=True, streamable_http_path="/mcp/")
+        with warnings.catch_warnings():  # mcp 1.26's FastMCP settings under a newer pydantic-settings
+            warnings.filterwarnings("ignore", message=".*has an incomplete definition.*")
+            server = FastMCP("WanGP", stateless_http=True, json_response=True, streamable_http_path="/mcp/")
         log = self.calls
 
         def tool(fn: Any, name: str | None = None) -> None:
