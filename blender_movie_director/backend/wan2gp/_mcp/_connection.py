@@ -123,6 +123,7 @@ class McpConnection:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="wan2gp-mcp", daemon=True)
         self._sdk: _Session | None = None
+        self._opening: asyncio.Lock | None = None
         self._http: httpx.Client | None = None  # tickets: uploads and downloads
         self._closed = False
         # caches
@@ -215,9 +216,10 @@ class McpConnection:
     # --- the SDK, on its loop ------------------------------------------------------------------------------
 
     def _run(self, coro: Coroutine[Any, Any, T], timeout: float) -> T:
-        if self._closed and self._thread.is_alive() is False:
+        if self._closed or not self._thread.is_alive():
             coro.close()
-            raise Wan2GPConnectionError("the MCP connection is closed", server=self.server)
+            raise Wan2GPConnectionError("the MCP connection is closed", server=self.server,
+                                        hint="open a new one with McpConnection.open()")
         future = asyncio.run_coroutine_threadsafe(coro, self._loop)
         try:
             return future.result(timeout)
@@ -239,10 +241,13 @@ class McpConnection:
         return session
 
     async def _session(self) -> _Session:
-        sdk = self._sdk
-        if sdk is None or sdk.dead:
-            sdk = self._sdk = await self._new_session()
-        return sdk
+        if self._opening is None:  # made on the loop, which every caller of this runs on
+            self._opening = asyncio.Lock()
+        async with self._opening:  # calls that find the session dead open one new session, not one each
+            sdk = self._sdk
+            if sdk is None or sdk.dead:
+                sdk = self._sdk = await self._new_session()
+            return sdk
 
     def call(self, tool: str, arguments: Mapping[str, Any], *, deadline: float | None = None,
              job_id: str | None = None, idempotent: bool = True) -> Any:
@@ -296,7 +301,8 @@ class McpConnection:
             actions = discovery.get("actions") if isinstance(discovery, Mapping) else None
             names = set(actions) if isinstance(actions, Mapping) else \
                 {a.get("name") for a in actions or [] if isinstance(a, Mapping)}
-            self._actions[tool] = {str(n) for n in names if n}
+            with self._lock:
+                self._actions[tool] = {str(n) for n in names if n}
         if action not in self._actions[tool]:
             raise UnsupportedServerError(
                 f"this WanGP's {tool} has no action {action!r} (it has: {', '.join(sorted(self._actions[tool]))})",
@@ -880,12 +886,10 @@ class _Session:
                         self.session = session
                         self._ready.set_result(None)
                         await self._stop.wait()
-        except BaseException as exc:  # noqa: BLE001 - kept for the waiting calls
+        except BaseException as exc:  # noqa: BLE001 - kept for the waiting calls (see _guarded)
             self.death = root_cause(exc)
             if not self._ready.done():
                 self._ready.set_exception(self.death)
-            if isinstance(exc, asyncio.CancelledError) and self._stop.is_set() is False:
-                return
 
     async def close(self) -> None:
         if self._stop is not None:
