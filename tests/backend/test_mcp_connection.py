@@ -133,7 +133,7 @@ def test_generate_with_progress_and_download_a_checked_video(serve, kind, tmp_pa
         assert mcp.contract is {"v1-12": Contract.V1_12, "v1-13": Contract.V1_13}.get(kind, Contract.V2)
         assert mcp.url.endswith("/mcp/")  # POST /mcp answered 307: the connection moved to /mcp/
         seen: list[tuple[int | None, str]] = []
-        job_id = mcp.submit("t2v_1.3B", SHOT)
+        job_id = mcp.submit("t2v_1.3B", {**SHOT, "num_inference_steps": 10})
         final = mcp.wait(job_id, 30, on_progress=lambda s: seen.append((s.progress.step if s.progress else None,
                                                                           s.state)))
         steps = [step for step, _ in seen if step is not None]
@@ -373,3 +373,28 @@ def test_a_server_off_this_machine_without_a_token_is_warned_about():
 def test_nothing_listening_is_a_clear_connection_error():
     with pytest.raises(Wan2GPConnectionError, match="cannot reach"):
         McpConnection.open(f"http://127.0.0.1:{free_port()}/mcp", timeouts=FAST)
+
+
+def test_closing_the_connection_ends_the_submits_waiting_their_turn(serve):
+    server = serve("v2", step_seconds=0.2)
+    mcp = _open(server)
+    running = mcp.submit("t2v_1.3B", {**SHOT, "num_inference_steps": 20})
+    errors: list[Exception] = []
+
+    def queued() -> None:
+        try:
+            mcp.submit("t2v_1.3B", SHOT)
+        except Exception as exc:  # noqa: BLE001 - looked at below
+            errors.append(exc)
+
+    waiting = threading.Thread(target=queued)
+    waiting.start()
+    time.sleep(0.3)
+    started = time.monotonic()
+    mcp.close()
+    waiting.join(5)
+    assert not waiting.is_alive() and time.monotonic() - started < 3
+    assert isinstance(errors[0], Wan2GPConnectionError) and "before the job was sent" in str(errors[0])
+    assert _job_ids(server) == [running]  # the running job goes on; a new connection can still collect it
+    with _open(server) as again:
+        again.cancel(running)

@@ -74,6 +74,10 @@ WAIT_MARGIN = 5.0
 # and the default window (20) then held only 4-5 progress events; 100 keeps every step of a poll interval.
 POLL_EVENTS = 100
 POLL_INTERVAL = 1.0  # seconds between polls of a running job (WanGP's guide: every 1-2 s)
+# The shortest hold asked of a v2 server that must wait (no --mcp-async): a positive number, because a server
+# that read 0 as "no timeout" would hold the call for the whole job, past every deadline.
+MIN_SERVER_WAIT = 0.5
+KEEP_FINISHED = 200  # final snapshots kept (a finished job is not asked again); older ones are forgotten
 GALLERY_PAGE = 50  # 12.60's Gallery records of the newest outputs, to find a finished job's media id
 MAX_UPLOAD_BYTES = 8 * 1024**3  # WanGP's ticket limit (max_bytes 8589934592)
 UPLOAD_SUFFIXES = {  # what WanGP's upload ticket accepts (_IMAGE/_VIDEO/_AUDIO_EXTENSIONS)
@@ -193,6 +197,8 @@ class McpConnection:
         if self._closed:
             return
         self._closed = True
+        with self._turn:  # submits waiting their turn give up (nothing of theirs was sent)
+            self._turn.notify_all()
         if self._thread.is_alive():
             sdk = self._sdk
             if sdk is not None:
@@ -537,6 +543,9 @@ class McpConnection:
             self._queue.append(ticket)
         try:
             while True:
+                if self._closed:
+                    raise Wan2GPConnectionError("the MCP connection was closed before the job was sent",
+                                                server=self.server)
                 if stop is not None and stop.is_set():
                     raise JobCancelledError("the job was cancelled before it was sent: nothing reached the server",
                                             server=self.server)
@@ -549,8 +558,6 @@ class McpConnection:
                     except ServerBusyError:  # another client's generation: ours waits, nothing was queued
                         log.info("WanGP at %s runs another client's job; waiting", self.server)
                     else:
-                        with self._turn:
-                            self._running = job_id
                         return job_id
                 elif running is not None:
                     self._poll_quietly(running)  # the head of the queue watches the running job
@@ -570,20 +577,31 @@ class McpConnection:
                 self._turn.notify_all()
 
     def _send(self, source: dict[str, Any], block: float) -> str:
+        arguments: dict[str, Any] = {}
         if self.contract is Contract.V2:
             wait = block > 0 or not self.async_allowed
-            arguments: dict[str, Any] = {"source": source, "wait": wait}
+            arguments = {"source": source, "wait": wait}
             if wait:  # the job id comes back before any deadline on the way
-                arguments["timeout_s"] = max(0.0, min(block, self.request_deadline - WAIT_MARGIN))
-            data = self._v2("wangp_generate", "generate", arguments, optional={"event_limit": POLL_EVENTS},
-                            deadline=self.request_deadline, idempotent=False)
-        else:
-            data = self.call("wangp_generate", {"source": source, "wait": False}, deadline=self.request_deadline,
-                             idempotent=False)
+                arguments["timeout_s"] = max(MIN_SERVER_WAIT, min(block, self.request_deadline - WAIT_MARGIN))
+        try:
+            if self.contract is Contract.V2:
+                data = self._v2("wangp_generate", "generate", arguments, optional={"event_limit": POLL_EVENTS},
+                                deadline=self.request_deadline, idempotent=False)
+            else:
+                data = self.call("wangp_generate", {"source": source, "wait": False},
+                                 deadline=self.request_deadline, idempotent=False)
+        except Wan2GPTimeoutError:
+            raise Wan2GPTimeoutError(
+                f"WanGP did not answer the submission within {self.request_deadline:.0f} s: whether the job "
+                "started is unknown (the server refuses another one while it runs)", server=self.server,
+                hint="look at WanGP's console; submit again once it answers") from None
         if not isinstance(data, Mapping) or not data.get("job_id"):
             raise Wan2GPServerError(f"the server accepted the generation but gave no job id: {str(data)[:200]}",
                                     server=self.server)
-        snapshot = self._remember(JobSnapshot.parse(data))
+        snapshot = JobSnapshot.parse(data)
+        with self._turn:
+            self._running = snapshot.job_id  # until a snapshot says it is done (maybe this one: a short job)
+        self._remember(snapshot)
         log.info("WanGP job %s submitted to %s", snapshot.job_id, self.server)
         return snapshot.job_id
 
@@ -593,6 +611,8 @@ class McpConnection:
                 self._progress[snapshot.job_id] = snapshot.progress
             if snapshot.done:
                 self._finished[snapshot.job_id] = snapshot
+                while len(self._finished) > KEEP_FINISHED:
+                    self._finished.pop(next(iter(self._finished)))
                 self._progress.pop(snapshot.job_id, None)
                 if self._running == snapshot.job_id:
                     self._running = None
@@ -663,6 +683,8 @@ class McpConnection:
             except ServerRestartedError:
                 raise
             except Wan2GPConnectionError as exc:
+                if self._closed:
+                    raise
                 if "cannot reach" in exc.message:  # nothing listens: the server stopped, its jobs with it
                     self._forget(job_id)
                     raise ServerRestartedError(
