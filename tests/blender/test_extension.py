@@ -30,10 +30,13 @@ site = os.path.join(os.environ["BLENDER_USER_RESOURCES"], "extensions", ".local"
 installed = sorted(os.listdir(site)) if os.path.isdir(site) else []
 registered = hasattr(bpy.types.Scene, "movie_director") and bpy.ops.movie_director.generate.poll()
 heavy = "gradio_client" in sys.modules
+from mcp import ClientSession  # the MCP transport's SDK, from the bundled wheels
+from mcp.client.streamable_http import streamable_http_client
+mcp_file, jwt = sys.modules["mcp"].__file__, "jwt" in sys.modules  # pyjwt (and cryptography) are not bundled
 import addon_utils
 addon_utils.disable(module, default_set=True)
 print(json.dumps({{"result": sorted(result), "enabled": enabled, "registered": registered, "heavy": heavy,
-                  "installed": installed}}))
+                  "installed": installed, "mcp_file": mcp_file, "jwt": jwt}}))
 """
 
 
@@ -54,6 +57,8 @@ def test_extension_zip_builds_validates_installs_and_enables(tmp_path):
     python = "cp{}{}".format(*sys.version_info[:2])
     assert any(w.startswith("wheels/pydantic_core-") and f"-{python}-" in w for w in wheels)  # compiled, this Python
     assert not any("rich-" in w or "hf_xet" in w for w in wheels)  # not needed inside Blender
+    assert any(w.startswith("wheels/mcp-") for w in wheels)
+    assert not any(w.startswith(("wheels/PyJWT-", "wheels/pyjwt-", "wheels/cryptography-")) for w in wheels)
     assert all(f'"./{w}"' in manifest for w in wheels)
     assert "__init__.py" in names and "ui/vse.py" in names and not any("__pycache__" in n for n in names)
 
@@ -65,3 +70,4 @@ def test_extension_zip_builds_validates_installs_and_enables(tmp_path):
     assert result["result"] == ["FINISHED"] and result["enabled"] and result["registered"]
     assert not result["heavy"]  # enabling imports no gradio_client
     assert "pydantic_core" in result["installed"] and "gradio_client" in result["installed"]
+    assert "mcp" in result["installed"] and not result["jwt"]  # the MCP client runs without pyjwt

@@ -9,8 +9,9 @@
     ├── Wan2GPValidationError         bad settings or inputs; nothing was sent to the server
     ├── UnsupportedServerError        not WanGP, or a WanGP whose generation chain can't be resolved
     ├── Wan2GPServerError             the server answered with an error (gr.Error / generic AppError)
-    │   └── JobFailedError            a generation ran and failed (missing weights, crash, nothing queued)
-    │       └── JobLostError          the server no longer has the job (it restarted, its session expired)
+    │   ├── JobFailedError            a generation ran and failed (missing weights, crash, nothing queued)
+    │   │   └── JobLostError          the server no longer has the job (it restarted, its session expired)
+    │   └── ServerBusyError           the server runs another client's generation and refused ours (MCP)
     └── JobCancelledError             the job was cancelled (by the caller)
 
 gradio_client's ``AppError``, ``concurrent.futures.CancelledError``, httpx errors and the ``KeyError`` that
@@ -30,6 +31,7 @@ __all__ = [
     "JobCancelledError",
     "JobFailedError",
     "JobLostError",
+    "ServerBusyError",
     "ServerRestartedError",
     "UnsupportedServerError",
     "Wan2GPConnectionError",
@@ -125,6 +127,11 @@ class JobLostError(JobFailedError):
     def __init__(self, message: str, *, reason: str = "", **kwargs) -> None:
         self.reason = reason
         super().__init__(message, **kwargs)
+
+
+class ServerBusyError(Wan2GPServerError):
+    """The server refused a generation because it runs another one (WanGP's MCP server takes one at a time and
+    queues nothing). Nothing was submitted: it is safe to submit again once the server is free."""
 
 
 class JobCancelledError(Wan2GPError):

@@ -1,0 +1,26 @@
+"""WanGP's MCP server as a transport: a synchronous connection over the official ``mcp`` SDK (private).
+
+:class:`McpConnection` speaks API v1 (12.x, and 13+ with ``--mcp-api-version 1``) and API v2 (13.01 on),
+told apart from ``tools/list``. The job layer (``jobs.py``) drives it through its transport seam.
+"""
+
+from ._connection import DEFAULT_MCP_URL, REQUEST_DEADLINE, McpConnection
+from ._contract import Contract, ModelRecord, ModelSchema, ToolInfo, detect_contract, media_roles, names_of
+from ._snapshot import JobSnapshot, McpJobError, McpOutput, McpProgress
+
+__all__ = [
+    "DEFAULT_MCP_URL",
+    "REQUEST_DEADLINE",
+    "Contract",
+    "JobSnapshot",
+    "McpConnection",
+    "McpJobError",
+    "McpOutput",
+    "McpProgress",
+    "ModelRecord",
+    "ModelSchema",
+    "ToolInfo",
+    "detect_contract",
+    "media_roles",
+    "names_of",
+]
