@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 import urllib.parse
 
-__all__ = ["app_id_url", "is_loopback", "normalise_url", "server_key"]
+__all__ = ["app_id_url", "is_loopback", "is_mcp_url", "normalise_url", "server_key"]
 
 
 def normalise_url(url: str) -> str:
@@ -43,3 +43,8 @@ def app_id_url(url: str, api_prefix: str | None = "/gradio_api") -> str:
     ``api_prefix`` as its ``/config`` says (``/gradio_api`` on Gradio 5, none before)."""
     prefix = (api_prefix or "").strip("/")
     return normalise_url(url) + (f"{prefix}/app_id" if prefix else "app_id")
+
+
+def is_mcp_url(url: str) -> bool:
+    """True for an MCP endpoint (a path ending in ``/mcp``), as ``wgp.py --mcp`` serves it: ``http://host:7866/mcp``."""
+    return urllib.parse.urlsplit(normalise_url(url)).path.rstrip("/").endswith("/mcp")

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._transport import Transport
+from ._urls import is_mcp_url
 from ._webui.transport import WebUiTransport
 from .book import JobBook
 from .config import ClientSettings, Retries, Timeouts, first_warning, security_warnings
@@ -50,15 +51,19 @@ log = logging.getLogger(__name__)
 
 
 class Wan2GPClient:
-    """A client of one WanGP web UI. Thread-safe; jobs run on its own worker threads.
+    """A client of one WanGP server, through its web UI or its MCP server. Thread-safe; jobs run on its own
+    worker threads.
 
     Parameters:
-        server_address: the WanGP web UI URL (default ``WAN2GP_URL``, then ``http://127.0.0.1:7860``).
+        server_address: the WanGP web UI's URL (default ``WAN2GP_URL``, then ``http://127.0.0.1:7860``), or its MCP
+            server's endpoint (``http://127.0.0.1:7866/mcp``, from ``wgp.py --mcp``).
         timeouts: bounded waits (:class:`Timeouts`); every wait has one.
         retries: retries of idempotent steps (connect, downloads); a generation is never resubmitted.
         output_dir: where finished shots are saved (default ``WAN2GP_OUTPUT_DIR``, then ``~/MovieDirector/shots``).
         auth: ``(user, password)`` when WanGP runs with gradio auth.
         max_jobs: how many jobs run their chain at once; more wait on our side.
+        transport: ``"webui"`` or ``"mcp"``; by default ``"mcp"`` for a URL whose path ends in ``/mcp``. The MCP
+            server's bearer token (``--mcp-auth``) is ``settings.token`` (``WAN2GP_TOKEN``).
 
     Nothing happens on construction; :meth:`connect` (or the first call that needs the server) connects.
     """
@@ -96,17 +101,23 @@ class Wan2GPClient:
         self.server_address = redact(settings.url.rstrip("/"))
         # Shown by the CLI and Blender, and logged once on connect: a non-loopback http:// server, auth in clear.
         self.security_warnings: list[str] = security_warnings(
-            settings.url, has_auth=bool(settings.username and settings.password))
-        self._secrets = [settings.password.get_secret_value()] if settings.password else []
+            settings.url, has_auth=bool((settings.username and settings.password) or settings.token))
+        self._secrets = [secret.get_secret_value() for secret in (settings.password, settings.token) if secret]
         self._lock = threading.RLock()  # guards the connection
         # This user's shots across processes (register.py): what a dead program left behind is healed from it.
         register = JobRegister(settings.state_dir) if settings.register_jobs else None
         self._book = JobBook(register, turn_timeout=settings.timeouts.call)
-        if transport is None or transport == "webui":
+        if transport is None:
+            transport = "mcp" if is_mcp_url(settings.url) else "webui"
+        if transport == "webui":
             self._transport: Transport = WebUiTransport(settings, self.server_address, self._book, self._secrets)
+        elif transport == "mcp":
+            from ._mcp.transport import McpTransport
+
+            self._transport = McpTransport(settings, self.server_address, self._book, self._secrets)
         elif isinstance(transport, str):
-            raise Wan2GPValidationError(f"unknown transport {transport!r}; this client speaks: webui",
-                                        field="transport")
+            raise Wan2GPValidationError(f"unknown transport {transport!r}; this client speaks webui (WanGP's web "
+                                        "UI) and mcp (its MCP server, wgp.py --mcp)", field="transport")
         else:
             self._transport = transport
         self._pool: ThreadPoolExecutor | None = None
@@ -118,7 +129,7 @@ class Wan2GPClient:
 
     @property
     def transport(self) -> str:
-        """How this client talks to WanGP: ``"webui"`` (its Gradio web UI)."""
+        """How this client talks to WanGP: ``"webui"`` (its Gradio web UI) or ``"mcp"`` (its MCP server)."""
         return self._transport.name
 
     @property

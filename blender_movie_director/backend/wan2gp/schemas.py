@@ -264,7 +264,8 @@ class ServerStatus(BaseModel):
     current_model: str | None = None
     queue_length: int = 0  # this client's shots waiting or running on the server
     busy: bool | None = None  # True: a generation of this client runs; None: unknown (never known idle)
-    endpoint_count: int = 0
+    endpoint_count: int = 0  # the web UI's named endpoints, or the MCP server's tools
+    transport: str | None = None  # "webui", or "mcp" with its contract ("mcp v2")
     error: str | None = None
 
 

@@ -458,7 +458,7 @@ class McpConnection:
         if name == "video_length":
             if not _is_int(value) or value < 1:
                 raise fail(f"must be a whole number of frames, not {value!r}")
-            rule = _rule(schema)
+            rule = frame_rule(schema)
             if not rule.is_valid(value):
                 low = rule.nearest(value)
                 options = sorted({low, min(low + rule.step, rule.last)} - {value})
@@ -971,7 +971,8 @@ class _Session:
                                     server=server, job_id=job_id) from None
 
 
-def _rule(schema: ModelSchema) -> FrameRule:
+def frame_rule(schema: ModelSchema) -> FrameRule:
+    """The model's frame rule as the server's schema states it (WanGP's defaults where it says nothing)."""
     return FrameRule(
         fps=schema.fps or DEFAULT_RULE.fps,
         step=schema.frames_step or DEFAULT_RULE.step,

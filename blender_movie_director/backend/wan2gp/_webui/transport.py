@@ -224,6 +224,7 @@ class WebUiTransport:
         status.wangp_version = api.wangp_version
         status.gradio_version = api.gradio_version
         status.endpoint_count = api.endpoint_count
+        status.transport = self.name
 
     def last_form_model(self) -> str | None:
         """The model whose form was read last (the root session's, or a shot's)."""
