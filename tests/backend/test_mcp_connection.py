@@ -398,3 +398,15 @@ def test_closing_the_connection_ends_the_submits_waiting_their_turn(serve):
     assert _job_ids(server) == [running]  # the running job goes on; a new connection can still collect it
     with _open(server) as again:
         again.cancel(running)
+
+
+def test_every_page_of_the_catalog_and_the_same_roles_from_maps_and_lists(serve):
+    catalogs, roles = {}, {}
+    for kind in ("v1-12", "v1-13", "v2"):  # pages of 10 by offset; of a few by offset; by cursor (next_call)
+        with _open(serve(kind)) as mcp:
+            models = [m.model_type for m in mcp.models()]
+            assert len(models) == len(set(models))
+            catalogs[kind] = set(models)
+            roles[kind] = mcp.model_schema("i2v").record.media_inputs  # 12.60: boolean maps; v2: name lists
+    assert catalogs["v1-12"] == catalogs["v1-13"] == catalogs["v2"] and len(catalogs["v2"]) >= 5
+    assert roles["v1-12"] == roles["v1-13"] == roles["v2"] and "start" in roles["v2"]["image"]
