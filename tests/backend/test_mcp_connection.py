@@ -180,6 +180,8 @@ def test_settings_are_checked_against_the_servers_schema_before_anything_is_sent
             ({"guidance_scale": "high"}, "guidance_scale", "number"),
             ({"image_start": str(tmp_path / "x.png"), "image_prompt_type": "S"}, "image_start", "upload"),
             ({"sample_solver": 3}, "sample_solver", "text"),
+            ({"image_refs": [tmp_path]}, "image_refs", "not a JSON value"),
+            ({"guidance_scale": float("nan")}, "guidance_scale", "not a JSON value"),
         ]
         for change, field, words in cases:
             with pytest.raises(Wan2GPValidationError, match=words) as info:
@@ -365,6 +367,9 @@ def test_a_server_off_this_machine_without_a_token_is_warned_about():
         assert any("anyone who reaches it" in w for w in mcp.security_warnings)
     finally:
         mcp.close()
+    with pytest.raises(Wan2GPValidationError, match="http://") as info:
+        McpConnection("ftp://127.0.0.1/mcp")
+    assert info.value.field == "url"
     local = McpConnection("http://127.0.0.1:7866/mcp")
     assert local.security_warnings == []
     local.close()

@@ -17,6 +17,7 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import mimetypes
 import threading
@@ -108,7 +109,10 @@ class McpConnection:
     def __init__(self, url: str, *, token: str | None = None, timeouts: Timeouts | None = None,
                  retries: Retries | None = None, request_deadline: float = REQUEST_DEADLINE,
                  poll_interval: float = POLL_INTERVAL, max_download_bytes: int = 2 * 1024**3) -> None:
-        self.url = normalize_url(url)
+        try:
+            self.url = normalize_url(url)
+        except ValueError as exc:
+            raise Wan2GPValidationError(f"{exc}; e.g. {DEFAULT_MCP_URL}", field="url") from None
         self.server = redact(self.url)
         self.timeouts = timeouts or Timeouts()
         self.retries = retries or Retries()
@@ -438,6 +442,12 @@ class McpConnection:
         if given not in (None, model):
             raise Wan2GPValidationError(f"settings name model {given!r} but the job is for {model!r}",
                                         field="model_type")
+        for name, value in settings.items():
+            try:
+                json.dumps(value, allow_nan=False)
+            except (TypeError, ValueError):
+                raise Wan2GPValidationError(f"{name}: {value!r} is not a JSON value (text, number, list, ...)",
+                                            field=name) from None
         schema = self.model_schema(model)
         for name, value in settings.items():
             self._check_one(schema, name, value)
