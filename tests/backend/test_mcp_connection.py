@@ -180,6 +180,8 @@ def test_settings_are_checked_against_the_servers_schema_before_anything_is_sent
             ({"guidance_scale": "high"}, "guidance_scale", "number"),
             ({"image_start": str(tmp_path / "x.png"), "image_prompt_type": "S"}, "image_start", "upload"),
             ({"sample_solver": 3}, "sample_solver", "text"),
+            ({"image_refs": [tmp_path]}, "image_refs", "not a JSON value"),
+            ({"guidance_scale": float("nan")}, "guidance_scale", "not a JSON value"),
         ]
         for change, field, words in cases:
             with pytest.raises(Wan2GPValidationError, match=words) as info:
@@ -365,6 +367,9 @@ def test_a_server_off_this_machine_without_a_token_is_warned_about():
         assert any("anyone who reaches it" in w for w in mcp.security_warnings)
     finally:
         mcp.close()
+    with pytest.raises(Wan2GPValidationError, match="http://") as info:
+        McpConnection("ftp://127.0.0.1/mcp")
+    assert info.value.field == "url"
     local = McpConnection("http://127.0.0.1:7866/mcp")
     assert local.security_warnings == []
     local.close()
@@ -398,3 +403,15 @@ def test_closing_the_connection_ends_the_submits_waiting_their_turn(serve):
     assert _job_ids(server) == [running]  # the running job goes on; a new connection can still collect it
     with _open(server) as again:
         again.cancel(running)
+
+
+def test_every_page_of_the_catalog_and_the_same_roles_from_maps_and_lists(serve):
+    catalogs, roles = {}, {}
+    for kind in ("v1-12", "v1-13", "v2"):  # pages of 10 by offset; of a few by offset; by cursor (next_call)
+        with _open(serve(kind)) as mcp:
+            models = [m.model_type for m in mcp.models()]
+            assert len(models) == len(set(models))
+            catalogs[kind] = set(models)
+            roles[kind] = mcp.model_schema("i2v").record.media_inputs  # 12.60: boolean maps; v2: name lists
+    assert catalogs["v1-12"] == catalogs["v1-13"] == catalogs["v2"] and len(catalogs["v2"]) >= 5
+    assert roles["v1-12"] == roles["v1-13"] == roles["v2"] and "start" in roles["v2"]["image"]

@@ -17,6 +17,8 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import json
 import logging
 import mimetypes
 import threading
@@ -108,7 +110,10 @@ class McpConnection:
     def __init__(self, url: str, *, token: str | None = None, timeouts: Timeouts | None = None,
                  retries: Retries | None = None, request_deadline: float = REQUEST_DEADLINE,
                  poll_interval: float = POLL_INTERVAL, max_download_bytes: int = 2 * 1024**3) -> None:
-        self.url = normalize_url(url)
+        try:
+            self.url = normalize_url(url)
+        except ValueError as exc:
+            raise Wan2GPValidationError(f"{exc}; e.g. {DEFAULT_MCP_URL}", field="url") from None
         self.server = redact(self.url)
         self.timeouts = timeouts or Timeouts()
         self.retries = retries or Retries()
@@ -127,6 +132,7 @@ class McpConnection:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="wan2gp-mcp", daemon=True)
         self._sdk: _Session | None = None
+        self._inflight: set[concurrent.futures.Future[Any]] = set()
         self._opening: asyncio.Lock | None = None
         self._http: httpx.Client | None = None  # tickets: uploads and downloads
         self._closed = False
@@ -194,18 +200,23 @@ class McpConnection:
 
     def close(self) -> None:
         """Close the session and its thread. Jobs go on on the server; their ids let a new connection see them."""
-        if self._closed:
-            return
-        self._closed = True
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
         with self._turn:  # submits waiting their turn give up (nothing of theirs was sent)
             self._turn.notify_all()
         if self._thread.is_alive():
             sdk = self._sdk
             if sdk is not None:
+                closing = asyncio.run_coroutine_threadsafe(sdk.close(), self._loop)
                 try:
-                    self._run(sdk.close(), 5.0)
-                except Wan2GPError:
+                    closing.result(5.0)
+                except (TimeoutError, concurrent.futures.CancelledError):
                     pass
+            with self._lock:
+                for future in self._inflight:
+                    future.cancel()
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(5.0)
         if not self._loop.is_running():
@@ -222,17 +233,25 @@ class McpConnection:
     # --- the SDK, on its loop ------------------------------------------------------------------------------
 
     def _run(self, coro: Coroutine[Any, Any, T], timeout: float) -> T:
-        if self._closed or not self._thread.is_alive():
-            coro.close()
-            raise Wan2GPConnectionError("the MCP connection is closed", server=self.server,
-                                        hint="open a new one with McpConnection.open()")
-        future = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        closed = Wan2GPConnectionError("the MCP connection is closed", server=self.server,
+                                       hint="open a new one with McpConnection.open()")
+        with self._lock:  # close() cancels what is in flight: no caller waits on a stopped loop
+            if self._closed or not self._thread.is_alive():
+                coro.close()
+                raise closed
+            future = asyncio.run_coroutine_threadsafe(coro, self._loop)
+            self._inflight.add(future)
         try:
             return future.result(timeout)
         except TimeoutError:
             future.cancel()
             raise Wan2GPTimeoutError(f"no answer from the WanGP MCP server within {timeout:.0f} s",
                                      server=self.server) from None
+        except concurrent.futures.CancelledError:
+            raise closed from None
+        finally:
+            with self._lock:
+                self._inflight.discard(future)
 
     async def _new_session(self) -> _Session:
         session = _Session(self)
@@ -438,6 +457,12 @@ class McpConnection:
         if given not in (None, model):
             raise Wan2GPValidationError(f"settings name model {given!r} but the job is for {model!r}",
                                         field="model_type")
+        for name, value in settings.items():
+            try:
+                json.dumps(value, allow_nan=False)
+            except (TypeError, ValueError):
+                raise Wan2GPValidationError(f"{name}: {value!r} is not a JSON value (text, number, list, ...)",
+                                            field=name) from None
         schema = self.model_schema(model)
         for name, value in settings.items():
             self._check_one(schema, name, value)
