@@ -365,7 +365,8 @@ def render_then_submit(st: State, key: str, conn: Connection, request: dict[str,
     out = str(request["image_start"])
 
     def progress(p: stills.Progress) -> None:
-        st.post_progress(JobProgressed(key, "submitting", p.fraction, p.step, p.total, p.text, None, None, ""))
+        # Blender's samples, when it prints them, are in the text: not as steps, which read as denoising steps.
+        st.post_progress(JobProgressed(key, "submitting", p.fraction, None, None, p.text, None, None, ""))
 
     def stop() -> bool:
         with st.lock:
