@@ -14,7 +14,7 @@ from bpy.props import BoolProperty, StringProperty
 
 from .. import handoff, storyboard
 from . import convert, persistence, pump, vse
-from .preferences import DEFAULT_SERVER, connection, prefs
+from .preferences import ADDON_PACKAGE, DEFAULT_SERVER, connection, prefs
 from .properties import request_rules, rules_for
 
 
@@ -71,13 +71,15 @@ def expected_length(context: Any, scene: Any, model: str, seconds: float | None 
 
 def submit(context: Any, scene: Any, *, kind: str, request: dict[str, Any], channel: int, frame_start: int,
            length: int, batch: str = "", meta: str | None = None, fill: int = 0, journal: str = "",
-           journal_index: int = 0) -> Any:
+           journal_index: int = 0, render: list[str] | None = None) -> Any:
     """Add the job to the scene (saved with the .blend) and hand it to a worker. Returns the job item.
 
     ``meta``: the meta strip the shot goes into (default: the one open for editing, or the top level).
     ``fill``: timeline frames the placed shot must take exactly (a text strip's or a marker range's), else 0.
     ``journal``: a background runner makes the shot (``handoff``); nothing is sent from here, the journal is
-    watched (the caller starts the runner).
+    watched (the caller starts the runner). Else the shot runs inside Blender, and with "Keep running when
+    Blender closes" it goes to a background runner if Blender quits before it is done (``pump._let_go``).
+    ``render``: the command of a process that renders the start image (``request["image_start"]``) first.
     """
     st = pump.state()
     p = prefs(context)
@@ -109,8 +111,14 @@ def submit(context: Any, scene: Any, *, kind: str, request: dict[str, Any], chan
         item.status, item.phase = "queued", "Handed to the background runner"
         pump.watch(st, journal, journal_index, item.key, conn)
     else:
+        if state.background:
+            st.keep_running.add(item.key)
         st.pending.add(item.key)
-        st.run(pump.submit_worker, st, item.key, conn, request)
+        if render:
+            item.phase = "Rendering the start image"
+            pump.render_then_submit(st, item.key, conn, request, render)
+        else:
+            st.run(pump.submit_worker, st, item.key, conn, request)
     pump.tag_redraw()
     return item
 
@@ -133,15 +141,17 @@ class _ShotOperator(_NeedsAddon):
         return request
 
     def _queue(self, context: Any, kind: str, request: dict[str, Any], frame: int, channel: int | None = None,
-               length: int | None = None) -> set[str]:
+               length: int | None = None, render: list[str] | None = None) -> set[str]:
         scene = vse.sequencer_scene(context)
         state = scene.movie_director
         if length is None:
             length = expected_length(context, scene, request["model"], request.get("seconds"))
         if channel is None:
             channel = free_channel(scene, state.channel, frame, frame + length)
-        item = submit(context, scene, kind=kind, request=request, channel=channel, frame_start=frame, length=length)
-        self.report({"INFO"}, f"Shot queued for channel {item.channel}, frame {item.frame_start}")
+        item = submit(context, scene, kind=kind, request=request, channel=channel, frame_start=frame, length=length,
+                      render=render)
+        self.report({"INFO"}, f"Shot queued for channel {item.channel}, frame {item.frame_start}"
+                    + (" (its start image renders in the background first)" if render else ""))
         return {"FINISHED"}
 
 
@@ -159,7 +169,7 @@ class MD_OT_generate(_ShotOperator, bpy.types.Operator):
 
 
 class MD_OT_generate_from_frame(_ShotOperator, bpy.types.Operator):
-    """Image to video: the selected image strip, or the scene rendered at the current frame, starts the shot"""
+    """Image to video: the selected image strip, or the picture at the current frame, starts the shot"""
 
     bl_idname = "movie_director.generate_from_frame"
     bl_label = "From Frame"
@@ -171,18 +181,40 @@ class MD_OT_generate_from_frame(_ShotOperator, bpy.types.Operator):
         scene = vse.sequencer_scene(context)
         frame = scene.frame_current
         strip = vse.active_strip(scene)
+        render = None
         if vse.is_image(strip) and strip.select:
-            image = vse.image_strip_path(strip, frame)
+            request["image_start"] = vse.image_strip_path(strip, frame)
         else:
-            image = os.path.join(_inputs_dir(context), f"frame_{scene.name}_{frame}_{uuid.uuid4().hex[:6]}.png")
             try:
-                vse.render_frame(scene, frame, image)
+                request["image_start"], render = _start_image(context, scene, frame)
             except Exception as exc:
-                self.report({"ERROR"}, f"Could not render frame {frame}: {exc}. Add a camera or strips to the "
-                            "scene, or select an image strip to start from")
+                self.report({"ERROR"}, f"Could not take the picture at frame {frame}: {exc}")
                 return {"CANCELLED"}
-        request["image_start"] = image
-        return self._queue(context, "from_frame", request, frame)
+        return self._queue(context, "from_frame", request, frame, render=render)
+
+
+def _start_image(context: Any, scene: Any, frame: int) -> tuple[str, list[str] | None]:
+    """From Frame's start image: ``(its path, None)`` when it is written at once (a shot's own frame, or the
+    sequencer's picture), ``(its path to be, the render process's command)`` when it needs the render engine."""
+    picture = vse.frame_picture(scene, frame)
+    name = f"frame_{bpy.path.clean_name(scene.name)}_{frame}_{uuid.uuid4().hex[:6]}.png"
+    image = os.path.join(_inputs_dir(context), name)
+    if picture.kind == "none":
+        raise RuntimeError("the scene has no strips and no camera: add a camera or strips, or select an image strip")
+    if picture.kind == "empty":
+        raise RuntimeError("no strip shows anything there: move the playhead onto a strip")
+    if picture.kind == "strip" and vse.is_image(picture.strip):
+        return vse.image_strip_path(picture.strip, frame), None
+    if picture.kind == "strip" and vse.media_size(picture.strip) is not None:
+        return vse.strip_picture_to_png(scene, picture.strip, frame, image), None
+    if picture.kind in ("strip", "sequencer"):
+        return vse.sequencer_frame_to_png(scene, frame, image), None
+    from .. import stills
+
+    copy = os.path.join(_inputs_dir(context), ".render", name.removesuffix(".png") + ".blend")
+    os.makedirs(os.path.dirname(copy), exist_ok=True)
+    vse.save_copy(copy)
+    return image, stills.command(bpy.app.binary_path, copy, scene.name, frame, image, ADDON_PACKAGE)
 
 
 class MD_OT_extend(_ShotOperator, bpy.types.Operator):

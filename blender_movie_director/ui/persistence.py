@@ -12,8 +12,10 @@ of the jobs), and when the add-on is enabled (first timer tick, since ``bpy.data
   (tracking resumes; "lost: <reason>" if the server no longer has it; the output is fetched if it finished);
 - queued with no record (Blender closed or saved while submitting): re-attached from this user's register of
   jobs if the task reached the server's queue (found by its client id), else marked lost, with the reason;
-- made by a background runner (Generate All, ``handoff``): its journal is read until the shot ends there, and a
-  finished shot is placed from it; a runner that died with shots unfinished is started again (``--resume``);
+- made by a background runner (Generate All, ``handoff``), or handed to one as Blender quit (a single shot, with
+  "Keep running when Blender closes"; ``handoff.handed_over`` says where): its journal is read until the shot
+  ends there, and a finished shot is placed from it; a runner that died with shots unfinished is started again
+  (``--resume``);
 - finished and downloaded but not yet on the timeline: placed now.
 
 Before a save, the records of tracked jobs are refreshed so the file holds their latest state. When Blender
@@ -53,6 +55,14 @@ def reconcile(st: pump.State) -> bool:
                     continue
                 if key in st.jobs or key in st.pending:
                     continue
+                if not item.journal:  # handed to a background runner as Blender quit (after the last save)
+                    from .. import handoff
+
+                    handed = handoff.handed_over(item.output_dir, key)
+                    if handed is not None:
+                        item.journal, item.journal_index = handed
+                        item.status, item.phase = "queued", "Handed to the background runner"
+                        changed = True
                 if item.journal:  # made by a background runner: its journal says how far it is
                     if item.status == "cancelling":
                         from .. import handoff
@@ -75,6 +85,8 @@ def reconcile(st: pump.State) -> bool:
                     continue
                 if item.status == "cancelling":
                     st.cancel_requested.add(key)
+                if scene.movie_director.background:  # quit again before it ends: it goes to a runner then
+                    st.keep_running.add(key)
                 item.status = "reconnecting"
                 item.phase = "Reconnecting to the server"
                 st.pending.add(key)

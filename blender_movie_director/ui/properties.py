@@ -146,8 +146,10 @@ class MD_SceneState(bpy.types.PropertyGroup):
                          description="Lowest channel for new shots (the first free one from here is used)")
     background: BoolProperty(name="Keep running when Blender closes", default=True,
                              description="Generate All hands its shots to a background runner on this machine "
-                                         "(movie-director batch): they go on with Blender closed and are placed "
-                                         "when the file is opened again. Off: they run inside Blender")
+                                         "(movie-director batch), and the other shots still unfinished when "
+                                         "Blender quits go to one: they go on with Blender closed and are placed "
+                                         "when the file is opened again. Off: they run inside Blender, and are "
+                                         "collected when the file is opened again")
     jobs: CollectionProperty(type=MD_Job)
     job_index: IntProperty(name="Job", default=0, min=0)
 

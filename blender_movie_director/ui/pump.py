@@ -195,6 +195,9 @@ class State:
     where: dict[str, str] = field(default_factory=dict)  # job key -> scene name (a lookup cache)
     watched: dict[str, Watched] = field(default_factory=dict)  # journal path -> what waits on it
     watch_next: float = 0.0
+    keep_running: set[str] = field(default_factory=set)  # single shots handed to a runner if Blender quits
+    renders: dict[str, Any] = field(default_factory=dict)  # job key -> its start image's render process
+    handed: bool = False  # the quit's hand-over is done (on_quit may run twice)
     closed: bool = False
 
     # --- posting (any thread) ---
@@ -334,6 +337,51 @@ def submit_worker(st: State, key: str, conn: Connection, request: dict[str, Any]
         st.post(JobFinished(key, "failed", error=storyboard.describe_error(exc)))
         return
     track(st, key, conn, job)
+
+
+def render_then_submit(st: State, key: str, conn: Connection, request: dict[str, Any], cmd: list[str]) -> None:
+    """From Frame when the picture needs the render engine: another Blender process renders the start image
+    (``stills``), its progress shows on the job, then the shot is sent. A thread of its own (a render can take
+    minutes; the workers stay free for the other calls)."""
+    from .. import stills
+
+    out = str(request["image_start"])
+
+    def progress(p: stills.Progress) -> None:
+        # Blender's samples, when it prints them, are in the text: not as steps, which read as denoising steps.
+        st.post_progress(JobProgressed(key, "submitting", p.fraction, None, None, p.text, None, None, ""))
+
+    def stop() -> bool:
+        with st.lock:
+            return st.closed or key in st.cancel_requested
+
+    def started(process: Any) -> None:
+        st.renders[key] = process
+
+    def run() -> None:
+        try:
+            stills.render(cmd, out, on_progress=progress, stop=stop, started=started)
+        except stills.RenderCancelled:
+            with st.lock:
+                st.pending.discard(key)
+                st.cancel_requested.discard(key)
+            st.post(JobFinished(key, "cancelled", error="cancelled while its start image was being rendered"))
+            return
+        except Exception as exc:  # noqa: BLE001 - the job says why, with what to do
+            with st.lock:
+                st.pending.discard(key)
+            st.post(JobFinished(key, "failed", error=f"could not render the start image ({exc}); check that the "
+                                                     "scene renders (F12), or select an image strip to start from"))
+            return
+        finally:
+            st.renders.pop(key, None)
+            try:  # the copy of the file it rendered from
+                os.remove(cmd[cmd.index("--") + 1])
+            except (OSError, ValueError):
+                pass
+        submit_worker(st, key, conn, request)
+
+    threading.Thread(target=run, name=f"movie-director-render-{key}", daemon=True).start()
 
 
 def resume_worker(st: State, key: str, conn: Connection, record: dict[str, Any]) -> None:
@@ -684,13 +732,23 @@ def start() -> None:
     _hook_exit()
 
 
-def _let_go(st: State) -> None:
+def _let_go(st: State, *, quitting: bool = False) -> None:
     """Stop following every job here, without cancelling it; never touches bpy (it also runs as Python exits).
 
     A client job with ``detach()`` is let go: it goes on on the server and its record (in the .blend) follows
     it again later. Without it, the job's thread goes on in this process and the next enable adopts it.
+    ``quitting``: Blender is closing; the shots the artist wants kept running (``keep_running``) go to a
+    background runner (:func:`_hand_over`); a start image still rendering is stopped.
     """
     st.closed = True
+    handed = []
+    if quitting and not st.handed:
+        st.handed = True
+        handed = [(key, job, st.conns[key]) for key, job in list(st.jobs.items())
+                  if key in st.keep_running and key in st.conns and not job.done()]
+        records = {key: record_of(job) for key, job, _conn in handed}  # before the let-go: the live status
+        for process in list(st.renders.values()):
+            process.kill()
     for key, job in list(st.jobs.items()):
         if job.done():
             continue
@@ -702,8 +760,25 @@ def _let_go(st: State) -> None:
             detach()
         except Exception:
             log.exception("detaching job %s", getattr(job, "id", "?"))
+    if handed:
+        _hand_over([(key, conn, records[key]) for key, _job, conn in handed if records.get(key)])
     if st.pool is not None:
         st.pool.shutdown()
+
+
+def _hand_over(jobs: list[tuple[str, Connection, dict[str, Any]]]) -> None:
+    """Blender is quitting with single shots unfinished: a background runner per server and output folder
+    finishes them with Blender closed (``handoff.hand_over``); the next load places them from its journal."""
+    from .. import handoff
+
+    groups: dict[tuple[str, str, Any], list[tuple[str, dict[str, Any]]]] = {}
+    for key, conn, record in jobs:
+        groups.setdefault((conn.url, conn.output_dir, conn.auth), []).append((key, record))
+    for (url, output_dir, auth), shots in groups.items():
+        try:
+            handoff.hand_over(output_dir, url, shots, auth=auth)
+        except Exception:  # noqa: BLE001 - they are recorded in the .blend: collected on the next load then
+            log.exception("handing %d shot(s) to a background runner", len(shots))
 
 
 def stop() -> None:
@@ -732,11 +807,13 @@ def on_quit(*_args: Any) -> None:
 
     Called by ``bpy.app.handlers.exit_pre`` (Blender 5.x) and, everywhere, by Python's exit before it joins
     worker threads (see :func:`_hook_exit`). The jobs go on on the server; each one's record, saved in the
-    .blend, has it collected when the file is opened again. Never touches bpy: Blender may be half gone.
+    .blend, has it collected when the file is opened again, and the shots the artist wants kept running are
+    handed to a background runner that finishes them meanwhile (:func:`_let_go`). Never touches bpy: Blender
+    may be half gone.
     """
     st = _state
     if st is not None:
-        _let_go(st)
+        _let_go(st, quitting=True)
 
 
 _exit_hooked = False

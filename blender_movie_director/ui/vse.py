@@ -362,6 +362,111 @@ def render_frame(scene: bpy.types.Scene, frame: int, filepath: str) -> str:
     return filepath
 
 
+# --- From Frame: what makes the picture at a frame, and how cheaply it can be had --------------------------
+
+@dataclass(frozen=True)
+class FramePicture:
+    """What makes the picture the film shows at a frame (:func:`frame_picture`).
+
+    ``kind``:
+
+    - ``"strip"``: one movie or image strip (with its Speed effect or meta strip) makes it alone: read from that
+      strip's file at its own size (:func:`strip_picture_to_png`; an image strip is its file), at once;
+    - ``"sequencer"``: strips without a scene strip (text over a shot, a colour strip, a cross-fade): the
+      sequencer's own picture at the scene's size (:func:`sequencer_frame_to_png`), at once;
+    - ``"engine"``: a scene strip, or no strips at all (the camera): the scene's render engine has to draw it,
+      which takes seconds to minutes; it is rendered by another Blender process (``stills``);
+    - ``"empty"``: the sequencer has strips, none at this frame (its picture is black);
+    - ``"none"``: no strips and no camera: nothing to render.
+    """
+
+    kind: str
+    strip: Any = None
+
+
+def _muted(strip: Any, scene: bpy.types.Scene) -> bool:
+    """Muted itself, by its channel (top level), or by a meta strip it is in."""
+    if strip.mute:
+        return True
+    parent = strip.parent_meta() if hasattr(strip, "parent_meta") else None
+    if parent is None:
+        channels = getattr(sequence_editor(scene), "channels", None)
+        return bool(channels is not None and 0 < strip.channel < len(channels) and channels[strip.channel].mute)
+    return _muted(parent, scene)
+
+
+def frame_picture(scene: bpy.types.Scene, frame: int) -> FramePicture:
+    """What makes the picture of ``scene`` at ``frame`` (see :class:`FramePicture`), as its render would."""
+    strips = [s for s in all_strips(scene) if s.type != "SOUND"]
+    if not scene.render.use_sequencer or not strips:
+        return FramePicture("engine" if scene.camera is not None else "none")
+    shown = [s for s in strips if strip_start(s) <= frame < strip_end(s) and not _muted(s, scene)]
+    if not shown:
+        return FramePicture("empty")
+    if any(s.type == "SCENE" for s in shown):
+        return FramePicture("engine")
+    sources = [s for s in shown if s.type in ("MOVIE", "IMAGE")]
+    if len(sources) == 1 and {s.name for s in shown} <= _shown_with(sources[0], scene):
+        return FramePicture("strip", sources[0])
+    return FramePicture("sequencer")
+
+
+def media_size(strip: Any) -> tuple[int, int] | None:
+    """The pixel size of a movie or image strip's file, as Blender read it (None if it could not)."""
+    elements = getattr(strip, "elements", None)
+    if elements is not None and len(elements) and elements[0].orig_width > 0:
+        return int(elements[0].orig_width), int(elements[0].orig_height)
+    return None
+
+
+def strip_picture_to_png(scene: bpy.types.Scene, strip: Any, frame: int, filepath: str) -> str:
+    """Write the frame of its file a movie strip shows at timeline ``frame``, at the file's own size.
+
+    A generated shot's 832x480 frame stays 832x480: not scaled into the scene's frame, so no black bars where
+    the aspects differ. Blender picks the frame (the strip's offsets, retiming, Speed effect, meta strip) and
+    decodes it; the strip's transform is set aside for that one render. About 0.1 s (docs/blender.md).
+    """
+    size = media_size(strip)
+    if size is None:
+        raise RuntimeError(f"Blender could not read the size of {strip.name}'s file")
+    render, transform = scene.render, strip.transform
+    saved = (render.resolution_x, render.resolution_y, render.pixel_aspect_x, render.pixel_aspect_y,
+             transform.scale_x, transform.scale_y, transform.offset_x, transform.offset_y, transform.rotation)
+    try:
+        render.resolution_x, render.resolution_y = size
+        render.pixel_aspect_x = render.pixel_aspect_y = 1.0
+        transform.scale_x = transform.scale_y = 1.0
+        transform.offset_x = transform.offset_y = transform.rotation = 0.0
+        strip_frame_to_png(scene, strip, frame, filepath)
+    finally:
+        (render.resolution_x, render.resolution_y, render.pixel_aspect_x, render.pixel_aspect_y,
+         transform.scale_x, transform.scale_y, transform.offset_x, transform.offset_y, transform.rotation) = saved
+    return filepath
+
+
+def sequencer_frame_to_png(scene: bpy.types.Scene, frame: int, filepath: str) -> str:
+    """Write the sequencer's picture at ``frame`` (every strip, as the preview shows it) at the scene's size,
+    with the Standard view transform. No scene strip is in it (:func:`frame_picture`): the render engine is not
+    used, only the sequencer, which takes a few tens of milliseconds."""
+    render, view = scene.render, scene.view_settings
+    saved = (render.resolution_percentage, view.view_transform, view.look)
+    try:
+        render.resolution_percentage = 100
+        view.view_transform, view.look = "Standard", "None"
+        render_frame(scene, frame, filepath)
+    finally:
+        render.resolution_percentage, view.view_transform, view.look = saved
+    return filepath
+
+
+def save_copy(filepath: str) -> str:
+    """Save a copy of the open file (the open file and its path stay as they are), for another Blender process
+    to render from. Paths relative to the file are remapped to the copy's folder."""
+    bpy.ops.wm.save_as_mainfile(filepath=filepath, copy=True, compress=False, relative_remap=True,
+                                check_existing=False)
+    return filepath
+
+
 def _shown_with(strip: Any, scene: bpy.types.Scene) -> set[str]:
     """Names of the strips that make what ``strip`` shows: itself, what is inside it (a meta strip), the meta
     strips it is in, and the effects that take it as input (a Speed effect), and theirs."""

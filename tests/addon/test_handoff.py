@@ -87,3 +87,48 @@ def test_a_done_shot_whose_result_the_journal_lacks_is_said_failed_not_silently_
     shots = handoff.read(p)
     assert shots is not None and [s.state for s in shots] == ["failed", "running"]
     assert "does not say where" in shots[0].error and shots[0].result is None
+
+
+def _record(key: str, *, queued: bool = True) -> dict:
+    settings = {"model": "t2v_1.3B", "prompt": f"shot {key}", "video_length": 17, "client_id": f"bmd-blender-{key}"}
+    return {"job_id": f"job-{key}", "client_id": settings["client_id"], "session_hash": f"session-{key}",
+            "server": "http://127.0.0.1:9", "settings": settings, "sent_settings": {**settings, "seed": 7},
+            "status": "queued", "task_queued": queued, "processing_started": False, "app_id": "app"}
+
+
+def test_shots_handed_over_at_quit_make_a_journal_that_resumes_each_on_its_own_task(tmp_path, monkeypatch):
+    started = []
+    monkeypatch.setattr(handoff, "start", lambda p, server, out, **kw: started.append((p, server, kw)) or 1)
+    p = handoff.hand_over(str(tmp_path), "http://127.0.0.1:9", [("k1", _record("k1")), ("k2", _record("k2"))])
+    assert started == [(p, "http://127.0.0.1:9", {"auth": None, "after": os.getpid()})]  # waits for Blender
+    assert handoff.handed_over(str(tmp_path), "k1") == (str(p.journal), 0)
+    assert handoff.handed_over(str(tmp_path), "k2") == (str(p.journal), 1)
+    assert handoff.handed_over(str(tmp_path), "k3") is None
+    assert [s["client_id"] for s in json.loads(p.shots.read_text())] == ["bmd-blender-k1", "bmd-blender-k2"]
+
+    handoff._adopt(p)  # what the runner does first
+    header, states = Journal.read(p.journal)
+    assert [s["prompt"] for s in header["shots"]] == ["shot k1", "shot k2"]
+    assert {i: (s["state"], s["record"]["job"]["session_hash"]) for i, s in states.items()} == \
+        {0: ("running", "session-k1"), 1: ("running", "session-k2")}
+    assert not handoff.runner_holds(p)  # the lock is let go: the CLI's resume takes it
+    shots = handoff.read(p)  # Blender reads it as any runner's journal
+    assert shots is not None and [s.state for s in shots] == ["running", "running"]
+
+
+def test_the_runner_waits_for_blender_to_be_gone_before_it_starts(tmp_path):
+    """--after-pid: the runner's work (imports, connecting) does not share the CPU with Blender's exit."""
+    import subprocess
+    import sys
+
+    blender = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(1.5)"])
+    p = handoff.paths(tmp_path / "shots", "after")
+    handoff.write_shots(p.shots, [{"prompt": "a fox", "model": "t2v_1.3B", "video_length": "many"}])  # fails fast
+    handoff.start(p, "http://127.0.0.1:9", str(tmp_path / "shots"), after=blender.pid)
+    blender.wait()
+    gone = time.time()
+    deadline = time.monotonic() + 60
+    while handoff.exit_code(p) is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert handoff.exit_code(p) == 2, p.log.read_text()
+    assert p.exit.stat().st_mtime >= gone - 0.1  # it did its work (and failed) only once "Blender" was gone

@@ -187,6 +187,7 @@ scene.render.fps = 16
 shot = scene.movie_director
 shot.prompt, shot.model, shot.seconds = "finishes while closed [[slow]]", "t2v_1.3B", 1.0
 shot.steps, shot.channel = 6, 2
+shot.background = False  # not handed to a runner at quit: the reopened file resumes it (after it finished)
 scene.frame_current = 10
 bpy.ops.movie_director.generate()
 item = shot.jobs[-1]
@@ -325,3 +326,108 @@ def test_cancel_all_at_once_stops_the_runner_before_it_sends_anything(blend):
     assert not files.journal.exists()
     cid = storyboard.client_id(job.key)
     assert not [e for e in blend.server.events()[before:] if e["client_id"] == cid]  # nothing reached WanGP
+
+
+# --- single shots queued when Blender quits: handed to a runner --------------------------------------------------
+
+# Blender in a process of its own: three shots generated one after the other (Generate at three frames), the
+# file saved once all three are on the server (one generating, two waiting), and Blender quits at once.
+_SINGLE_SHOTS_THEN_QUIT = _PRELUDE + """
+scene = bpy.context.scene
+scene.render.fps = 16
+shot = scene.movie_director
+shot.model, shot.resolution, shot.seconds, shot.steps, shot.channel = "t2v_1.3B", "832x480", 1.0, 6, 2
+assert shot.background  # "Keep running when Blender closes", the default
+for frame in (1, 40, 80):
+    shot.prompt = f"a single shot at frame {{frame}} [[slow]]"
+    scene.frame_current = frame
+    assert bpy.ops.movie_director.generate() == {{"FINISHED"}}
+jobs = list(shot.jobs)
+def on_server():
+    return all((storyboard.loads(j.record) or {{}}).get("task_queued") for j in jobs)
+ok = pump.pump(60, until=lambda: on_server() and any(j.status == "running" for j in jobs))
+bpy.ops.wm.save_as_mainfile(filepath={path!r})
+print(json.dumps({{"ok": ok, "jobs": [dict(key=j.key, status=j.status, journal=j.journal,
+                                         session=storyboard.loads(j.record)["session_hash"]) for j in jobs]}}),
+      flush=True)
+print("QUIT", flush=True)
+"""
+
+
+def test_quit_with_single_shots_queued_hands_them_to_a_runner_and_the_reopened_file_places_them(blend, tmp_path):
+    server, out, path = blend.server, str(blend.out), str(tmp_path / "singles.blend")
+    before = len(server.events())
+    env = {**os.environ, "BLENDER_USER_RESOURCES": str(tmp_path / "user")}
+    saved, exit_seconds, err = _blender(_SINGLE_SHOTS_THEN_QUIT.format(url=blend.url, out=out, path=path), env)
+    closed_at = time.monotonic()
+    print(f"Blender quit in {exit_seconds:.3f} s with 3 single shots unfinished")
+    assert saved["ok"], err[-3000:]
+    jobs = saved["jobs"]
+    assert [j["journal"] for j in jobs] == [""] * 3  # the saved file ran them inside Blender
+    assert sorted(j["status"] for j in jobs)[:2] == ["queued", "queued"]  # two waiting when Blender quit
+    handed = [handoff.handed_over(out, j["key"]) for j in jobs]
+    assert all(handed) and len({h[0] for h in handed}) == 1, handed  # one runner took all three
+    journal = handed[0][0]
+    try:
+        client_ids = {storyboard.client_id(j["key"]) for j in jobs}
+
+        def events(kind: str) -> list[dict]:
+            return [e for e in server.events()[before:] if e["event"] == kind and e["client_id"] in client_ids]
+
+        # The runner finishes them with Blender closed; each was queued on the server once, by Blender.
+        assert wait_until(lambda: len(events("completed")) == 3, 90), server.events()[before:][-10:]
+        assert sum(e["t"] > closed_at for e in events("completed")) >= 2  # the waiting two ran after the quit
+        assert len(events("queued")) == 3
+        files = handoff.paths_of(journal)
+        assert wait_until(lambda: handoff.exit_code(files) is not None, 30)
+        assert handoff.exit_code(files) == 0, files.log.read_text()[-3000:]
+    finally:
+        _stop_runner(journal)
+
+    # The file opened again: every shot placed where it was asked, from the runner's journal.
+    bpy.ops.wm.open_mainfile(filepath=path)
+    scene = bpy.context.scene
+    items = list(scene.movie_director.jobs)
+    pump_until(lambda: all(j.status in storyboard.FINISHED and (j.placed or j.status != "completed")
+                           for j in items), timeout=30)
+    assert [j.status for j in items] == ["completed"] * 3, [j.error for j in items]
+    assert [j.journal for j in items] == [journal] * 3
+    for item, frame in zip(items, (1, 40, 80), strict=True):
+        strip = vse.find_strip(scene, item.strip_name)
+        assert (vse.strip_start(strip), strip.channel, vse.strip_duration(strip)) == (frame, 2, 17)
+        assert vse.get_shot_metadata(strip)["settings"]["prompt"] == f"a single shot at frame {frame} [[slow]]"
+    assert len([e for e in server.events()[before:] if e["event"] == "queued"]) == 3  # nothing ran twice
+    # Checked last: a slow exit (a loaded machine) must not stop the runner half-way, on the shared emulator.
+    assert exit_seconds <= 1.0, f"Blender took {exit_seconds:.2f} s to quit"
+
+
+def test_a_run_handed_over_at_quit_and_cancelled_at_once_stops_every_shot_on_the_server(blend, tmp_path):
+    """Cancelled before its runner resumed anything: the runner stops each shot in its own session, so that
+    none stays queued on the server and no session keeps holding WanGP's status stream."""
+    server, out, path = blend.server, str(blend.out), str(tmp_path / "cancelled.blend")
+    env = {**os.environ, "BLENDER_USER_RESOURCES": str(tmp_path / "user")}
+    saved, _seconds, err = _blender(_SINGLE_SHOTS_THEN_QUIT.format(url=blend.url, out=out, path=path), env)
+    assert saved["ok"], err[-3000:]
+    journal, _index = handoff.handed_over(out, saved["jobs"][0]["key"])
+    files = handoff.paths_of(journal)
+    handoff.stop(files)  # at once: the runner is still starting
+    try:
+        assert wait_until(lambda: handoff.exit_code(files) is not None, 60), files.log.read_text()[-3000:]
+        assert handoff.exit_code(files) == 130
+    finally:
+        _stop_runner(journal)
+    sessions = [j["session"] for j in saved["jobs"]]
+
+    def released() -> bool:
+        states = server.sessions()
+        return all(not states[s]["queue"] and not states[s]["status_display"] for s in sessions)
+
+    assert wait_until(released, 20), {s: server.sessions()[s] for s in sessions}
+    client_ids = {storyboard.client_id(j["key"]) for j in saved["jobs"]}
+    done = [e for e in server.events() if e["event"] == "completed" and e["client_id"] in client_ids]
+    assert len(done) <= 1  # the one generating at the quit may have ended before its abort; the waiting two never
+
+    bpy.ops.wm.open_mainfile(filepath=path)  # the reopened file says they were cancelled
+    items = list(bpy.context.scene.movie_director.jobs)
+    pump_until(lambda: all(j.status in storyboard.FINISHED for j in items), timeout=30)
+    assert {j.status for j in items} == {"cancelled"}, [(j.status, j.error) for j in items]
