@@ -151,3 +151,25 @@ def test_control_settings_round_trip_through_a_settings_file(tmp_path):
     assert again.control_mode == "DV" and again.video_guide == control.resolve()
     with pytest.raises(ValueError, match="video_mask needs a control video"):
         GenerationSettings(prompt="x", model="vace_1.3B", video_mask=control)
+
+
+@pytest.mark.parametrize("release", ["6.31", "8.11", "9.81", "11.66", "12.60"])
+def test_the_real_forms_control_dropdowns_are_found(release):
+    """On each captured real server: fill_inputs writes the three dropdowns the control handlers read."""
+    import copy
+
+    import captures
+
+    from blender_movie_director.backend.wan2gp.endpoints import ServerApi
+
+    prefix = captures.RELEASES[release]
+    api = ServerApi(copy.deepcopy(captures.load(f"{prefix}_config.json")),
+                    copy.deepcopy(captures.load(f"{prefix}_gradio_api_info.json")), "http://real")
+    assert set(api.chain.control_index) == {"video_guide", "video_mask", "image_refs"}
+    fill = api.endpoints[api.chain.fill]
+    outputs = api._api_outputs(fill)
+    for role, index in api.chain.control_index.items():
+        assert api.component(outputs[index])["type"] == "dropdown", role
+    if release not in ("6.31", "8.11"):  # labelled from 9.81 on
+        label = api.component(outputs[api.chain.control_index["video_guide"]])["props"]["label"]
+        assert label == "Control Video"
