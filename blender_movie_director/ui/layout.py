@@ -275,7 +275,8 @@ def render_control_video(request: ControlRequest, path: str) -> Iterator[tuple[i
         for i, (frame, subframe) in enumerate(frames):
             stage.frame_set(frame, subframe=subframe)
             stage.render.filepath = os.path.join(frames_dir, f"f{i:04d}.png")
-            bpy.ops.render.render(write_still=True, scene=stage.name)
+            with bpy.context.temp_override(scene=stage):  # render(scene=...) alone renders the context's frame
+                bpy.ops.render.render(write_still=True)
             yield i + 1, total
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         _encode(frames_dir, len(frames), request, path)

@@ -1,0 +1,127 @@
+"""From Camera: the 3D scene's camera move as a control video (real bpy), generated on the emulator (VACE)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from blender_movie_director.ui import layout, vse
+
+from .conftest import bpy, connect, select, wait_done
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
+from follow import follow_score  # noqa: E402
+
+
+def dolly_scene(name: str = "Layout", *, direction: int = 1, camera: bool = True, fps: int = 16) -> bpy.types.Scene:
+    """A 2 m cube at the origin and a camera 10 m in front of it, trucking 3 m sideways over 17 frames
+    (left to right, or back with ``direction=-1``)."""
+    import bmesh
+
+    scene = bpy.data.scenes.new(name)
+    scene.render.fps, scene.render.fps_base = fps, 1.0
+    scene.frame_start, scene.frame_end = 1, 17
+    mesh = bpy.data.meshes.new(f"{name} cube")
+    bm = bmesh.new()
+    bmesh.ops.create_cube(bm, size=2.0)
+    bm.to_mesh(mesh)
+    bm.free()
+    scene.collection.objects.link(bpy.data.objects.new(f"{name} Cube", mesh))
+    if camera:
+        cam = bpy.data.objects.new(f"{name} Camera", bpy.data.cameras.new(f"{name} Camera"))
+        scene.collection.objects.link(cam)
+        scene.camera = cam
+        cam.rotation_euler = (np.pi / 2, 0.0, 0.0)  # looking along +Y, at the cube
+        for frame, x in ((1, -1.5 * direction), (17, 1.5 * direction)):
+            cam.location = (x, -10.0, 0.0)
+            cam.keyframe_insert("location", frame=frame)
+    return scene
+
+
+def _grey(path: Path) -> list[np.ndarray]:
+    with av.open(str(path)) as container:
+        return [f.to_ndarray(format="gray") for f in container.decode(video=0)]
+
+
+def test_a_dolly_past_a_cube_renders_to_a_depth_video(addon, tmp_path):
+    scene = dolly_scene()
+    request = layout.ControlRequest(kind="depth", scene=scene.name, camera="", frame_start=1, frames=17,
+                                    width=832, height=480, fps=16)
+    scenes_before = set(bpy.data.scenes.keys())
+    path = layout.render_now(request, str(tmp_path / "depth.mp4"))
+    assert set(bpy.data.scenes.keys()) == scenes_before  # our scenes are gone
+    with av.open(path) as container:
+        stream = container.streams.video[0]
+        assert (stream.width, stream.height, float(stream.average_rate)) == (832, 480, 16.0)
+    frames = _grey(Path(path))
+    assert len(frames) == 17
+    first, last = frames[0], frames[-1]
+    assert first[240].max() > 200 and first[20, 20] < 10  # the cube's near face is white, the background black
+    columns = [np.nonzero(f[240] > 100)[0].mean() for f in (first, last)]
+    assert columns[1] < columns[0] - 100  # the camera trucks right: the cube slides left in the picture
+
+
+def test_from_camera_makes_a_shot_that_follows_the_camera_move(blend):
+    layout_scene = dolly_scene()
+    blend.shot.model = "vace_1.3B"
+    blend.shot.prompt = "a marble statue in a museum hall"
+    connect(blend)
+    strip = vse.top_strips(blend.scene).new_scene("Layout", layout_scene, 3, 20)
+    vse.set_strip_duration(strip, 17)  # 1 s at 16 fps: 17 frames, 4n+1
+    select(blend.scene, strip)
+    assert bpy.ops.movie_director.generate_from_camera(kind="depth") == {"FINISHED"}
+    item = wait_done(blend.scene, timeout=90)
+    assert item.status == "completed", item.error
+    shot = vse.find_strip(blend.scene, item.strip_name)
+    assert vse.strip_start(shot) == 20 and shot.channel == 4  # over the scene strip
+    meta = vse.get_shot_metadata(shot)
+    settings = meta["settings"]
+    assert settings["movie_director"]["control_mode"] == "UV" and settings["video_prompt_type"] == "UV"
+    control = Path(settings["video_guide"])
+    assert control.is_file() and meta["frames"] == 17
+    other = layout.render_now(layout.ControlRequest(
+        kind="depth", scene=dolly_scene("Other", direction=-1).name, camera="", frame_start=1, frames=17,
+        width=832, height=480, fps=16), str(blend.tmp / "other.mp4"))
+    video = Path(bpy.path.abspath(shot.filepath))
+    own, against = follow_score(video, control), follow_score(video, Path(other))
+    assert own > 0.8 and against < 0.2, (own, against)
+
+    select(blend.scene, shot)  # Regenerate: the stored control video and mode are sent again
+    assert bpy.ops.movie_director.regenerate(variation=True) == {"FINISHED"}
+    again = wait_done(blend.scene, timeout=90)
+    assert again.status == "completed", again.error
+    assert follow_score(Path(bpy.path.abspath(vse.find_strip(blend.scene, again.strip_name).filepath)),
+                        control) > 0.8
+
+
+def test_from_camera_errors_are_clear_and_nothing_is_sent(blend):
+    blend.shot.model = "t2v_1.3B"
+    connect(blend)
+    strip = vse.top_strips(blend.scene).new_scene("Layout", dolly_scene(), 3, 1)
+    select(blend.scene, strip)
+    before = len(blend.server.events())
+    with pytest.raises(RuntimeError, match="t2v_1.3B takes no control video: choose a control-video model"):
+        bpy.ops.movie_director.generate_from_camera()
+    blend.shot.model = "vace_1.3B"
+    connect(blend)
+    blind = dolly_scene("Blind", camera=False)
+    select(blend.scene, vse.top_strips(blend.scene).new_scene("Blind", blind, 5, 1))
+    with pytest.raises(RuntimeError, match="has no camera to render the shot from"):
+        bpy.ops.movie_director.generate_from_camera()
+    assert not blend.scene.movie_director.jobs and len(blend.server.events()) == before
+
+
+def test_a_control_video_of_the_wrong_length_is_refused(blend):
+    from blender_movie_director.backend.wan2gp import Wan2GPClient, Wan2GPValidationError
+
+    scene = dolly_scene()
+    short = layout.render_now(layout.ControlRequest(kind="depth", scene=scene.name, camera="", frame_start=1,
+                                                    frames=13, width=208, height=120, fps=16),
+                              str(blend.tmp / "short.mp4"))
+    with Wan2GPClient(blend.url, output_dir=blend.out) as client:
+        with pytest.raises(Wan2GPValidationError, match="has 13 frames but the shot has 17"):
+            client.generate(prompt="x", model="vace_1.3B", frames=17, video_guide=short, control_mode="UV")
