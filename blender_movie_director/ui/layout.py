@@ -75,7 +75,8 @@ def engines() -> list[str]:
     """The render engines of this Blender, among those :func:`render_control_video` uses."""
     # Workbench and Eevee are built in (the RNA enum lists only some engines); Cycles is an add-on's engine.
     eevee = "BLENDER_EEVEE_NEXT" if (4, 2) <= bpy.app.version < (5, 0) else "BLENDER_EEVEE"
-    available = {"BLENDER_WORKBENCH", eevee} | {getattr(c, "bl_idname", "") for c in _subclasses(bpy.types.RenderEngine)}
+    available = {"BLENDER_WORKBENCH", eevee}
+    available |= {getattr(c, "bl_idname", "") for c in _subclasses(bpy.types.RenderEngine)}
     return [e for e in ENGINES if e in available]
 
 
