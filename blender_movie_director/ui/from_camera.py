@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 import bpy
@@ -28,11 +29,21 @@ from .properties import request_rules, rules_for
 _PREFERRED_MODES = {"depth": ("UV", "V"), "layout": ("DV",)}
 
 
+@dataclass
 class ShotPlan:
     """Everything decided before rendering: the source, the model's numbers, where the shot goes."""
 
-    def __init__(self, **values: Any) -> None:
-        self.__dict__.update(values)
+    scene: Any  # the sequencer's scene, where the shot lands
+    model: str
+    rules: dict[str, Any]  # the model's rules from the server's form (ModelInfo as a dict)
+    mode: str  # the control video's mode, one of the model's
+    control: layout.ControlRequest
+    mask: layout.ControlRequest | None
+    refs: list[str]
+    frame: int
+    channel: int
+    length: int
+    folder: str  # where the control files are written (the output folder's inputs/)
 
 
 def plan_shot(context: Any, op: Any) -> ShotPlan:

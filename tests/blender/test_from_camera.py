@@ -125,3 +125,30 @@ def test_a_control_video_of_the_wrong_length_is_refused(blend):
     with Wan2GPClient(blend.url, output_dir=blend.out) as client:
         with pytest.raises(Wan2GPValidationError, match="has 13 frames but the shot has 17"):
             client.generate(prompt="x", model="vace_1.3B", frames=17, video_guide=short, control_mode="UV")
+
+
+def test_a_mask_from_a_collection_is_white_where_its_objects_are(addon, tmp_path):
+    scene = dolly_scene("Masked")
+    hero = bpy.data.collections.new("Hero")
+    scene.collection.children.link(hero)
+    cube = bpy.data.objects["Masked Cube"]
+    hero.objects.link(cube)
+    scene.collection.objects.unlink(cube)
+    wall = bpy.data.objects.new("Wall", bpy.data.objects["Masked Cube"].data)  # another cube, not in Hero
+    wall.location = (0.0, 6.0, 0.0)
+    wall.scale = (6.0, 0.1, 3.0)
+    scene.collection.objects.link(wall)
+    common = {"scene": scene.name, "camera": "", "frame_start": 1, "frames": 5, "width": 208, "height": 120,
+              "fps": 16}
+    mask = _grey(Path(layout.render_now(layout.ControlRequest(kind="mask", mask_collection="Hero", **common),
+                                        str(tmp_path / "mask.mp4"))))
+    depth = _grey(Path(layout.render_now(layout.ControlRequest(kind="depth", **common),
+                                         str(tmp_path / "depth.mp4"))))
+    assert len(mask) == 5
+    for m, d in zip(mask, depth, strict=True):
+        assert set(np.unique(m > 127)) == {False, True}
+        assert (d[m > 127] > 127).mean() > 0.95  # white on the cube (the nearest thing: bright in depth)
+        assert (m > 127).mean() < 0.3  # the wall behind, nearly the whole picture, is not in the mask
+    with pytest.raises(layout.ControlVideoError, match="no collection 'Nobody'"):
+        layout.render_now(layout.ControlRequest(kind="mask", mask_collection="Nobody", **common),
+                          str(tmp_path / "x.mp4"))
