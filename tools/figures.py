@@ -119,7 +119,9 @@ def figures() -> list[str]:
         rows += [
             [f"Blender: {control['frames']}-frame {control['size']} depth control video, headless render "
              f"({' / '.join(names.get(e, e) for e in control['render_seconds'])})",
-             " / ".join(f"{s:.0f} s" for s in control["render_seconds"].values()), "", "benchmarks/blender.py"],
+             " / ".join(f"{s:.0f} s" + ("" if control["rendered_frames"][e] == control["frames"]
+                                         else f" for {control['rendered_frames'][e]} frames")
+                        for e, s in control["render_seconds"].items()), "", "benchmarks/blender.py"],
             ["a VACE shot's frame-by-frame correlation with its control video / with the opposite camera move's",
              f"{control['follow_own']:.2f} / {control['follow_other_move']:.2f}", "first clearly higher",
              "benchmarks/blender.py"],
