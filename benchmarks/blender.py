@@ -18,8 +18,9 @@ percentile with 10 jobs in flight.
    Python and, with ``--python313``, on the newest bpy for Python 3.13 (enabling is timed there too).
 6. **Control video** (issue 14): a 33-frame 832x480 depth control video of a camera trucking past a cube,
    rendered headless by each renderer this Blender has (``ui/layout.py``; Eevee runs in software OpenGL here,
-   about 40 s a frame with its shader compilation, so it renders only ``--eevee-frames``); then a ``vace_1.3B`` shot generated on the emulator from the Workbench
-   video, and how it follows its control video and the control video of the opposite move
+   over a minute a frame with its shader compilation, so it renders only ``--eevee-frames``); then a
+   ``vace_1.3B`` shot generated on the emulator from the Workbench video, and how it follows its control video
+   and the control video of the opposite move
    (``tools/follow.py``: mean per-frame correlation of the changes over time; 1 = follows exactly).
 7. **Zips** (issue 13): the extension zip of each platform, built from PyPI's wheels for Python 3.11 and 3.13
    (``tools/build_extension.py``; needs the network): size and wheels.
@@ -361,7 +362,7 @@ def bench_control(frames: int, engines: list[str] | None, eevee_frames: int) -> 
     rendered: dict[str, int] = {}
     videos: dict[str, Path] = {}
     for engine in engines or layout.engines():
-        # Eevee renders in software OpenGL here, ~40 s a frame: it renders fewer frames, and says so.
+        # Eevee renders in software OpenGL here, over a minute a frame: it renders fewer frames, and says so.
         count = min(frames, eevee_frames) if engine.startswith("BLENDER_EEVEE") else frames
         request = layout.ControlRequest(kind="depth", scene=right, camera="", frame_start=1, frames=count,
                                         width=832, height=480, fps=16, engine=engine)
