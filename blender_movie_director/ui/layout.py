@@ -124,6 +124,10 @@ def source_frames(scene: Any, request: ControlRequest) -> list[tuple[int, float]
 def _visible_collections(scene: Any, view_layer: Any | None = None) -> list[Any]:
     """The source's top collections its view layer includes (the first one, unless named)."""
     layer = view_layer or scene.view_layers[0]
+    if layer.layer_collection is None:  # 5.3: a scene made by a script has none until its layers are synced
+        layer.update()
+    if layer.layer_collection is None:
+        return list(scene.collection.children)
     return [lc.collection for lc in layer.layer_collection.children if not lc.exclude]
 
 

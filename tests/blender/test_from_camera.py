@@ -1,4 +1,9 @@
-"""From Camera: the 3D scene's camera move as a control video (real bpy), generated on the emulator (VACE)."""
+"""From Camera: the 3D scene's camera move as a control video (real bpy), generated on the emulator (VACE).
+
+The renders without a server come first. With bpy 5.0.1 and the emulator in this process, a render started
+while threads of an earlier test were still at work crashed the process (a segmentation fault in a Python
+thread: the emulator's /config, a worker's json.loads); not understood yet, see docs/blender.md.
+"""
 
 from __future__ import annotations
 
@@ -65,6 +70,54 @@ def test_a_dolly_past_a_cube_renders_to_a_depth_video(addon, tmp_path):
     assert columns[1] < columns[0] - 100  # the camera trucks right: the cube slides left in the picture
 
 
+def test_a_mask_from_a_collection_is_white_where_its_objects_are(addon, tmp_path):
+    scene = dolly_scene("Masked")
+    hero = bpy.data.collections.new("Hero")
+    scene.collection.children.link(hero)
+    cube = bpy.data.objects["Masked Cube"]
+    hero.objects.link(cube)
+    scene.collection.objects.unlink(cube)
+    wall = bpy.data.objects.new("Wall", bpy.data.objects["Masked Cube"].data)  # another cube, not in Hero
+    wall.location = (0.0, 6.0, 0.0)
+    wall.scale = (6.0, 0.1, 3.0)
+    scene.collection.objects.link(wall)
+    common = {"scene": scene.name, "camera": "", "frame_start": 1, "frames": 5, "width": 208, "height": 120,
+              "fps": 16}
+    mask = _grey(Path(layout.render_now(layout.ControlRequest(kind="mask", mask_collection="Hero", **common),
+                                        str(tmp_path / "mask.mp4"))))
+    depth = _grey(Path(layout.render_now(layout.ControlRequest(kind="depth", **common),
+                                         str(tmp_path / "depth.mp4"))))
+    assert len(mask) == 5
+    for m, d in zip(mask, depth, strict=True):
+        assert set(np.unique(m > 127)) == {False, True}
+        assert (d[m > 127] > 127).mean() > 0.95  # white on the cube (the nearest thing: bright in depth)
+        assert (m > 127).mean() < 0.3  # the wall behind, nearly the whole picture, is not in the mask
+    with pytest.raises(layout.ControlVideoError, match="no collection 'Nobody'"):
+        layout.render_now(layout.ControlRequest(kind="mask", mask_collection="Nobody", **common),
+                          str(tmp_path / "x.mp4"))
+
+
+def test_a_control_video_of_the_wrong_length_is_refused(blend):
+    """Through the add-on's own queue: the job fails with what to do, before anything is queued on WanGP."""
+    from blender_movie_director.ui import operators
+
+    # Rendered before connecting: with bpy 5.0.1 a render on the main thread while the add-on's workers were
+    # reading the server's answers crashed the process once (a segmentation fault in a worker's json.loads).
+    short = layout.render_now(layout.ControlRequest(kind="depth", scene=dolly_scene().name, camera="",
+                                                    frame_start=1, frames=13, width=208, height=120, fps=16),
+                              str(blend.tmp / "short.mp4"))
+    blend.shot.model = "vace_1.3B"
+    connect(blend)
+    before = len(blend.server.events())
+    request = {"prompt": "x", "model": "vace_1.3B", "video_length": 17, "video_guide": short,
+               "control_mode": "UV"}
+    operators.submit(bpy.context, blend.scene, kind="from_camera", request=request, channel=2, frame_start=1,
+                     length=17)
+    item = wait_done(blend.scene)
+    assert item.status == "failed" and "has 13 frames but the shot has 17" in item.error, item.error
+    assert not [e for e in blend.server.events()[before:] if e["event"] == "queued"]
+
+
 def test_from_camera_makes_a_shot_that_follows_the_camera_move(blend):
     layout_scene = dolly_scene()
     blend.shot.model = "vace_1.3B"
@@ -113,42 +166,3 @@ def test_from_camera_errors_are_clear_and_nothing_is_sent(blend):
     with pytest.raises(RuntimeError, match="has no camera to render the shot from"):
         bpy.ops.movie_director.generate_from_camera()
     assert not blend.scene.movie_director.jobs and len(blend.server.events()) == before
-
-
-def test_a_control_video_of_the_wrong_length_is_refused(blend):
-    from blender_movie_director.backend.wan2gp import Wan2GPClient, Wan2GPValidationError
-
-    scene = dolly_scene()
-    short = layout.render_now(layout.ControlRequest(kind="depth", scene=scene.name, camera="", frame_start=1,
-                                                    frames=13, width=208, height=120, fps=16),
-                              str(blend.tmp / "short.mp4"))
-    with Wan2GPClient(blend.url, output_dir=blend.out) as client:
-        with pytest.raises(Wan2GPValidationError, match="has 13 frames but the shot has 17"):
-            client.generate(prompt="x", model="vace_1.3B", frames=17, video_guide=short, control_mode="UV")
-
-
-def test_a_mask_from_a_collection_is_white_where_its_objects_are(addon, tmp_path):
-    scene = dolly_scene("Masked")
-    hero = bpy.data.collections.new("Hero")
-    scene.collection.children.link(hero)
-    cube = bpy.data.objects["Masked Cube"]
-    hero.objects.link(cube)
-    scene.collection.objects.unlink(cube)
-    wall = bpy.data.objects.new("Wall", bpy.data.objects["Masked Cube"].data)  # another cube, not in Hero
-    wall.location = (0.0, 6.0, 0.0)
-    wall.scale = (6.0, 0.1, 3.0)
-    scene.collection.objects.link(wall)
-    common = {"scene": scene.name, "camera": "", "frame_start": 1, "frames": 5, "width": 208, "height": 120,
-              "fps": 16}
-    mask = _grey(Path(layout.render_now(layout.ControlRequest(kind="mask", mask_collection="Hero", **common),
-                                        str(tmp_path / "mask.mp4"))))
-    depth = _grey(Path(layout.render_now(layout.ControlRequest(kind="depth", **common),
-                                         str(tmp_path / "depth.mp4"))))
-    assert len(mask) == 5
-    for m, d in zip(mask, depth, strict=True):
-        assert set(np.unique(m > 127)) == {False, True}
-        assert (d[m > 127] > 127).mean() > 0.95  # white on the cube (the nearest thing: bright in depth)
-        assert (m > 127).mean() < 0.3  # the wall behind, nearly the whole picture, is not in the mask
-    with pytest.raises(layout.ControlVideoError, match="no collection 'Nobody'"):
-        layout.render_now(layout.ControlRequest(kind="mask", mask_collection="Nobody", **common),
-                          str(tmp_path / "x.mp4"))
