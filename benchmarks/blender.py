@@ -16,7 +16,13 @@ percentile with 10 jobs in flight.
 5. **Quit with 3 jobs in flight** (issue 13, target <= 1 s): a fresh Blender (bpy) process submits three slow
    shots to the emulator, saves, and ends; the seconds from its last line to the process being gone. On this
    Python and, with ``--python313``, on the newest bpy for Python 3.13 (enabling is timed there too).
-6. **Zips** (issue 13): the extension zip of each platform, built from PyPI's wheels for Python 3.11 and 3.13
+6. **Control video** (issue 14): a 33-frame 832x480 depth control video of a camera trucking past a cube,
+   rendered headless by each renderer this Blender has (``ui/layout.py``; Eevee runs in software OpenGL here,
+   over a minute a frame with its shader compilation, so it renders only ``--eevee-frames``); then a
+   ``vace_1.3B`` shot generated on the emulator from the Workbench video, and how it follows its control video
+   and the control video of the opposite move
+   (``tools/follow.py``: mean per-frame correlation of the changes over time; 1 = follows exactly).
+7. **Zips** (issue 13): the extension zip of each platform, built from PyPI's wheels for Python 3.11 and 3.13
    (``tools/build_extension.py``; needs the network): size and wheels.
 
 Prints a summary and saves ``benchmarks/results/blender.json`` (``--only`` re-runs some parts and keeps the
@@ -46,7 +52,7 @@ os.environ["BLENDER_USER_RESOURCES"] = _USER  # before bpy is imported: nothing 
 RESULTS = Path(__file__).parent / "results" / "blender.json"
 ROOT = Path(__file__).resolve().parent.parent
 ADDON = "blender_movie_director"
-SECTIONS = ("enable", "tick_live", "tick_stress", "generate_all", "quit", "zips")
+SECTIONS = ("enable", "tick_live", "tick_stress", "generate_all", "quit", "zips", "control")
 
 _ENABLE = """
 import json, sys, time
@@ -318,6 +324,70 @@ def bench_generate_all(shots: int, steps: int, step_seconds: float) -> dict:
         process.wait(10)
 
 
+def _dolly_scene(name: str, frames: int, direction: int) -> str:
+    """A 2 m cube and a camera 10 m away trucking 3 m sideways over ``frames`` frames at 16 fps."""
+    import bmesh
+    import bpy
+
+    scene = bpy.data.scenes.new(name)
+    scene.render.fps, scene.frame_start, scene.frame_end = 16, 1, frames
+    mesh = bpy.data.meshes.new(name)
+    bm = bmesh.new()
+    bmesh.ops.create_cube(bm, size=2.0)
+    bm.to_mesh(mesh)
+    bm.free()
+    scene.collection.objects.link(bpy.data.objects.new(f"{name} cube", mesh))
+    camera = bpy.data.objects.new(f"{name} camera", bpy.data.cameras.new(name))
+    scene.collection.objects.link(camera)
+    scene.camera = camera
+    camera.rotation_euler = (1.5707963, 0.0, 0.0)
+    for frame, x in ((1, -1.5 * direction), (frames, 1.5 * direction)):
+        camera.location = (x, -10.0, 0.0)
+        camera.keyframe_insert("location", frame=frame)
+    return scene.name
+
+
+def bench_control(frames: int, engines: list[str] | None, eevee_frames: int) -> dict:
+    import bpy
+
+    from blender_movie_director.backend.wan2gp import Wan2GPClient
+    from blender_movie_director.ui import layout
+
+    sys.path.insert(0, str(ROOT / "tools"))
+    from follow import follow_score
+
+    bpy.ops.wm.read_homefile(use_empty=True)
+    out = Path(tempfile.mkdtemp(prefix="md-bench-control-"))
+    right, left = _dolly_scene("right", frames, 1), _dolly_scene("left", frames, -1)
+    seconds: dict[str, float] = {}
+    rendered: dict[str, int] = {}
+    videos: dict[str, Path] = {}
+    for engine in engines or layout.engines():
+        # Eevee renders in software OpenGL here, over a minute a frame: it renders fewer frames, and says so.
+        count = min(frames, eevee_frames) if engine.startswith("BLENDER_EEVEE") else frames
+        request = layout.ControlRequest(kind="depth", scene=right, camera="", frame_start=1, frames=count,
+                                        width=832, height=480, fps=16, engine=engine)
+        started = time.perf_counter()
+        videos[engine] = Path(layout.render_now(request, str(out / f"depth_{engine}.mp4")))
+        seconds[engine], rendered[engine] = round(time.perf_counter() - started, 1), count
+        print(f"  {engine}: {seconds[engine]} s for {count} frames")
+    other = Path(layout.render_now(layout.ControlRequest(
+        kind="depth", scene=left, camera="", frame_start=1, frames=frames, width=832, height=480, fps=16,
+        engine="BLENDER_WORKBENCH"), str(out / "other.mp4")))
+    control = videos.get("BLENDER_WORKBENCH") or next(iter(videos.values()))
+    process, url = _start_emulator(0.0)
+    try:
+        with Wan2GPClient(url, output_dir=out / "shots") as client:
+            result = client.generate(prompt="a marble statue in a museum hall", model="vace_1.3B", steps=4,
+                                     seed=1, video_guide=control, control_mode="UV")
+    finally:
+        process.terminate()
+        process.wait(10)
+    return {"frames": frames, "size": "832x480", "render_seconds": seconds, "rendered_frames": rendered,
+            "follow_own": round(follow_score(result.video_path, control), 3),
+            "follow_other_move": round(follow_score(result.video_path, other), 3)}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--enable-runs", type=int, default=10)
@@ -330,6 +400,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--python313", default=str(ROOT / ".venv313" / "bin" / "python"),
                         help="a Python 3.13 with the newest bpy and this project (tools/test_blender_py313.sh)")
     parser.add_argument("--only", nargs="+", choices=SECTIONS, help="run these parts; keep the others' figures")
+    parser.add_argument("--control-frames", type=int, default=33)
+    parser.add_argument("--engines", nargs="+", help="renderers for the control video (default: all there are)")
+    parser.add_argument("--eevee-frames", type=int, default=4, help="frames Eevee renders (it is slow here)")
     args = parser.parse_args(argv)
     wanted = set(args.only or SECTIONS)
     py313 = args.python313 if Path(args.python313).exists() else None
@@ -354,7 +427,7 @@ def main(argv: list[str] | None = None) -> int:
         results["zips"] = bench_zips()
         print("zips: " + ", ".join(f"{n} {z['mb']} MB" for n, z in results["zips"]["zips"].items()))
 
-    if wanted & {"tick_live", "tick_stress", "generate_all"}:
+    if wanted & {"tick_live", "tick_stress", "generate_all", "control"}:
         import bpy  # noqa: I001  (bpy first: it makes Blender's own modules, addon_utils, importable)
         import addon_utils
 
@@ -375,6 +448,10 @@ def main(argv: list[str] | None = None) -> int:
                 g = results["generate_all"]
                 print(f"Generate All, {g['shots']} text strips: operator {g['operator_ms']} ms; {g['statuses']}, "
                       f"{g['movie_strips']} strips placed in {g['wall_seconds']} s; tick {g['tick_ms']} ms")
+            if "control" in wanted:
+                results["control"] = c = bench_control(args.control_frames, args.engines, args.eevee_frames)
+                print(f"control video, {c['frames']} frames {c['size']}: {c['render_seconds']} s; the shot follows "
+                      f"it {c['follow_own']}, the opposite move {c['follow_other_move']}")
         finally:
             addon_utils.disable(ADDON, default_set=True)  # unregister before exit (bpy 4.x hangs otherwise)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

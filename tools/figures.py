@@ -112,6 +112,20 @@ def figures() -> list[str]:
         [f"extension zip size ({' / '.join(platforms)})", " / ".join(f"{z['mb']:.1f}" for z in zips.values()) + " MB",
          "", "benchmarks/blender.py"],
     ]
+    if "control" in blender:  # issue 14
+        control = blender["control"]
+        names = {"BLENDER_WORKBENCH": "Workbench", "BLENDER_EEVEE": "Eevee", "BLENDER_EEVEE_NEXT": "Eevee",
+                 "CYCLES": "Cycles CPU"}
+        rows += [
+            [f"Blender: {control['frames']}-frame {control['size']} depth control video, headless render "
+             f"({' / '.join(names.get(e, e) for e in control['render_seconds'])})",
+             " / ".join(f"{s:.0f} s" + ("" if control["rendered_frames"][e] == control["frames"]
+                                         else f" for {control['rendered_frames'][e]} frames")
+                        for e, s in control["render_seconds"].items()), "", "benchmarks/blender.py"],
+            ["a VACE shot's frame-by-frame correlation with its control video / with the opposite camera move's",
+             f"{control['follow_own']:.2f} / {control['follow_other_move']:.2f}", "first clearly higher",
+             "benchmarks/blender.py"],
+        ]
     rows = [[what, figure, target, f"`{script}`"] for what, figure, target, script in rows]
     return _table(["what", "figure", "target", "script"], rows)
 

@@ -394,3 +394,42 @@ def base_type_change(flavour: str, family: str, parent: str, last_per_type: dict
 
 def _levels(flavour: str) -> int:
     return _spec.load(flavour).dropdown_levels
+
+
+# ---------------------------------------------------------------------------------------------- control videos
+# The modes the form's control dropdowns offer a VACE model: WanGP 12.60's wan_handler.py (guide_preprocessing,
+# mask_preprocessing, image_ref_choices of the VACE class, labels from wgp.py's guide_preprocessing_labels_all),
+# and 6.31's wgp.py (81021e7a, its hand-written VACE list). 8.11 to 11.66 are given 12.60's lists: their order and
+# labels were not captured for a VACE model (the captures' start-up model is t2v) and may differ a little.
+_GUIDE_V12 = [("No Control Video", ""), ("Keep Control Video Unchanged", "UV"), ("Transfer Human Motion", "PV"),
+              ("Transfer Aligned Human Motion", "OV"), ("Transfer Depth", "DV"), ("Transfer Shapes", "SV"),
+              ("Transfer Flow", "LV"), ("Recolorize", "CV"), ("Perform Inpainting", "MV"),
+              ("Use Vace raw format", "V"), ("Transfer Human Motion & Depth", "PDV"),
+              ("Transfer Human Motion & Shapes", "PSV"), ("Transfer Human Motion & Flow", "PLV"),
+              ("Transfer Depth & Shapes", "DSV"), ("Transfer Depth & Flow", "DLV"), ("Transfer Shapes & Flow", "SLV")]
+_GUIDE_V6 = [("No Control Video", ""), ("Transfer Human Motion", "PV"), ("Transfer Depth", "DV"),
+             ("Transfer Shapes", "SV"), ("Transfer Flow", "LV"), ("Recolorize", "CV"), ("Perform Inpainting", "MV"),
+             ("Use Vace raw format", "V"), ("Keep Unchanged", "UV"), ("Transfer Human Motion & Depth", "PDV"),
+             ("Transfer Human Motion & Shapes", "PSV"), ("Transfer Human Motion & Flow", "PLV"),
+             ("Transfer Depth & Shapes", "DSV"), ("Transfer Depth & Flow", "DLV"), ("Transfer Shapes & Flow", "SLV")]
+_MASK = [("Whole Frame", ""), ("Masked Area", "A"), ("Non Masked Area", "NA"), ("Masked Area, rest Inpainted", "XA"),
+         ("Non Masked Area, rest Inpainted", "XNA"), ("Masked Area, rest Depth", "YA"),
+         ("Non Masked Area, rest Depth", "YNA"), ("Masked Area, rest Shapes", "WA"),
+         ("Non Masked Area, rest Shapes", "WNA")]
+_REFS = [("None", ""), ("People / Objects", "I"), ("Landscape followed by People / Objects (if any)", "KI"),
+         ("Positioned Frames followed by People / Objects (if any)", "FI")]
+NO_CHOICES = [("", "")]
+
+
+def takes_control_video(info: ModelInfo) -> bool:
+    """VACE models (12.60's test_vace base types and their finetunes), except Ditto, which has no guide
+    process dropdown."""
+    return info.base_model_type.startswith("vace") and not info.base_model_type.startswith("vace_ditto")
+
+
+def control_choices(flavour: str, info: ModelInfo) -> dict[str, list[tuple[str, str]]]:
+    """{"video_guide" | "video_mask" | "image_refs": (label, value) choices} the form shows for the model."""
+    if not takes_control_video(info):
+        return {"video_guide": NO_CHOICES, "video_mask": NO_CHOICES, "image_refs": [("None", "")]}
+    return {"video_guide": list(_GUIDE_V6 if flavour == "v6" else _GUIDE_V12), "video_mask": list(_MASK),
+            "image_refs": list(_REFS)}

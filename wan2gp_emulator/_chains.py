@@ -34,6 +34,7 @@ CHAINS: dict[str, list[list[Any]]] = {
         [114], [115], [116], [117],  # abort_generation_2(client_id), early stop, one more sample/window
         [351, 352, 353], [354, 355],  # Save Queue, Clear Queue
         [629, 630], [632, 633],  # plugin tab selects (decoys): validate_wizard_prompt_N -> save_inputs_N
+        [67], [68], [73],  # the control dropdowns: refresh_video_prompt_type_image_refs, _video_guide, _video_mask
     ],
     "v11": [
         [90, 91],  # Save Settings (target "settings")
@@ -54,6 +55,7 @@ CHAINS: dict[str, list[list[Any]]] = {
         [{"dep": 85, "extra": "abort_edit"}],  # a second Abort button: the client_id one becomes _2
         [86], [87], [88], [89],  # abort_generation_N(client_id), early stop, one more sample / window
         [217, 218], [219, 220],  # Save Queue, Clear Queue
+        [47], [48], [52],  # the control dropdowns: refresh_video_prompt_type_image_refs, _video_guide, _video_mask
     ],
     "v9": [
         [69, 70],  # Save Settings (target "settings")
@@ -74,6 +76,7 @@ CHAINS: dict[str, list[list[Any]]] = {
         [66], [{"dep": 66, "extra": "abort_edit"}],  # Abort, and a second Abort button (abort_generation_1)
         [67], [68],  # one more sample / window
         [166, 167], [168, 169],  # Save Queue, Clear Queue
+        [39], [40], [44],  # the control dropdowns: refresh_video_prompt_type_image_refs, _video_guide, _video_mask
     ],
     "v8": [
         [28, 29],  # Save Settings (target "settings")
@@ -91,6 +94,7 @@ CHAINS: dict[str, list[list[Any]]] = {
         [22], [23], [20],  # status stream, gallery refresh, preview
         [25], [26], [27],
         [108, 109], [110, 111],  # Save Queue, Clear Queue
+        [6], [7], [8],  # the control dropdowns: refresh_video_prompt_type_image_refs, _video_guide, _video_mask
     ],
     "v6": [
         [46, 47, 48, 49, 50],  # model dropdown: validate -> save_inputs -> change_model -> fill_inputs
@@ -105,6 +109,7 @@ CHAINS: dict[str, list[list[Any]]] = {
         [61, 62, 63, 64, 65, 66, 67],  # Load Queue / autoload
         [25], [26], [27], [29], [30], [31],
         [76, 77], [78, 79],  # Save Queue, Clear Queue
+        [2], [3], [4],  # the control dropdowns: refresh_video_prompt_type_image_refs, _video_guide, _video_mask
     ],
 }
 

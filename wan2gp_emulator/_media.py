@@ -3,7 +3,10 @@
 A video shows, on a background derived from a hash of (model, prompt, seed, settings), the prompt, the seed, the
 model and the frame number; a bar moves across the frame so that motion is visible. When a start image is given it
 is the first frame exactly (resized to the output size, no overlay), and an end image the last frame, so that
-image-to-video is observable. Frames are cheap: the background and text are drawn once, each frame only copies the
+image-to-video is observable. With a control video (a VACE model, ``V`` in ``video_prompt_type``) every frame is
+mostly that control frame's grey levels (80 %, only inside the mask when one is given) over the background, so a
+shot visibly follows its control video frame by frame; reference images are shown as thumbnails in the top-right
+corner. Frames are cheap: the background and text are drawn once, each frame only copies the
 array and paints a small counter patch.
 """
 
@@ -85,8 +88,15 @@ def write_video(
     caption: list[str],
     start_image: Image.Image | None = None,
     end_image: Image.Image | None = None,
+    control: list[np.ndarray] | None = None,
+    mask: list[np.ndarray] | None = None,
+    refs: list[Image.Image] | None = None,
 ) -> None:
-    """Write ``frames`` frames of ``width`` x ``height`` at ``fps`` as H.264 (yuv420p) MP4."""
+    """Write ``frames`` frames of ``width`` x ``height`` at ``fps`` as H.264 (yuv420p) MP4.
+
+    ``control`` and ``mask`` are grey frames at the output size (``read_video_grey``); a missing frame repeats
+    the last one, as WanGP pads a short control video.
+    """
     import av  # imported here: PyAV is only needed when a video is written
 
     width, height = max(2, width - width % 2), max(2, height - height % 2)
@@ -96,6 +106,12 @@ def write_video(
     if first is not None:
         # Image-to-video: the caption is drawn over the start image for the frames after the first.
         base = (0.55 * first + 0.45 * base).astype(np.uint8)
+    width, height = base.shape[1], base.shape[0]
+    for i, ref in enumerate((refs or [])[:4]):  # thumbnails of the reference images, top right
+        tw, th = max(8, width // 8), max(8, height // 8)
+        x0, y0 = width - (i + 1) * (tw + 4), 4
+        if x0 >= 0:
+            base[y0:y0 + th, x0:x0 + tw] = _fit(ref, tw, th)
     size = max(10, min(24, height // 20))
     bar_h = max(4, height // 40)
     with av.open(str(path), mode="w", format="mp4") as container:
@@ -110,6 +126,11 @@ def write_video(
                 rgb = last
             else:
                 rgb = base.copy()
+                if control:
+                    grey = control[min(index, len(control) - 1)].astype(np.float32)[:, :, None]
+                    weight = 0.8 * (mask[min(index, len(mask) - 1)].astype(np.float32)[:, :, None] / 255.0
+                                    if mask else 1.0)
+                    rgb = (rgb * (1.0 - weight) + grey * weight).astype(np.uint8)
                 x = int((width - width // 8) * (index / max(1, frames - 1)))
                 rgb[height - bar_h - 2: height - 2, x: x + width // 8] = (255, 64, 64)
                 patch = _counter_patch(f"frame {index + 1}/{frames}", size)
@@ -162,6 +183,30 @@ def open_image(value: Any) -> Image.Image | None:
         except OSError:
             return None
     return None
+
+
+def read_video_grey(path: Any, width: int, height: int, frames: int) -> list[np.ndarray] | None:
+    """The first ``frames`` frames of a video as grey levels (uint8, ``height`` x ``width``), or None."""
+    if isinstance(path, dict):
+        path = path.get("video") or path.get("path")
+    if isinstance(path, dict):
+        path = path.get("path")
+    if not path or not Path(str(path)).is_file():
+        return None
+    import av
+
+    out: list[np.ndarray] = []
+    try:
+        with av.open(str(path)) as container:
+            for frame in container.decode(video=0):
+                img = frame.to_image().convert("L").resize((width - width % 2, height - height % 2),
+                                                          Image.Resampling.BILINEAR)
+                out.append(np.asarray(img, dtype=np.uint8))
+                if len(out) >= frames:
+                    break
+    except (av.FFmpegError, OSError, ValueError):
+        return None
+    return out or None
 
 
 def last_video_frame(path: Any) -> Image.Image | None:

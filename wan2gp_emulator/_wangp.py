@@ -146,6 +146,7 @@ class WanGP:
         last = self.server_config.get("last_model_type")
         self.startup_model = last if _catalog.model(flavour, str(last)) is not None else self.spec.startup_model
         self.lock = threading.RLock()  # wgp.py's global `lock` around queue edits
+        self._control_cids: dict[int, str] | None = None
         self._events: list[dict] = []
         self._events_lock = threading.Lock()
         self._sessions: dict[str, dict] = {}
@@ -452,7 +453,16 @@ class WanGP:
             if not isinstance(base, dict):
                 base = {"__type__": "update", "value": base}
             name = names.get(cid)
-            if name is not None and name not in ("target", "lset_name"):
+            role = self._control_dropdowns().get(cid)
+            if role is not None:  # the model's control modes (WanGP rebuilds these dropdowns per model)
+                choices = _catalog.control_choices(self.flavour, info)[role]
+                current = str(settings.get("video_prompt_type") or "")
+                letters = {c for _, v in choices for c in v}
+                value = "".join(c for c in current if c in letters)
+                base = {"__type__": "update", "choices": [list(c) for c in choices],
+                        "value": value if any(v == value for _, v in choices) else "",
+                        "visible": len(choices) > 1}
+            elif name is not None and name not in ("target", "lset_name"):
                 base["value"] = copy.deepcopy(_settings.form_value(name, settings))
                 if name == "resolution":
                     base["choices"] = [list(c) for c in _catalog.resolution_choices(self.flavour, base["value"])]
@@ -466,6 +476,41 @@ class WanGP:
                 base = {"__type__": "update"}
             values.append(base)
         return self.out(dep, *values)
+
+    def _control_dropdowns(self) -> dict[int, str]:
+        """{real component id: role} of the dropdowns the refresh_video_prompt_type_* handlers read (the first
+        registered of each, as in WanGP: the generation tab's)."""
+        if self._control_cids is None:
+            found: dict[int, str] = {}
+            for dep_id in sorted(self.spec.dependencies):
+                dep = self.spec.dep(dep_id)
+                for role in ("video_guide", "video_mask", "image_refs"):
+                    if dep.fn == f"refresh_video_prompt_type_{role}" and role not in found.values():
+                        for cid, name in self.spec.input_names(dep_id).items():
+                            if name == f"video_prompt_type_{role}":
+                                found[cid] = role
+            self._control_cids = found
+        return self._control_cids
+
+    def _refresh_video_prompt_type(self, dep, args, role: str):
+        """wgp.py refresh_video_prompt_type_*: the dropdown's letters replace its role's letters in
+        video_prompt_type (del_in_sequence, then add_to_sequence); the visibility updates are left unchanged."""
+        current = str(args.get("video_prompt_type") or "")
+        chosen = str(args.get(f"video_prompt_type_{role}") or "")
+        table = {"video_guide": _catalog._GUIDE_V12 + _catalog._GUIDE_V6, "video_mask": _catalog._MASK,
+                 "image_refs": _catalog._REFS}[role]
+        letters = {c for _, v in table for c in v}
+        kept = "".join(c for c in current if c not in letters)
+        return self.out(dep, kept + "".join(c for c in chosen if c not in kept))
+
+    def h_refresh_video_prompt_type_video_guide(self, dep, args, call):
+        return self._refresh_video_prompt_type(dep, args, "video_guide")
+
+    def h_refresh_video_prompt_type_video_mask(self, dep, args, call):
+        return self._refresh_video_prompt_type(dep, args, "video_mask")
+
+    def h_refresh_video_prompt_type_image_refs(self, dep, args, call):
+        return self._refresh_video_prompt_type(dep, args, "image_refs")
 
     def _frames_slider(self, info: _catalog.ModelInfo, value: Any, comp: dict) -> dict:
         if info.output != "video":
@@ -1169,8 +1214,18 @@ class WanGP:
                 start = _media.last_video_frame(params["video_source"])
             end = params.get("image_end")
             end = _media.open_image(end[-1] if isinstance(end, list) and end else end)
+            video_prompt_type = str(params.get("video_prompt_type") or "")
+            control = mask = None
+            if "V" in video_prompt_type and params.get("video_guide"):
+                control = _media.read_video_grey(params["video_guide"], width, height, frames)
+                if "A" in video_prompt_type and params.get("video_mask"):
+                    mask = _media.read_video_grey(params["video_mask"], width, height, frames)
+                    if "N" in video_prompt_type:  # "Non Masked Area"
+                        mask = [255 - m for m in mask]
+            refs = [img for img in params.get("image_refs") or [] if img is not None]
             _media.write_video(path, width=width, height=height, frames=frames, fps=info.fps, seed=content,
-                               caption=caption, start_image=start, end_image=end)
+                               caption=caption, start_image=start, end_image=end, control=control, mask=mask,
+                               refs=refs)
         elif info.output == "image":
             _media.write_image(path, width=width, height=height, seed=content, caption=caption,
                                start_image=_media.open_image(params.get("image_start")))

@@ -131,6 +131,7 @@ class MD_PT_shot(bpy.types.Panel):
         row = column.row(align=True)
         row.operator("movie_director.generate_from_frame", icon="IMAGE_DATA")
         row.operator("movie_director.extend", icon="FORWARD")
+        column.operator("movie_director.generate_from_camera", icon="CAMERA_DATA")  # from_camera.py
         column.operator("movie_director.generate_all", icon="SEQ_STRIP_DUPLICATE")
         layout.prop(shot, "background")
         strip = vse.active_strip(scene)

@@ -16,6 +16,7 @@ from typing import Any
 
 from gradio_client import handle_file
 
+from ._mp4 import NotAVideo, VideoInfo, probe
 from ._webui.endpoints import ServerApi
 from .enums import FrameRule, catalog, categories_of, family_rule, requires_start_image
 from .errors import Wan2GPValidationError, did_you_mean
@@ -28,7 +29,10 @@ _MEDIA_COMPONENTS = {"Gallery", "Video", "Audio", "Image", "File", "Wangpimageed
 
 # Our field names whose WanGP form parameter has another name.
 _PARAM_FOR_FIELD = {"activated_loras": "loras_choices"}
-_NOT_FORM_FIELDS = {"model", "seconds", "extra"}
+_NOT_FORM_FIELDS = {"model", "seconds", "extra", "control_mode", "mask_mode", "refs_mode"}
+# Each control input, the mode field that says how the model uses it, and the letter its modes carry.
+_CONTROL_ROLES = (("video_guide", "control_mode", "V"), ("video_mask", "mask_mode", "A"),
+                  ("image_refs", "refs_mode", "I"))
 
 
 def _value(update: Any) -> tuple[bool, Any]:
@@ -51,6 +55,8 @@ class ModelForm:
     rule: FrameRule
     resolutions: list[str]
     ranges: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)
+    # role -> the (label, value) choices fill_inputs gives the model's control dropdown (see Chain.control_index)
+    control_choices: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
 
     @classmethod
     def from_fill(cls, api: ServerApi, model_type: str, outputs: tuple[Any, ...] | list[Any]) -> ModelForm:
@@ -79,7 +85,18 @@ class ModelForm:
             for name, p in props.items()
             if "minimum" in p or "maximum" in p
         }
-        return cls(model_type, values, rule, resolutions, ranges)
+        control: dict[str, list[tuple[str, str]]] = {}
+        for role, index in api.chain.control_index.items():
+            update = _props(outputs[index] if index < len(outputs) else None)
+            pairs = [(str(c[0]), str(c[1])) if isinstance(c, list | tuple) else (str(c), str(c))
+                     for c in update.get("choices") or []]
+            control[role] = [(label, value) for label, value in pairs if value]  # "" is "none"
+        return cls(model_type, values, rule, resolutions, ranges, control)
+
+    @property
+    def takes_control_video(self) -> bool:
+        """True when the server's form offers a Control Video process for this model (VACE and kin)."""
+        return any("V" in value for _, value in self.control_choices.get("video_guide", []))
 
     def info(self) -> ModelInfo:
         entry = catalog().get(self.model_type, {})
@@ -96,6 +113,7 @@ class ModelForm:
             frames_maximum=self.rule.maximum,
             resolutions=self.resolutions,
             requires_start_image=self.requires_start_image,
+            control_modes={role: list(pairs) for role, pairs in self.control_choices.items() if pairs},
             defaults={k: v for k, v in self.values.items() if isinstance(v, str | int | float | bool | None)},
             on_server=True,
         )
@@ -105,11 +123,14 @@ class ModelForm:
         return "S" in str(self.values.get("image_prompt_type") or "") or requires_start_image(self.model_type)
 
     def frames_for(self, settings: GenerationSettings) -> int:
-        """The frame count the model will really produce for these settings."""
+        """The frame count the model will really produce for these settings (a control video's, if unset)."""
         if settings.video_length is not None:
             return settings.video_length
         if settings.seconds is not None:
             return self.rule.frames_for_seconds(settings.seconds)
+        if settings.video_guide is not None:
+            info = _probe_control(settings.video_guide, "video_guide")
+            return info.frames
         default = self.values.get("video_length")
         return int(default) if isinstance(default, int | float) else self.rule.minimum
 
@@ -156,6 +177,7 @@ def check_settings(settings: GenerationSettings, form: ModelForm, param_names: l
         raise Wan2GPValidationError(
             f"{form.model_type} takes no start image; choose an image-to-video model (e.g. i2v)", field="image_start"
         )
+    _check_control(settings, form)
     for name in sorted(settings.model_fields_set - _NOT_FORM_FIELDS - {"client_id"}):
         param = _PARAM_FOR_FIELD.get(name, name)
         if param not in param_names:
@@ -167,6 +189,114 @@ def check_settings(settings: GenerationSettings, form: ModelForm, param_names: l
             raise Wan2GPValidationError(
                 f"unknown WanGP setting {name!r}{did_you_mean(name, param_names)}", field=name
             )
+
+
+def _probe_control(path: Path, field_name: str) -> VideoInfo:
+    try:
+        return probe(Path(path))
+    except NotAVideo as exc:
+        raise Wan2GPValidationError(f"{field_name}: {Path(path).name} is not a readable video ({exc})",
+                                    field=field_name) from exc
+
+
+def _describe_modes(pairs: list[tuple[str, str]]) -> str:
+    return ", ".join(f"{value!r} ({label})" for label, value in pairs)
+
+
+def control_mode_value(form: ModelForm, role: str, mode: str) -> str:
+    """The value of one of the form's choices for a control input, given as its value or its label."""
+    pairs = form.control_choices.get(role, [])
+    for label, value in pairs:
+        if mode in (value, label) or mode.casefold() == label.casefold():
+            return value
+    field_name = dict((r, f) for r, f, _ in _CONTROL_ROLES)[role]
+    if not pairs:
+        raise Wan2GPValidationError(f"{form.model_type} offers no modes for {role}", field=field_name)
+    raise Wan2GPValidationError(
+        f"{field_name}={mode!r} is not one of {form.model_type}'s modes for {role}: {_describe_modes(pairs)}",
+        field=field_name)
+
+
+def _check_control(settings: GenerationSettings, form: ModelForm) -> None:
+    """Control video, mask and reference images against what the server's form offers for the model."""
+    given = {name for name in ("video_guide", "video_mask", "control_mode", "mask_mode")
+             if getattr(settings, name) is not None}
+    if given and not form.takes_control_video:
+        control_models = [m for m, e in catalog().items() if m.startswith("vace")][:4]
+        raise Wan2GPValidationError(
+            f"{form.model_type} takes no control video ({', '.join(sorted(given))} given); choose a control-video "
+            f"model (VACE), e.g. {', '.join(control_models)}", field=sorted(given)[0])
+    if (settings.image_refs or settings.refs_mode) and not any(
+            "I" in value for _, value in form.control_choices.get("image_refs", [])):
+        raise Wan2GPValidationError(f"{form.model_type} takes no reference images (image_refs); "
+                                    "choose a model that does, e.g. a VACE model", field="image_refs")
+    if "video_prompt_type" in settings.extra and any(getattr(settings, f) is not None for _, f, _ in _CONTROL_ROLES):
+        raise Wan2GPValidationError("give the control modes (control_mode, mask_mode, refs_mode) or "
+                                    "extra['video_prompt_type'], not both", field="video_prompt_type")
+    default = str(form.values.get("video_prompt_type") or "")
+    for role, mode_field, letter in _CONTROL_ROLES:
+        mode = getattr(settings, mode_field)
+        files = getattr(settings, role)
+        value = control_mode_value(form, role, mode) if mode is not None else None
+        letters = {c for _, v in form.control_choices.get(role, []) for c in v}
+        current = value if value is not None else "".join(c for c in default if c in letters)
+        if files and letter not in current:
+            pairs = [p for p in form.control_choices.get(role, []) if letter in p[1]]
+            raise Wan2GPValidationError(
+                f"{role} is given: choose how {form.model_type} uses it with {mode_field}, one of "
+                f"{_describe_modes(pairs)}", field=mode_field)
+        if value is not None and letter in value and not files:
+            raise Wan2GPValidationError(f"{mode_field}={mode!r} needs {role}: give the file(s)", field=role)
+    if settings.video_guide is None:
+        return
+    guide = _probe_control(settings.video_guide, "video_guide")
+    frames = form.frames_for(settings)
+    if guide.frames != frames:
+        raise Wan2GPValidationError(
+            f"the control video has {guide.frames} frames but the shot has {frames}: render the control video "
+            f"with {frames} frames, or set frames={guide.frames}", field="video_guide")
+    if not form.rule.is_valid(guide.frames):
+        raise Wan2GPValidationError(
+            f"the control video has {guide.frames} frames, which does not fit {form.model_type} "
+            f"({_describe_rule(form.rule)}); use {form.rule.nearest(guide.frames)}", field="video_guide")
+    if abs(guide.fps - form.rule.fps) > 0.01:
+        raise Wan2GPValidationError(
+            f"the control video runs at {guide.fps:g} fps but {form.model_type} makes {form.rule.fps} fps: "
+            f"render it at {form.rule.fps} fps (WanGP would resample it and change its timing)", field="video_guide")
+    size = f"{guide.width}x{guide.height}"
+    wanted = settings.resolution or (size if size in form.resolutions or not form.resolutions else None)
+    if wanted is None:
+        raise Wan2GPValidationError(
+            f"the control video is {size}, which {form.model_type} does not make; render it at one of: "
+            f"{', '.join(form.resolutions)}", field="video_guide")
+    if size != wanted:
+        raise Wan2GPValidationError(f"the control video is {size} but the shot is {wanted}: render it at {wanted}",
+                                    field="video_guide")
+    if settings.video_mask is not None:
+        mask = _probe_control(settings.video_mask, "video_mask")
+        if (mask.frames, mask.width, mask.height) != (guide.frames, guide.width, guide.height):
+            raise Wan2GPValidationError(
+                f"the video mask ({mask.frames} frames, {mask.width}x{mask.height}) does not match the control "
+                f"video ({guide.frames} frames, {size})", field="video_mask")
+
+
+def video_prompt_type_for(settings: GenerationSettings, form: ModelForm) -> str | None:
+    """WanGP's ``video_prompt_type`` for the chosen control modes, or None when none was chosen.
+
+    Starts from the model's own value in the form and, for each mode chosen, removes the letters of that
+    input's choices and adds the chosen value's, as WanGP's ``refresh_video_prompt_type_*`` handlers do.
+    """
+    chosen = [(role, getattr(settings, mode_field)) for role, mode_field, _ in _CONTROL_ROLES
+              if getattr(settings, mode_field) is not None]
+    if not chosen:
+        return None
+    letters = str(form.values.get("video_prompt_type") or "")
+    for role, mode in chosen:
+        value = control_mode_value(form, role, mode)
+        for _, other in form.control_choices.get(role, []):
+            letters = "".join(c for c in letters if c not in other)
+        letters += "".join(c for c in value if c not in letters)
+    return letters
 
 
 def _media_payload(component: str, path: Path, gradio_major: int) -> Any:
@@ -208,6 +338,9 @@ def build_save_args(
 
     # What is sent is a frame count; a duration given in seconds has become that count.
     updates: dict[str, Any] = {"video_length": form.frames_for(settings), "seconds": None}
+    if settings.video_guide is not None and settings.resolution is None:  # the shot takes the control's size
+        guide = _probe_control(settings.video_guide, "video_guide")
+        updates["resolution"] = f"{guide.width}x{guide.height}"
     if settings.seed == -1:
         updates["seed"] = _rng.randint(0, 2**31 - 1)
     sent = settings.model_copy(update=updates)
@@ -225,6 +358,10 @@ def build_save_args(
             value = payload if params[key].component == "Gallery" else (payload[0] if payload else None)
         args[key] = value
     args.update(settings.extra)
+    video_prompt_type = video_prompt_type_for(settings, form)
+    if video_prompt_type is not None and "video_prompt_type" in params:
+        args["video_prompt_type"] = video_prompt_type
+        sent = sent.model_copy(update={"extra": {**sent.extra, "video_prompt_type": video_prompt_type}})
     if "client_id" in params:
         args["client_id"] = client_id
 

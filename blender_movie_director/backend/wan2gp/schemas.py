@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from .enums import JobStatus
+from .enums import JobStatus, catalog
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
 VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".webm", ".avi"}
@@ -31,6 +31,9 @@ MEDIA_FIELDS: dict[str, str] = {
     "video_mask": "video",
     "audio_guide": "audio",
 }
+
+# Our names for the modes of the control inputs; WanGP itself knows only the letters of video_prompt_type.
+CONTROL_MODE_FIELDS = frozenset({"control_mode", "mask_mode", "refs_mode"})
 
 _MAGIC = {
     "image": (b"\x89PNG", b"\xff\xd8\xff", b"BM", b"RIFF"),
@@ -121,6 +124,13 @@ class GenerationSettings(BaseModel):
     video_source: Path | None = None
     video_guide: Path | None = None
     video_mask: Path | None = None
+    # How the model uses the control inputs: each is one of the modes the server's form offers for the selected
+    # model (its value, e.g. "UV" or "DV", or its label, e.g. "Transfer Depth"; ``Wan2GPClient.get_model_info``
+    # lists them as ``control_modes``). The client turns them into WanGP's ``video_prompt_type`` letters the
+    # way WanGP's own dropdown handlers do.
+    control_mode: str | None = Field(None, max_length=200, description="the Control Video process")
+    mask_mode: str | None = Field(None, max_length=200, description="the Area Processed by the mask")
+    refs_mode: str | None = Field(None, max_length=200, description="how the reference images are used")
     audio_guide: Path | None = None
     activated_loras: list[str] = Field(default_factory=list, validation_alias=AliasChoices("activated_loras", "loras"))
     loras_multipliers: str | None = None
@@ -166,6 +176,14 @@ class GenerationSettings(BaseModel):
             raise ValueError("give either frames (video_length) or seconds, not both")
         if self.image_end is not None and self.image_start is None:
             raise ValueError("image_end needs image_start too (WanGP interpolates from start to end)")
+        entry = catalog().get(self.model)
+        control = sorted(n for n in ("video_guide", "video_mask", "control_mode", "mask_mode")
+                         if getattr(self, n) is not None)
+        if control and entry is not None and "video" not in entry.get("inputs", []):
+            raise ValueError(f"{self.model} takes no control video ({', '.join(control)} given); choose a "
+                             "control-video model (VACE), e.g. vace_1.3B or vace_14B")
+        if self.video_mask is not None and self.video_guide is None:
+            raise ValueError("video_mask needs a control video too (video_guide): the mask says where it applies")
         return self
 
     # --- WanGP settings JSON ("Export Settings" format) -------------------------------------------------
@@ -173,7 +191,7 @@ class GenerationSettings(BaseModel):
     def to_wangp_json(self) -> dict[str, Any]:
         """The settings as a WanGP settings file (the compact export format, plus ``mode``)."""
         data: dict[str, Any] = {"model_type": self.model, "prompt": self.prompt, "mode": ""}
-        for name in self.model_fields_set - {"model", "prompt", "extra", "seconds"}:
+        for name in self.model_fields_set - {"model", "prompt", "extra", "seconds"} - CONTROL_MODE_FIELDS:
             value = getattr(self, name)
             if isinstance(value, Path):
                 value = str(value)
@@ -183,6 +201,8 @@ class GenerationSettings(BaseModel):
         if "seconds" in self.model_fields_set and self.video_length is None:
             data["duration_seconds_hint"] = self.seconds
         data.update(self.extra)
+        for name in CONTROL_MODE_FIELDS & self.model_fields_set:  # ours, not WanGP's: kept under our own key
+            data.setdefault("movie_director", {})[name] = getattr(self, name)
         return data
 
     @classmethod
@@ -194,7 +214,9 @@ class GenerationSettings(BaseModel):
         metadata = {"settings_version", "type", "model_filename", "base_model_type", "mode", "state",
                     "duration_seconds_hint"}
         for key, value in data.items():
-            if key == "model_type":
+            if key == "movie_director" and isinstance(value, dict):
+                kwargs.update({k: v for k, v in value.items() if k in CONTROL_MODE_FIELDS})
+            elif key == "model_type":
                 kwargs["model"] = value
             elif key in known:
                 if key in MEDIA_FIELDS and not value:
@@ -208,6 +230,8 @@ class GenerationSettings(BaseModel):
                 kwargs["extra"][key] = value
         if "duration_seconds_hint" in data and "video_length" not in data:
             kwargs["seconds"] = data["duration_seconds_hint"]
+        if CONTROL_MODE_FIELDS & set(kwargs):  # the modes make video_prompt_type again, on the server's form
+            kwargs["extra"].pop("video_prompt_type", None)
         return cls(**kwargs)
 
 
@@ -301,5 +325,9 @@ class ModelInfo(BaseModel):
     frames_maximum: int | None = None
     resolutions: list[str] = Field(default_factory=list)
     requires_start_image: bool = False
+    # The modes of each control input the server's form offers for this model, as (label, value) pairs:
+    # {"video_guide": [("Transfer Depth", "DV"), ...], "video_mask": [...], "image_refs": [...]}; empty for a
+    # model that takes no control video.
+    control_modes: dict[str, list[tuple[str, str]]] = Field(default_factory=dict)
     defaults: dict[str, Any] = Field(default_factory=dict, description="the server's form values")
     on_server: bool | None = None  # None: not checked

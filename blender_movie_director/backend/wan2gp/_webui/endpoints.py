@@ -169,6 +169,9 @@ class Chain:
     resume: str | None
     # save_inputs parameter name -> index of fill's API-visible outputs holding that field's form value
     form_index: dict[str, int] = field(default_factory=dict)
+    # control role ("video_guide", "video_mask", "image_refs") -> index of fill's API-visible outputs holding the
+    # dropdown whose choices are the model's modes for that input (the letters of ``video_prompt_type``)
+    control_index: dict[str, int] = field(default_factory=dict)
 
 
 class ServerApi:
@@ -267,7 +270,27 @@ class ServerApi:
             if cid in fill_outputs:
                 form_index[param.name] = fill_outputs[cid]
         self.chain.form_index = form_index
+        self.chain.control_index = self._control_dropdowns(described, fill_outputs)
         self._described = described
+
+    def _control_dropdowns(self, described: dict[str, Endpoint], fill_outputs: dict[int, int]) -> dict[str, int]:
+        """Where fill_inputs states the model's control modes: the dropdown each ``refresh_video_prompt_type_*``
+        handler reads (its parameter ``video_prompt_type_<role>``), when fill_inputs also writes it.
+
+        WanGP registers the main dropdown's handler before the alternative ones (12.60's "Video to Video"
+        dropdown calls the same function), and the Edit tab's copy comes later: the first one wins.
+        """
+        found: dict[str, int] = {}
+        for role, base in (("video_guide", "refresh_video_prompt_type_video_guide"),
+                           ("video_mask", "refresh_video_prompt_type_video_mask"),
+                           ("image_refs", "refresh_video_prompt_type_image_refs")):
+            for endpoint in sorted((e for e in described.values() if e.base == base), key=lambda e: e.dep_id):
+                pairs = zip(endpoint.parameters, self._api_inputs(self._shape[endpoint.api_name]), strict=False)
+                cid = next((c for p, c in pairs if p.name == f"video_prompt_type_{role}"), None)
+                if cid is not None and cid in fill_outputs:
+                    found[role] = fill_outputs[cid]
+                    break
+        return found
 
     # --- graph helpers --------------------------------------------------------------------------------
 
