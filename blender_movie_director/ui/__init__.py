@@ -7,9 +7,9 @@ on a worker thread.
 
 from __future__ import annotations
 
-from . import operators, panels, persistence, preferences, properties, pump
+from . import farm_ops, operators, panels, persistence, preferences, properties, pump
 
-_MODULES = (preferences, properties, operators, panels)
+_MODULES = (preferences, properties, operators, panels, farm_ops)
 
 
 def register() -> None:
