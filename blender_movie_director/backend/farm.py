@@ -98,11 +98,12 @@ def run_shots(batch_file: str | Path, indices: list[int] | None, output_dir: str
     batch_file = Path(batch_file).expanduser()
     output_dir = Path(output_dir).expanduser()
     shots = load_shots(batch_file)
+    timeline = load_timeline(batch_file)
     indices = list(range(len(shots))) if indices is None else indices
     job = _job_id(batch_file, output_dir)
     journals = output_dir / ".journal"
     journals.mkdir(parents=True, exist_ok=True)
-    _write_manifest(output_dir, job, len(shots), load_timeline(batch_file))
+    _write_manifest(output_dir, job, len(shots), timeline)
     report = progress or (lambda fraction, status: None)
     outcomes: list[ShotOutcome] = []
     pool: ServerPool | None = None

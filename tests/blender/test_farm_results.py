@@ -20,7 +20,7 @@ from blender_movie_director.backend.farm import MANIFEST, shot_video_name
 from blender_movie_director.cli import main
 
 from farm.flamenco_manager import StandInManager, check  # tests/farm (tests/ is on the path, as for every package here)
-from .conftest import ADDON, bpy, prefs, select, wait_done
+from .conftest import ADDON, FakeLayout, bpy, prefs, select, wait_done
 
 JOB_TYPE = Path(__file__).parents[2] / "tools" / "flamenco" / "movie_director_shots.js"
 PROMPTS = ("a fox in the snow", "a paper boat on a river", "clouds over a hill")
@@ -56,7 +56,10 @@ def _run_shots(folder: Path, shots: str, url: str) -> None:
 def test_shot_runner_output_lands_where_the_storyboard_was(blend: SimpleNamespace) -> None:
     from blender_movie_director.ui import vse
 
+    from blender_movie_director.ui import pump
+
     _storyboard(blend)
+    pump.state().rules.pop((blend.url, blend.shot.model), None)  # not connected (an earlier test may have been)
     folder, batch, notes = _farm_ops().write_job(bpy.context, blend.scene, prefs().farm_folder)
     assert [s["prompt"] for s in batch["shots"]] == list(PROMPTS)
     assert [s["video_length"] for s in batch["shots"]] == [21, 21, 17]  # Wan's 4n+1 at 16 fps
@@ -94,8 +97,10 @@ def test_shot_runner_output_lands_where_the_storyboard_was(blend: SimpleNamespac
 def test_a_half_done_or_damaged_output_places_nothing_and_says_why(blend: SimpleNamespace) -> None:
     farm_ops = _farm_ops()
     _storyboard(blend)
-    folder, _batch, _notes = farm_ops.write_job(bpy.context, blend.scene, prefs().farm_folder)
-    output = folder / "output"
+    assert bpy.ops.movie_director.farm_write() == {"FINISHED"}  # the job folder, for any farm
+    output = Path(farm_ops.last_output(blend.scene))
+    folder = output.parent
+    assert json.loads((folder / "shots.json").read_text())["timeline"]["places"][2]["frame_start"] == 41
     with pytest.raises(farm_ops.FarmError, match="no farm|not the output folder"):
         farm_ops.import_output(blend.scene, str(blend.tmp))
 
@@ -185,3 +190,21 @@ def test_an_openjd_batch_without_places_lands_end_to_end(blend: SimpleNamespace,
     movies = _movies(blend.scene)
     assert [(vse.strip_start(s), vse.strip_duration(s), s.channel) for s in movies] == [(100, 9, 2), (109, 17, 2)]
     assert [vse.get_shot_metadata(s)["settings"]["prompt"] for s in movies] == ["openjd shot 0", "openjd shot 1"]
+
+
+def test_the_render_farm_panel_and_preferences_draw(blend: SimpleNamespace) -> None:
+    farm_ops = _farm_ops()
+    record: list[tuple[str, Any]] = []
+    blend.scene[farm_ops.LAST_JOB] = json.dumps({"job": "4f2a", "shots": 3, "output": "/farm/x/output"})
+    context = SimpleNamespace(scene=blend.scene, preferences=bpy.context.preferences, region=None)
+    farm_ops.MD_PT_farm.draw(SimpleNamespace(layout=FakeLayout(record)), context)
+    assert [r for r in record if r[0] == "operator"] == [("operator", "movie_director.farm_submit"),
+                                                        ("operator", "movie_director.farm_write"),
+                                                        ("operator", "movie_director.farm_import")]
+    assert ("label", "Last job: 4f2a (3 shots)") in record
+    assert farm_ops.last_output(blend.scene) == "/farm/x/output"
+    record.clear()
+    p = prefs()
+    type(p).draw(SimpleNamespace(layout=FakeLayout(record), **{k: getattr(p, k) for k in type(p).__annotations__}),
+                 bpy.context)
+    assert ("prop", "flamenco_manager") in record and ("prop", "farm_folder") in record

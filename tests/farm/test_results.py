@@ -1,0 +1,69 @@
+"""What a farm job's output folder says without Blender: the storyboard's places carried from the batch file to
+the output folder (and through an OpenJD bundle), checked on the way; the stand-in Manager's schema check."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from blender_movie_director.backend.farm import MANIFEST, load_timeline, read_output
+from blender_movie_director.backend.wan2gp import Wan2GPValidationError
+from blender_movie_director.cli import main
+
+from .flamenco_manager import check
+
+PLACES = [{"frame_start": 1, "channel": 2, "fill": 20, "meta": ""}, {"frame_start": 21, "channel": 2, "fill": 0,
+                                                                    "meta": ""}]
+
+
+def _batch(tmp_path: Path, places: list[dict]) -> Path:
+    path = tmp_path / "film.json"
+    path.write_text(json.dumps({"shots": [{"prompt": "one", "frames": 17}, {"prompt": "two", "frames": 17}],
+                                "timeline": {"format": 1, "scene": "Scene", "fps": 16, "places": places}}))
+    return path
+
+
+def test_the_bundle_carries_the_storyboards_places(tmp_path: Path) -> None:
+    pytest.importorskip("openjd.model")
+    batch = _batch(tmp_path, PLACES)
+    assert main(["-q", "batch", str(batch), "--openjd", str(tmp_path / "bundle")]) == 0
+    copied = tmp_path / "bundle" / "shots.json"
+    assert load_timeline(copied) == load_timeline(batch) and load_timeline(copied)["places"] == PLACES
+    assert [s["prompt"] for s in json.loads(copied.read_text())["shots"]] == ["one", "two"]
+
+
+def test_a_bad_timeline_is_refused_before_any_shot_is_sent(tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    batch = _batch(tmp_path, PLACES[:1])  # one place for two shots
+    out = tmp_path / "out"
+    assert main(["shot", str(batch), "--shots", "0", "-o", str(out), "--server", "http://127.0.0.1:9"]) == 2
+    assert "one place per shot (2), not 1" in capsys.readouterr().err
+    assert not (out / MANIFEST).exists()
+    batch = _batch(tmp_path, [PLACES[0], {**PLACES[1], "channel": 0}])
+    with pytest.raises(Wan2GPValidationError, match="place 1 must be"):
+        load_timeline(batch)
+
+
+def test_an_output_folder_before_its_first_shot_is_done(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(Wan2GPValidationError, match="is not the output folder of a Movie Director farm job"):
+        read_output(out)
+    (out / MANIFEST).write_text(json.dumps({"format": 1, "job": "x", "shots": 2, "timeline": None}))
+    output = read_output(out)
+    assert output.total == 2 and output.problems() == ["shot 0: no task has run it yet",
+                                                       "shot 1: no task has run it yet"]
+
+
+def test_the_stand_in_manager_checks_bodies_against_flamencos_schema() -> None:
+    job = {"name": "film", "type": "movie-director-shots", "priority": 50, "submitter_platform": "linux",
+           "settings": {"shot_count": 3}, "metadata": {"user.name": "ann"}}
+    schema = {"$ref": "#/components/schemas/SubmittedJob"}
+    assert check(job, schema) == []
+    assert check({**job, "priority": "high"}, schema) == ["body.priority: expected an integer, got 'high'"]
+    assert check({**job, "metadata": {"shots": 3}}, schema) == ["body.metadata.shots: expected string, got int 3"]
+    assert check({k: v for k, v in job.items() if k != "submitter_platform"}, schema) == [
+        "body: submitter_platform is required"]
+    assert check({**job, "initial_status": "started"}, schema)[0].startswith("body.initial_status: 'started' is not")
