@@ -230,9 +230,9 @@ def _checked_timeline(timeline: Any, total: int, where: str) -> dict[str, Any]:
     if not isinstance(places, list) or len(places) != total:
         raise bad(f"it must hold one place per shot ({total}), not {len(places) if isinstance(places, list) else 0}")
     for n, place in enumerate(places):
-        ints = {k: place.get(k) for k in ("frame_start", "channel", "fill")} if isinstance(place, dict) else {}
-        if not ints or not all(isinstance(v, int) and not isinstance(v, bool) for v in ints.values()) \
-                or not 1 <= ints["channel"] <= 128 or ints["fill"] < 0 or not isinstance(place.get("meta", ""), str):
+        fields = [place.get(k) for k in ("frame_start", "channel", "fill")] if isinstance(place, dict) else []
+        ints = [v for v in fields if isinstance(v, int) and not isinstance(v, bool)]
+        if len(ints) != 3 or not 1 <= ints[1] <= 128 or ints[2] < 0 or not isinstance(place.get("meta", ""), str):
             raise bad(f"place {n} must be {{\"frame_start\": int, \"channel\": 1-128, \"fill\": int >= 0, "
                       f"\"meta\": str}}, not {place!r}")
     return timeline

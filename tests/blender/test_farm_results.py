@@ -15,11 +15,11 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from farm.flamenco_manager import StandInManager, check  # tests/farm (tests/ is on the path, as for every package here)
 
 from blender_movie_director.backend.farm import MANIFEST, shot_video_name
 from blender_movie_director.cli import main
 
-from farm.flamenco_manager import StandInManager, check  # tests/farm (tests/ is on the path, as for every package here)
 from .conftest import ADDON, FakeLayout, bpy, prefs, select, wait_done
 
 JOB_TYPE = Path(__file__).parents[2] / "tools" / "flamenco" / "movie_director_shots.js"
@@ -54,9 +54,7 @@ def _run_shots(folder: Path, shots: str, url: str) -> None:
 
 
 def test_shot_runner_output_lands_where_the_storyboard_was(blend: SimpleNamespace) -> None:
-    from blender_movie_director.ui import vse
-
-    from blender_movie_director.ui import pump
+    from blender_movie_director.ui import pump, vse
 
     _storyboard(blend)
     pump.state().rules.pop((blend.url, blend.shot.model), None)  # not connected (an earlier test may have been)
