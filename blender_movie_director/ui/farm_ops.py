@@ -4,9 +4,9 @@
 
 **Submit to Flamenco** takes the shots Generate All would make (the selected text strips, else the selected
 markers, with the panel's settings) and writes a job folder in the farm job folder of the preferences (storage
-every worker sees): ``shots.json`` (the batch file, with the storyboard's places as its ``timeline``), a copy of
-this .blend for Blender on the workers, and ``output/``. It then sends the job to the Manager over Flamenco's
-documented REST API (``POST /api/v3/jobs``, a ``SubmittedJob`` of the job type ``movie-director-shots``, the one
+every worker sees): ``shots.json`` (the batch file, with the storyboard's places as its ``timeline``), an empty
+``worker.blend`` for Blender on the workers to open, and ``output/``. It then sends the job to the Manager over
+Flamenco's documented REST API (``POST /api/v3/jobs``, a ``SubmittedJob`` of the job type ``movie-director-shots``, the one
 ``tools/flamenco/movie_director_shots.js`` defines). As Flamenco's own add-on does, the two requests run on the
 main thread, each bounded by :data:`MANAGER_TIMEOUT`.
 
@@ -46,7 +46,12 @@ TIMELINE_FORMAT = 1  # backend.farm.TIMELINE_FORMAT (not imported here: the back
 
 
 class FarmError(Exception):
-    """What went wrong talking to the Manager, said so that the user knows what to do."""
+    """What went wrong (with the farm job, its output folder or the Manager), said so that the user knows what to
+    do; ``status`` is the Manager's HTTP status when it answered with an error."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 # --- the storyboard as a batch file ---------------------------------------------------------------------------
@@ -100,7 +105,7 @@ def storyboard_batch(context: Any, scene: Any) -> tuple[dict[str, Any], list[str
 
 
 def write_job(context: Any, scene: Any, root: str) -> tuple[Path, dict[str, Any], list[str]]:
-    """Write the job folder of the storyboard under ``root``: ``shots.json``, ``storyboard.blend``, ``output/``.
+    """Write the job folder of the storyboard under ``root``: ``shots.json``, ``worker.blend``, ``output/``.
 
     Returns the folder, the batch written and the notices. The batch is checked as the workers will read it.
     """
@@ -115,8 +120,9 @@ def write_job(context: Any, scene: Any, root: str) -> tuple[Path, dict[str, Any]
     shots_file.write_text(json.dumps(batch, indent=1) + "\n", encoding="utf-8")
     load_shots(shots_file)  # raises Wan2GPValidationError naming the shot at fault
     load_timeline(shots_file)
-    # What Blender on the workers opens: the job type's Blender runner needs a file; a copy, so this one stays.
-    bpy.ops.wm.save_as_mainfile(filepath=str(folder / "storyboard.blend"), copy=True, check_existing=False)
+    # What Blender on the workers opens (the job type's Blender runner needs a file): an empty one. The task needs
+    # no scene data, and this file's own jobs must not be reconciled on a worker when it loads.
+    bpy.data.libraries.write(str(folder / "worker.blend"), set())
     return folder, batch, notes
 
 
@@ -138,8 +144,8 @@ def manager_call(manager: str, method: str, path: str, body: dict[str, Any] | No
             message = json.loads(exc.read()).get("message") or exc.reason
         except (ValueError, AttributeError):
             message = exc.reason
-        raise FarmError(f"the Flamenco Manager at {manager} answered {exc.code} to {method} {path}: {message}") \
-            from None
+        raise FarmError(f"the Flamenco Manager at {manager} answered {exc.code} to {method} {path}: {message}",
+                        exc.code) from None
     except (urllib.error.URLError, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
         raise FarmError(f"the Flamenco Manager at {manager} did not answer ({reason}): is it running? Check its URL "
@@ -158,7 +164,7 @@ def submitted_job(name: str, folder: Path, count: int, etag: str) -> dict[str, A
             "shots_file": str(folder / "shots.json"),
             "shot_count": count,
             "output_dir": str(folder / "output"),
-            "blendfile": str(folder / "storyboard.blend"),
+            "blendfile": str(folder / "worker.blend"),
             "runner": "blender",
             "addon_module": ADDON_PACKAGE,  # the workers' Blender has the extension where this one has it
             "wangp_server": "",  # each worker's own WanGP, on its loopback
@@ -172,7 +178,7 @@ def submit(manager: str, job: dict[str, Any]) -> dict[str, Any]:
     try:
         job_type = manager_call(manager, "GET", f"/api/v3/jobs/type/{JOB_TYPE}")
     except FarmError as exc:
-        if " answered 404 " in str(exc):
+        if exc.status == 404:
             raise FarmError(f"the Flamenco Manager at {manager} has no job type {JOB_TYPE}: copy {JOB_TYPE_SCRIPT} "
                             "into its scripts/ folder and restart it") from None
         raise
@@ -328,24 +334,33 @@ def import_output(scene: Any, folder: str) -> tuple[list[str], int, list[str]]:
         if storyboard.fps_differs(timeline.get("fps"), fps):
             notes.append(f"the storyboard was at {timeline['fps']:g} fps, this scene is at {fps:g} fps")
     there = _on_timeline(scene)
-    placed, already = [], 0
-    for shot, place in zip(output.shots, places, strict=True):
-        result = shot.result
-        if result.job_id in there:
-            already += 1
-            continue
-        record = storyboard.result_record(result)
-        placement = vse.place_movie(scene, str(shot.video), _strip_name(result.settings.prompt or "", shot.index),
-                                    place["channel"], place["frame_start"], clip_fps=result.fps,
-                                    fps_policy=state.fps_policy, meta=place.get("meta", ""), fill=place["fill"])
-        strip = vse.find_strip(scene, placement.strip_name)
-        metadata = storyboard.strip_metadata(record, kind="farm", addon_version=__version__, created=time.time())
-        metadata["farm"] = {"output": str(output.folder), "index": shot.index}
-        vse.set_shot_metadata(strip, metadata)
-        placed.append(placement.strip_name)
-        if placement.moved:
-            notes.append(f"shot {shot.index}: channel {place['channel']} was taken, placed on {placement.channel}")
-    return placed, already, notes
+    placed: list[vse.Placement] = []
+    already = 0
+    try:
+        for shot, place in zip(output.shots, places, strict=True):
+            result = shot.result
+            if result.job_id in there:
+                already += 1
+                continue
+            placement = vse.place_movie(scene, str(shot.video), _strip_name(result.settings.prompt or "", shot.index),
+                                        place["channel"], place["frame_start"], clip_fps=result.fps,
+                                        fps_policy=state.fps_policy, meta=place.get("meta", ""), fill=place["fill"])
+            placed.append(placement)
+            metadata = storyboard.strip_metadata(storyboard.result_record(result), kind="farm",
+                                                 addon_version=__version__, created=time.time())
+            metadata["farm"] = {"output": str(output.folder), "index": shot.index}
+            vse.set_shot_metadata(vse.find_strip(scene, placement.strip_name), metadata)
+            if placement.moved:
+                notes.append(f"shot {shot.index}: channel {place['channel']} was taken, placed on "
+                             f"{placement.channel}")
+    except Exception as exc:  # e.g. no free channel: take back what this import placed, all or nothing
+        for placement in reversed(placed):
+            for name in (placement.speed_strip_name, placement.strip_name):
+                strip = vse.find_strip(scene, name) if name else None
+                if strip is not None:
+                    vse.remove_strip(scene, strip)
+        raise FarmError(f"could not place the shots of {output.folder} ({exc}): nothing was placed") from exc
+    return [p.strip_name for p in placed], already, notes
 
 
 class MD_OT_farm_import(bpy.types.Operator):

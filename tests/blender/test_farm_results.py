@@ -61,7 +61,7 @@ def test_shot_runner_output_lands_where_the_storyboard_was(blend: SimpleNamespac
     folder, batch, notes = _farm_ops().write_job(bpy.context, blend.scene, prefs().farm_folder)
     assert [s["prompt"] for s in batch["shots"]] == list(PROMPTS)
     assert [s["video_length"] for s in batch["shots"]] == [21, 21, 17]  # Wan's 4n+1 at 16 fps
-    assert (folder / "storyboard.blend").is_file() and bpy.data.filepath == ""  # a copy; this file is unchanged
+    assert (folder / "worker.blend").is_file() and bpy.data.filepath == ""  # for the workers; this file unchanged
     assert any("family's rule" in n for n in notes)  # not connected: the model family's frame rule
     _run_shots(folder, "0-2", blend.url)
     output = folder / "output"
@@ -165,6 +165,10 @@ def test_submit_to_flamenco_then_its_tasks_then_import(blend: SimpleNamespace, m
     assert farm_ops.last_output(blend.scene) == str(output)
     assert bpy.ops.movie_director.farm_import() == {"FINISHED"}  # the last job's output folder by default
     assert [vse.strip_start(s) for s in _movies(blend.scene)] == [1, 21, 41]
+
+    # What Blender on a worker opens first: an empty file, none of this file's scenes or jobs.
+    bpy.ops.wm.open_mainfile(filepath=settings["blendfile"])
+    assert [s.name for s in bpy.data.scenes] == ["Empty"] and not bpy.context.scene.movie_director.jobs
 
 
 @pytest.mark.slow
