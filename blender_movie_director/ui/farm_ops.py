@@ -6,9 +6,9 @@
 markers, with the panel's settings) and writes a job folder in the farm job folder of the preferences (storage
 every worker sees): ``shots.json`` (the batch file, with the storyboard's places as its ``timeline``), an empty
 ``worker.blend`` for Blender on the workers to open, and ``output/``. It then sends the job to the Manager over
-Flamenco's documented REST API (``POST /api/v3/jobs``, a ``SubmittedJob`` of the job type ``movie-director-shots``, the one
-``tools/flamenco/movie_director_shots.js`` defines). As Flamenco's own add-on does, the two requests run on the
-main thread, each bounded by :data:`MANAGER_TIMEOUT`.
+Flamenco's documented REST API (``POST /api/v3/jobs``, a ``SubmittedJob`` of the job type
+``movie-director-shots``, the one ``tools/flamenco/movie_director_shots.js`` defines). As Flamenco's own add-on
+does, the two requests run on the main thread, each bounded by :data:`MANAGER_TIMEOUT`.
 
 **Import Farm Results** reads a job's output folder (``backend.farm.read_output``: files only, no server) and puts
 every shot on the timeline where its storyboard place was (or, for a batch without places, end to end from the
