@@ -26,7 +26,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from .batch import Journal, ShotState, _restore_result, load_shots, resume_batch, submit_batch
 from .wan2gp.errors import Wan2GPConnectionError, Wan2GPValidationError
@@ -382,6 +382,24 @@ def run_shot_cli(args: Any, out: Any, server: str) -> int:
     out.result({"server": server, "shots": [{"index": o.index, "video": o.video, "skipped": o.skipped,
                                             "error": o.error} for o in outcomes]}, "\n".join(lines))
     return 5 if failed else 0  # the CLI's EXIT_SERVER / EXIT_OK
+
+
+def end_task(code: int) -> NoReturn:
+    """End a farm task's process with ``code`` at once, once its output is flushed.
+
+    Everything a task leaves is on disk by then (journal lines are fsynced as written, videos renamed into place,
+    the pool closed), so the interpreter's teardown (0.15-0.5 s of freeing the modules of the WanGP client,
+    measured on 2 CPUs) is skipped: a farm waits for each task's process to end, once per shot.
+    """
+    import logging
+
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe: nothing more can be said
+            pass
+    os._exit(code)
 
 
 # --- OpenJD -------------------------------------------------------------------------------------------------------

@@ -67,3 +67,27 @@ def test_the_stand_in_manager_checks_bodies_against_flamencos_schema() -> None:
     assert check({k: v for k, v in job.items() if k != "submitter_platform"}, schema) == [
         "body: submitter_platform is required"]
     assert check({**job, "initial_status": "started"}, schema)[0].startswith("body.initial_status: 'started' is not")
+
+
+def test_a_task_process_ends_with_its_code_and_all_its_output(tmp_path: Path, emulator_v12) -> None:
+    """`movie-director shot` as its own process ends at once when its work is written (end_task): the exit code,
+    its JSON and its files are all there, for a shot made now and for one done already."""
+    import os
+    import subprocess
+    import sys
+
+    from blender_movie_director.backend.farm import shot_video_name
+
+    batch = _batch(tmp_path, PLACES)
+    out = tmp_path / "out"
+    command = [str(Path(sys.executable).parent / "movie-director"), "--json", "shot", str(batch), "-o", str(out),
+               "--server", emulator_v12.url]
+    env = {**os.environ, "WAN2GP_STATE_DIR": str(tmp_path / "state")}
+    for shots, skipped in (("0", False), ("0-1", None)):
+        run = subprocess.run([*command, "--shots", shots], capture_output=True, text=True, env=env, timeout=120,
+                             check=False)
+        assert run.returncode == 0, run.stderr
+        answer = json.loads(run.stdout)
+        assert [s["skipped"] for s in answer["shots"]] == ([False] if skipped is False else [True, False])
+    assert (out / shot_video_name(1)).stat().st_size > 0
+    assert json.loads((out / MANIFEST).read_text())["timeline"]["places"] == PLACES
