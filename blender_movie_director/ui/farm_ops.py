@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import bpy
-from bpy.props import StringProperty
+from bpy.props import BoolProperty, StringProperty
 
 from .. import storyboard
 from . import convert, operators, vse
@@ -249,12 +249,26 @@ class MD_OT_farm_submit(bpy.types.Operator):
             return False
         return True
 
+    again: BoolProperty(name="Submit Again", default=False, options={"SKIP_SAVE"},
+                        description="Send the storyboard even if this scene sent the very same one last time")
+
     def execute(self, context):
         from ..backend.wan2gp.errors import Wan2GPValidationError
 
         scene = vse.sequencer_scene(context)
         p = prefs(context)
         manager = p.flamenco_manager.strip()
+        last = storyboard.loads(scene.get(LAST_JOB)) or {}
+        if not self.again and last.get("job"):  # a second press must not make every shot twice
+            try:
+                sent = json.loads((Path(last["folder"]) / "shots.json").read_text(encoding="utf-8"))
+                same = storyboard_batch(context, scene)[0]["shots"] == sent["shots"]  # the places may have moved
+            except (FarmError, OSError, ValueError, KeyError, TypeError):
+                same = False
+            if same:
+                self.report({"ERROR"}, f"This storyboard was sent already (job {last['job']}, {last['folder']}): "
+                            "Import Farm Results when it is done, or change it; Submit Again sends it anyway")
+                return {"CANCELLED"}
         try:
             folder, batch, notes = write_job(context, scene, p.farm_folder.strip())
         except (FarmError, Wan2GPValidationError) as exc:
@@ -353,6 +367,8 @@ def import_output(scene: Any, folder: str) -> tuple[list[str], int, list[str]]:
             if placement.moved:
                 notes.append(f"shot {shot.index}: channel {place['channel']} was taken, placed on "
                              f"{placement.channel}")
+            if place.get("meta") and not placement.meta:
+                notes.append(f"shot {shot.index}: the meta strip {place['meta']} is gone, placed at the top level")
     except Exception as exc:  # e.g. no free channel: take back what this import placed, all or nothing
         for placement in reversed(placed):
             for name in (placement.speed_strip_name, placement.strip_name):

@@ -144,6 +144,10 @@ def test_submit_to_flamenco_then_its_tasks_then_import(blend: SimpleNamespace, m
         assert settings["shot_count"] == 3 and settings["runner"] == "blender" and settings["addon_module"] == ADDON
         assert Path(settings["blendfile"]).is_file() and Path(settings["shots_file"]).is_file()
         assert [t["name"] for t in tasks] == ["shot-0000", "shot-0001", "shot-0002"]
+        # Pressing Submit again with the same storyboard sends nothing (every shot would be made twice).
+        with pytest.raises(RuntimeError, match="This storyboard was sent already"):
+            bpy.ops.movie_director.farm_submit()
+        assert len(manager.jobs) == 1
 
         # What the Manager refuses comes back as its message: a job type not installed, a body off the schema.
         with monkeypatch.context() as m, pytest.raises(farm_ops.FarmError, match="copy tools/flamenco/movie_dir"):
