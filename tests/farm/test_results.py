@@ -91,3 +91,82 @@ def test_a_task_process_ends_with_its_code_and_all_its_output(tmp_path: Path, em
         assert [s["skipped"] for s in answer["shots"]] == ([False] if skipped is False else [True, False])
     assert (out / shot_video_name(1)).stat().st_size > 0
     assert json.loads((out / MANIFEST).read_text())["timeline"]["places"] == PLACES
+
+
+class _CountingForwarder:
+    """A loopback TCP forwarder to a server that notes the first request line of each connection (health checks
+    read ``/config`` on a connection of its own)."""
+
+    def __init__(self, target: str) -> None:
+        import socket
+        import threading
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(target)
+        self.target = (parts.hostname, parts.port)
+        self.first_lines: list[str] = []
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}/"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import socket
+        import threading
+
+        while True:
+            try:
+                inbound, _ = self.listener.accept()
+            except OSError:
+                return
+            outbound = socket.create_connection(self.target)
+            first = inbound.recv(65536)
+            self.first_lines.append(first.split(b"\r\n", 1)[0].decode("latin-1"))
+            outbound.sendall(first)
+            for a, b in ((inbound, outbound), (outbound, inbound)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source, sink) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (source, sink):
+                try:
+                    s.shutdown(2)
+                except OSError:
+                    pass
+
+    def configs(self) -> int:
+        return sum(line.startswith("GET /config") for line in self.first_lines)
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def test_a_tasks_first_health_check_does_not_read_config_of_a_known_server(tmp_path: Path, emulator_v12) -> None:
+    """A farm task is a new program: its pool's first check of the worker's WanGP reads /config (2.6 MB on a real
+    12.60) unless the disk API cache knows that server process, as it does once any task has connected to it."""
+    from blender_movie_director.backend.pool import ServerPool
+    from blender_movie_director.backend.wan2gp import Wan2GPClient
+    from blender_movie_director.backend.wan2gp.cache import ApiCache
+
+    forwarder = _CountingForwarder(emulator_v12.url)
+    try:
+        before = forwarder.configs()
+        with ServerPool([forwarder.url], cache_dir=tmp_path / "empty", result_cache=False) as pool:
+            assert pool.wait_for_servers(1, timeout=10)
+            assert forwarder.configs() == before + 1  # nothing known: /config is read
+        client = Wan2GPClient(forwarder.url, output_dir=tmp_path / "out")
+        client.api_cache = ApiCache(tmp_path / "cache")
+        client.connect()  # an earlier task, recording the server process in the disk cache
+        client.close()
+        before = forwarder.configs()
+        with ServerPool([forwarder.url], cache_dir=tmp_path / "cache", result_cache=False) as pool:
+            assert pool.wait_for_servers(1, timeout=10)
+            assert pool.view().servers[0].wangp_version
+            assert forwarder.configs() == before  # known: not read again
+    finally:
+        forwarder.close()
