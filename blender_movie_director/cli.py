@@ -731,9 +731,12 @@ def cmd_batch(args: argparse.Namespace, out: _Output) -> int:
 
 
 def cmd_shot(args: argparse.Namespace, out: _Output) -> int:
-    from .backend.farm import run_shot_cli
+    from .backend.farm import end_task, run_shot_cli
 
-    return run_shot_cli(args, out, _resolve_server(args, out))
+    code = run_shot_cli(args, out, _resolve_server(args, out))
+    if args.owns_process:  # the task's own process (the farm waits for it to end): skip the interpreter's teardown
+        end_task(code)
+    return code
 
 
 def cmd_endpoints(args: argparse.Namespace, out: _Output) -> int:
@@ -883,7 +886,9 @@ def _setup_logging(verbose: int) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit code (never calls sys.exit)."""
+    """Run the command line; returns the exit code (never calls sys.exit). Run as the program (``argv`` None),
+    ``shot`` ends the process itself once its work is written (see ``backend.farm.end_task``)."""
+    given = argv
     argv = list(sys.argv[1:] if argv is None else argv)
     out = _Output(json_mode="--json" in argv)
     try:
@@ -896,6 +901,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # --help, --version
         return exc.code if isinstance(exc.code, int) else EXIT_OK
     out = _Output(json_mode=args.json, quiet=args.quiet)
+    args.owns_process = given is None  # run as the program (movie-director, python -m), not called
     _setup_logging(args.verbose)
     try:
         return int(args.func(args, out))

@@ -36,7 +36,7 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 def figures() -> list[str]:
     v12, v6 = _load("client-v12"), _load("client-v6")
     releases, emulator, discovery = _load("releases"), _load("emulator"), _load("discovery")
-    pool, blender, connect = _load("pool"), _load("blender"), _load("connect")
+    pool, blender, connect, farm = _load("pool"), _load("blender"), _load("connect"), _load("farm")
     cold = releases["cold_connect"]
     wait = releases["long_wait"]
     zips = blender["zips"]["zips"]
@@ -99,6 +99,11 @@ def figures() -> list[str]:
          "done with one server killed halfway", f"≥ {pool['targets']['throughput_ratio']}x", "benchmarks/pool.py"],
         ["result-cache hit (identical shot, fixed seed)", f"{pool['cache_hit']['submit_hit_median_ms']:.2f} ms median",
          f"≤ {pool['targets']['cache_hit_ms']:.0f} ms", "benchmarks/pool.py"],
+        [f"a storyboard on a farm: `openjd run` of {farm['shots']} shots over {farm['servers']} workers vs "
+         "`movie-director batch` of the same shots (wall time; per-task start-up, direct / through `openjd run`)",
+         f"{farm['ratio']:.2f}x at load average {farm['load_average_before']:.1f} on {farm['cpus']} CPUs; "
+         f"{farm['task_startup_shot_s']:.2f} s / {farm['task_startup_openjd_run_s']:.2f} s",
+         f"≤ {farm['target_ratio']}x", "benchmarks/farm.py"],
         [f"Blender: enabling the add-on, bpy {blender['bpy']} / {blender['quit_py313']['bpy']}",
          f"{blender['enable']['enable_ms']['median']:.0f} ms / {blender['enable_py313']['enable_ms']['median']:.0f} ms",
          f"≤ {blender['enable']['target_ms']} ms", "benchmarks/blender.py"],

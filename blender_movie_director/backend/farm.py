@@ -9,6 +9,11 @@ shot's video is also linked under a stable name, ``shot-0004.mp4``, which is wha
 
 :func:`write_openjd_bundle` writes the OpenJD job bundle of a batch: ``template.yaml`` (one step, one task per shot),
 ``parameter_values.yaml`` and ``shots.json`` (the batch, its input paths made absolute).
+
+The output folder describes itself: every task writes ``movie_director.json`` there (the job's shot count, and
+the storyboard's places when the batch file has them: ``{"shots": [...], "timeline": {...}}``, as Blender
+writes it), so :func:`read_output` tells, from that folder alone, which shots are done, with their videos and the
+settings they were made with, and where each goes on the timeline (what Blender's "Import Farm Results" places).
 """
 
 from __future__ import annotations
@@ -21,18 +26,22 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from .batch import Journal, ShotState, _restore_result, load_shots, resume_batch, submit_batch
 from .wan2gp.errors import Wan2GPConnectionError, Wan2GPValidationError
 from .wan2gp.schemas import GenerationSettings
 
-__all__ = ["ShotOutcome", "openjd_template", "parse_shot_range", "run_shots", "shot_video_name", "write_openjd_bundle"]
+__all__ = ["FarmOutput", "FarmShot", "ShotOutcome", "load_timeline", "openjd_template", "parse_shot_range",
+           "read_output", "run_shots", "shot_video_name", "write_openjd_bundle"]
 
 # How long a task waits for the worker's WanGP to answer before it fails with the connection exit code: long
 # enough for WanGP started by the worker's own start-up script, short enough that a dead worker frees its task.
 DEFAULT_WAIT_FOR_SERVER = 60.0
 OPENJD_STEP = "Shots"
+MANIFEST = "movie_director.json"  # in the job's output folder: what read_output needs besides the journals
+MANIFEST_FORMAT = 1
+TIMELINE_FORMAT = 1
 
 
 def shot_video_name(index: int) -> str:
@@ -89,10 +98,12 @@ def run_shots(batch_file: str | Path, indices: list[int] | None, output_dir: str
     batch_file = Path(batch_file).expanduser()
     output_dir = Path(output_dir).expanduser()
     shots = load_shots(batch_file)
+    timeline = load_timeline(batch_file)
     indices = list(range(len(shots))) if indices is None else indices
     job = _job_id(batch_file, output_dir)
     journals = output_dir / ".journal"
     journals.mkdir(parents=True, exist_ok=True)
+    _write_manifest(output_dir, job, len(shots), timeline)
     report = progress or (lambda fraction, status: None)
     outcomes: list[ShotOutcome] = []
     pool: ServerPool | None = None
@@ -187,6 +198,153 @@ def _link_stable(video: Path, output_dir: Path, index: int) -> Path:
     return target
 
 
+# --- the output folder: the job's manifest, and the results as the artist's Blender imports them ------------
+
+
+def load_timeline(batch_file: str | Path) -> dict[str, Any] | None:
+    """The storyboard's places a batch file carries (``{"shots": [...], "timeline": {...}}``), else None.
+
+    The timeline is ``{"format": 1, "scene": NAME, "fps": FPS, "places": [...]}``, one place per shot, in order:
+    ``{"frame_start": F, "channel": C, "fill": FRAMES (0: the clip's own length), "meta": META STRIP or ""}``.
+    Raises :class:`Wan2GPValidationError` saying what is wrong with it.
+    """
+    path = Path(batch_file).expanduser()
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None  # load_shots says what is wrong with the file itself
+    if not isinstance(data, dict) or data.get("timeline") is None:
+        return None
+    return _checked_timeline(data["timeline"], len(data.get("shots") or []), f"the timeline of {path}")
+
+
+def _checked_timeline(timeline: Any, total: int, where: str) -> dict[str, Any]:
+    def bad(problem: str) -> Wan2GPValidationError:
+        return Wan2GPValidationError(f"{where}: {problem}", field="timeline",
+                                     hint="write the job again from Blender (Submit to Flamenco), or remove "
+                                          "\"timeline\" from the batch file to place the shots end to end")
+
+    if not isinstance(timeline, dict) or timeline.get("format") != TIMELINE_FORMAT:
+        raise bad(f"expected an object with \"format\": {TIMELINE_FORMAT}")
+    places = timeline.get("places")
+    if not isinstance(places, list) or len(places) != total:
+        raise bad(f"it must hold one place per shot ({total}), not {len(places) if isinstance(places, list) else 0}")
+    for n, place in enumerate(places):
+        fields = [place.get(k) for k in ("frame_start", "channel", "fill")] if isinstance(place, dict) else []
+        ints = [v for v in fields if isinstance(v, int) and not isinstance(v, bool)]
+        if len(ints) != 3 or not 1 <= ints[1] <= 128 or ints[2] < 0 or not isinstance(place.get("meta", ""), str):
+            raise bad(f"place {n} must be {{\"frame_start\": int, \"channel\": 1-128, \"fill\": int >= 0, "
+                      f"\"meta\": str}}, not {place!r}")
+    return timeline
+
+
+def _write_manifest(output_dir: Path, job: str, total: int, timeline: dict[str, Any] | None) -> None:
+    """The job's manifest in its output folder, written whole (every task writes the same; the last one stays)."""
+    data = {"format": MANIFEST_FORMAT, "job": job, "shots": total, "timeline": timeline}
+    path = output_dir / MANIFEST
+    try:
+        if json.loads(path.read_text(encoding="utf-8")) == data:
+            return
+    except (OSError, ValueError):
+        pass
+    tmp = path.with_name(f".{MANIFEST}.{os.getpid()}.{threading.get_ident()}.tmp")
+    tmp.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+@dataclass(frozen=True)
+class FarmShot:
+    """One shot of a farm job's output folder, as :func:`read_output` finds it."""
+
+    index: int
+    state: str  # "done", "pending" (no task ran it yet), "running", "failed", "cancelled", or "damaged"
+    video: Path | None = None  # shot-NNNN.mp4 in the output folder, for a done shot
+    result: Any = None  # its GenerationResult (the settings it was made with), for a done shot
+    error: str = ""
+
+    @property
+    def done(self) -> bool:
+        return self.state == "done"
+
+
+@dataclass(frozen=True)
+class FarmOutput:
+    folder: Path
+    total: int
+    timeline: dict[str, Any] | None  # the storyboard's places (load_timeline), if the batch had them
+    shots: list[FarmShot]
+
+    def problems(self) -> list[str]:
+        """A line per shot that is not done, saying why; empty when every shot can be imported."""
+        return [f"shot {s.index}: {s.error or s.state}" for s in self.shots if not s.done]
+
+
+def read_output(folder: str | Path) -> FarmOutput:
+    """Every shot of the farm job whose output folder is ``folder``: done (its video checked, and the settings it
+    was made with), or why not. Reads files only; asks no server.
+
+    Raises :class:`Wan2GPValidationError` when ``folder`` is not a Movie Director farm output folder.
+    """
+    from .wan2gp import _mp4
+    from .wan2gp.schemas import GenerationResult
+
+    folder = Path(folder).expanduser()
+    journals = folder / ".journal"
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    except OSError:
+        manifest = None
+    except ValueError:
+        raise Wan2GPValidationError(f"{folder / MANIFEST} is not valid JSON", field="output",
+                                    hint="run one task of the farm job again: it writes it anew") from None
+    found = sorted(int(p.stem.removeprefix("shot-")) for p in journals.glob("shot-[0-9]*.jsonl")
+                   if p.stem.removeprefix("shot-").isdigit()) if journals.is_dir() else []
+    if not isinstance(manifest, dict) and not found:
+        raise Wan2GPValidationError(f"{folder} is not the output folder of a Movie Director farm job (it has no "
+                                    f"{MANIFEST} and no .journal folder)", field="output",
+                                    hint="choose the folder the job wrote shot-NNNN.mp4 into (its OutputDir or "
+                                         "output_dir), once its first task has started")
+    if isinstance(manifest, dict):
+        total = int(manifest.get("shots") or 0)
+        timeline = manifest.get("timeline")
+        if timeline is not None:
+            timeline = _checked_timeline(timeline, total, f"the timeline in {folder / MANIFEST}")
+    else:  # written before manifests existed: the journals found say how many shots there are at least
+        total, timeline = max(found) + 1, None
+    shots = []
+    for index in range(total):
+        journal, video = journals / f"shot-{index:04d}.jsonl", folder / shot_video_name(index)
+        if not journal.exists():
+            shots.append(FarmShot(index, "pending", error="no task has run it yet"))
+            continue
+        try:
+            header, states = Journal.read(journal)
+        except (OSError, ValueError) as exc:
+            shots.append(FarmShot(index, "damaged", error=f"its journal can't be read ({exc})"))
+            continue
+        state = states.get(0) or {}
+        status = str(state.get("state") or "pending")
+        if status != ShotState.DONE.value:
+            why = {"pending": "its task has not sent it yet", "running": "being generated (or its task stopped: "
+                   "requeue it on the farm)", "cancelled": "cancelled: requeue its task"}.get(status, status)
+            shots.append(FarmShot(index, status, error=str(state.get("error") or why)))
+            continue
+        try:
+            settings = GenerationSettings.model_construct(**(header.get("shots") or [{}])[0])
+            result = GenerationResult.model_validate({**state["result"], "settings": settings})
+            info = _mp4.probe(video)
+        except (KeyError, TypeError, ValueError, OSError) as exc:  # NotAVideo and pydantic's errors are ValueErrors
+            shots.append(FarmShot(index, "damaged", error=f"done, but {video.name} or its journal is missing or "
+                                  f"incomplete ({type(exc).__name__}: {exc}); run its task again"))
+            continue
+        if result.frames and info.frames != result.frames:
+            shots.append(FarmShot(index, "damaged", error=f"{video.name} has {info.frames} frames, its journal "
+                                  f"says {result.frames}: it is incomplete; run its task again"))
+            continue
+        shots.append(FarmShot(index, "done", video, result.model_copy(update={"video_path": video})))
+    return FarmOutput(folder, total, timeline, shots)
+
+
 # --- the command line: `movie-director shot` --------------------------------------------------------------------
 
 
@@ -224,6 +382,24 @@ def run_shot_cli(args: Any, out: Any, server: str) -> int:
     out.result({"server": server, "shots": [{"index": o.index, "video": o.video, "skipped": o.skipped,
                                             "error": o.error} for o in outcomes]}, "\n".join(lines))
     return 5 if failed else 0  # the CLI's EXIT_SERVER / EXIT_OK
+
+
+def end_task(code: int) -> NoReturn:
+    """End a farm task's process with ``code`` at once, once its output is flushed.
+
+    Everything a task leaves is on disk by then (journal lines are fsynced as written, videos renamed into place,
+    the pool closed), so the interpreter's teardown (0.15-0.5 s of freeing the modules of the WanGP client,
+    measured on 2 CPUs) is skipped: a farm waits for each task's process to end, once per shot.
+    """
+    import logging
+
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe: nothing more can be said
+            pass
+    os._exit(code)
 
 
 # --- OpenJD -------------------------------------------------------------------------------------------------------
@@ -282,8 +458,11 @@ def write_openjd_bundle(shots_file: str | Path, bundle_dir: str | Path) -> Path:
     assert template["specificationVersion"] == TemplateSpecificationVersion.JOBTEMPLATE_v2023_09.value
     bundle = Path(bundle_dir).expanduser()
     bundle.mkdir(parents=True, exist_ok=True)
-    (bundle / "shots.json").write_text(json.dumps([s.model_dump(mode="json", exclude_unset=True) for s in shots],
-                                                  indent=2) + "\n", encoding="utf-8")
+    copied: Any = [s.model_dump(mode="json", exclude_unset=True) for s in shots]
+    timeline = load_timeline(shots_file)
+    if timeline is not None:  # the storyboard's places go with the shots, to the job's output folder
+        copied = {"shots": copied, "timeline": timeline}
+    (bundle / "shots.json").write_text(json.dumps(copied, indent=2) + "\n", encoding="utf-8")
     (bundle / "template.yaml").write_text(yaml.safe_dump(template, sort_keys=False), encoding="utf-8")
     values = {"parameterValues": [{"name": "ShotsFile", "value": str((bundle / "shots.json").resolve())},
                                   {"name": "OutputDir", "value": str((bundle / "output").resolve())}]}

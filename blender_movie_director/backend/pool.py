@@ -590,7 +590,7 @@ class ServerPool:
         """Check these servers once, in parallel, then monitor them in the background."""
         for server in servers:
             server.monitor = HealthMonitor(server.url, period=self.health_period, timeout=self.health_timeout,
-                                           on_event=self._on_health)
+                                           on_event=self._on_health, api_cache=self.api_cache)
         if len(servers) > 1:
             with ThreadPoolExecutor(len(servers), thread_name_prefix="pool-check") as pool:
                 list(pool.map(lambda s: s.monitor.check_now(), servers))

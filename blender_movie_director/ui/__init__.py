@@ -7,9 +7,9 @@ on a worker thread.
 
 from __future__ import annotations
 
-from . import from_camera, operators, panels, persistence, preferences, properties, pump
+from . import farm_ops, from_camera, operators, panels, persistence, preferences, properties, pump
 
-_MODULES = (preferences, properties, operators, from_camera, panels)
+_MODULES = (preferences, properties, operators, from_camera, panels, farm_ops)
 
 
 def register() -> None:

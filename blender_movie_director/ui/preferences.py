@@ -41,6 +41,14 @@ class MD_Preferences(bpy.types.AddonPreferences):
                                 description="Seconds for one short call (switch model, add a task)")
     timeout_job_minutes: FloatProperty(name="Job (minutes)", default=360.0, min=1.0, max=48 * 60.0,
                                        description="Longest a generation may take, from submit to saved file")
+    flamenco_manager: StringProperty(
+        name="Flamenco Manager", default="",
+        description="The Flamenco Manager that Submit to Flamenco sends the storyboard to, e.g. "
+                    "http://flamenco:8080 (its job type tools/flamenco/movie_director_shots.js installed)")
+    farm_folder: StringProperty(
+        name="Farm job folder", subtype="DIR_PATH", default="",
+        description="Storage every farm worker reads and writes, mapped alike on every machine (Flamenco's "
+                    "shared storage): each submitted storyboard gets a folder there, with its shots' output")
 
     def draw(self, context: bpy.types.Context) -> None:
         layout = self.layout
@@ -72,6 +80,9 @@ class MD_Preferences(bpy.types.AddonPreferences):
         row.prop(self, "timeout_connect")
         row.prop(self, "timeout_call")
         row.prop(self, "timeout_job_minutes")
+        layout.label(text="Render farm")
+        layout.prop(self, "flamenco_manager")
+        layout.prop(self, "farm_folder")
         layout.label(text="Powered by WanGP (github.com/deepbeepmeep/Wan2GP)", icon="INFO")
 
 
@@ -87,7 +98,7 @@ class MD_UL_servers(bpy.types.UIList):
 
 _DEFAULTS = SimpleNamespace(
     servers=[], server_index=0, output_folder="", username="", password="",
-    timeout_connect=10.0, timeout_call=120.0, timeout_job_minutes=360.0,
+    timeout_connect=10.0, timeout_call=120.0, timeout_job_minutes=360.0, flamenco_manager="", farm_folder="",
 )
 
 

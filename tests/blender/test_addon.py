@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .conftest import ADDON, addon_utils, bpy, connect, draw_panels, prefs, pump_until, wait_done
 
-CLASSES = ("MD_PT_main", "MD_PT_shot", "MD_PT_queue", "MD_UL_jobs", "MD_UL_servers")
+CLASSES = ("MD_PT_main", "MD_PT_shot", "MD_PT_queue", "MD_PT_farm", "MD_UL_jobs", "MD_UL_servers")
 
 
 def _handlers() -> list[str]:

@@ -6,7 +6,7 @@
 // string rejects the job. This stand-in gives those and nothing else (no `require`, no file access, as in
 // Flamenco), fills in the settings' defaults as the Manager does, then prints the authored job as JSON.
 //
-// Usage: node flamenco_standin.js JOB_TYPE.js '{"setting": ...}'
+// Usage: node flamenco_standin.js JOB_TYPE.js '{"setting": ...}'   (or --job-type: print JOB_TYPE)
 "use strict";
 const fs = require("fs");
 const vm = require("vm");
@@ -50,6 +50,10 @@ vm.createContext(context);
 vm.runInContext(fs.readFileSync(scriptPath, "utf8") + "\n;this.JOB_TYPE = JOB_TYPE;", context,
                 { filename: scriptPath });
 
+if (settingsJson === "--job-type") {  // what the Manager lists of the job type (GET /api/v3/jobs/type/{name})
+    console.log(JSON.stringify(context.JOB_TYPE));
+    process.exit(0);
+}
 const settings = {};
 for (const s of context.JOB_TYPE.settings) {
     if (s.default !== undefined) settings[s.key] = s.default;
