@@ -177,5 +177,7 @@ def test_closing_the_client_cancels_what_is_unfinished(server, tmp_path):
     job.add_progress_callback(lambda j, p: p.step == 1 and running.set())
     assert running.wait(5)
     client.close()
-    assert job.done() and job.stop_reason is StopReason.USER
+    with pytest.raises(JobCancelledError):
+        job.result(timeout=5)
+    assert job.stop_reason is StopReason.USER
     assert ("aborted", "r1") in server.events  # nothing left working on the GPU for nobody
