@@ -40,7 +40,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from .wan2gp._urls import is_loopback, normalise_url
+from ._urls import is_loopback, normalise_url
 from .wan2gp._webui.fingerprint import gradio_version, is_wangp, wangp_version
 from .wan2gp.errors import redact
 

@@ -41,8 +41,8 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from ._urls import app_id_url, normalise_url
 from .discovery import ServiceKind, probe
-from .wan2gp._urls import app_id_url, normalise_url
 from .wan2gp._webui.fingerprint import gradio_version, is_wangp, startup_model, wangp_version
 from .wan2gp.errors import redact
 

@@ -41,8 +41,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ._urls import normalise_url
 from .health import HealthEvent, HealthEventKind, HealthMonitor, HealthReport
-from .wan2gp._urls import normalise_url
 from .wan2gp.cache import ApiCache, ModelListCache, ResultCache, default_cache_dir
 from .wan2gp.client import Wan2GPClient, _as_settings
 from .wan2gp.config import Retries, Timeouts

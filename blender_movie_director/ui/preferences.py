@@ -9,7 +9,7 @@ from typing import Any
 import bpy
 from bpy.props import CollectionProperty, FloatProperty, IntProperty, StringProperty
 
-from ..backend.wan2gp._urls import is_loopback
+from ..backend._urls import is_loopback
 
 # The add-on's package: "blender_movie_director", or "bl_ext.<repo>.blender_movie_director" as an extension.
 ADDON_PACKAGE = __package__.rpartition(".")[0]

@@ -24,8 +24,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .._urls import is_mcp_url
 from ._transport import Transport
-from ._urls import is_mcp_url
 from ._webui.transport import WebUiTransport
 from .book import JobBook
 from .config import ClientSettings, Retries, Timeouts, first_warning, security_warnings
