@@ -57,7 +57,9 @@ def test_shot_runner_output_lands_where_the_storyboard_was(blend: SimpleNamespac
     from blender_movie_director.ui import pump, vse
 
     _storyboard(blend)
-    pump.state().rules.pop((blend.url, blend.shot.model), None)  # not connected (an earlier test may have been)
+    st = pump.state()  # not connected (an earlier test may have been), and asked again at the next Connect
+    st.rules.pop((blend.url, blend.shot.model), None)
+    st.rules_asked.discard((blend.url, blend.shot.model))
     folder, batch, notes = _farm_ops().write_job(bpy.context, blend.scene, prefs().farm_folder)
     assert [s["prompt"] for s in batch["shots"]] == list(PROMPTS)
     assert [s["video_length"] for s in batch["shots"]] == [21, 21, 17]  # Wan's 4n+1 at 16 fps
