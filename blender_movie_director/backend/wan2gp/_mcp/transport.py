@@ -187,7 +187,6 @@ class McpRun:
     def __init__(self, job: Wan2GPJob, transport: McpTransport) -> None:
         self.job, self.t = job, transport
         self.state = job.state
-        self._noted_running = False
 
     def run(self, started: float) -> GenerationResult:
         job, conn = self.job, self.t.require()
