@@ -2,7 +2,7 @@
 
 What it follows:
 
-* 12.60 (flavour ``v12``, API v1 only): the captured real server, ``../shared/wan2gp-real/head_mcp_tools_list.json``
+* 12.60 (flavour ``v12``, API v1 only): the captured real server, ``tests/captures/head_mcp_tools_list.json.gz``
   (the tool list is served verbatim from ``data/mcp_v12.60_tools.json.gz``), ``head_mcp_probe_calls.json`` and
   ``head_mcp_success_flow.json`` (snapshots, events, tickets, the 307 of ``/mcp``).
 * 13.x (flavour ``v13``): ``v13_mcp_v2_contract.json``, read from WanGP's source, not from a running server:
@@ -932,7 +932,7 @@ class McpServer:
         return job
 
     def _run(self, job: Job, prepared: list[tuple[_catalog.ModelInfo | None, str, dict]]) -> None:
-        """shared/api.py run_cli_job, emulated: the engine's queue worker, its commands turned into job events."""
+        """WanGP's own shared/api.py run_cli_job, emulated: the engine's queue worker, its commands as job events."""
         engine, state = self.engine, job.state
         gen = engine.gen(state)
         errors: list[dict] = []
@@ -1053,7 +1053,7 @@ class McpServer:
 
     @staticmethod
     def _progress(data: Any, last: dict) -> dict:
-        """shared/api.py _normalize_phase: the engine's gr.Progress sample as a progress event."""
+        """WanGP's own shared/api.py _normalize_phase: the engine's gr.Progress sample as a progress event."""
         if isinstance(data[0], tuple):
             (step, total), message = data[0], str(data[1])
             raw = message.split(" - ")[-1].split(" | ")[0]

@@ -4,7 +4,8 @@ Built with the official SDK's FastMCP, stateless with JSON responses, as WanGP s
 mounted at ``/mcp/`` so that ``POST /mcp`` answers 307, as 12.60 does. API v1 as 12.60 and 13+ serve it, and
 API v2 with progressive discovery, cursor pages and argument schemas; upload and download tickets (one use).
 Generations take ``step_seconds`` a step and write a real MP4. Prompt markers: ``[[fail]]`` fails the job at the
-generation stage. The shapes and texts follow ``../shared/wan2gp-real/`` (head_mcp_*.json, v13_mcp_v2_contract).
+generation stage. The shapes and texts follow ``tests/captures/`` (head_mcp_*.json.gz,
+v13_mcp_v2_contract.json.gz).
 """
 
 from __future__ import annotations

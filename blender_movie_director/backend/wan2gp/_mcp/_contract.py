@@ -1,6 +1,6 @@
 """WanGP's MCP contracts, told apart from ``tools/list`` alone, and the server's answers read tolerantly.
 
-Three contracts are known (``../shared/reference/wangp-mcp.md``, section 2):
+Three contracts are known (``docs/wangp-mcp.md``; captures in ``tests/captures/``):
 
 - ``v1-12``: API v1 as WanGP 12.x serves it (``wangp_get_job``, no ``wangp_models``);
 - ``v1-13``: API v1 as WanGP 13+ serves it with ``--mcp-api-version 1`` (adds ``wangp_models``/``wangp_model``);
