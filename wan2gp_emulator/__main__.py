@@ -49,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--mcp-auth", default=None, metavar="TOKEN",
                         help="require 'Authorization: Bearer TOKEN' on MCP requests and ticket routes (stands in "
                              "for WanGP's OAuth --mcp-auth)")
+    parser.add_argument("--inspect", action="store_true",
+                        help="also serve GET /emulator/info, /emulator/events and /emulator/sessions (JSON), for "
+                             "tests that run the emulator in another process; a real WanGP has no such routes")
     parser.add_argument("--state-dir", default=None,
                         help="where wgp_config.json (the last model, kept across restarts) lives "
                              "(default: the output dir)")
@@ -73,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--flavour v13 is emulated only as an MCP server: add --mcp")
     if (args.mcp_api_version or args.mcp_async or args.mcp_auth) and not args.mcp:
         parser.error("--mcp-api-version, --mcp-async and --mcp-auth need --mcp")
+    if args.inspect and args.mcp:
+        parser.error("--inspect serves the web UI's events and sessions: the MCP server has none")
     if args.mcp and args.flavour not in ("v12", "v13"):
         parser.error("--mcp serves flavours v12 (12.60, API v1) and v13 (13.x, API v2 or v1)")
     if args.mcp and args.flavour == "v12" and args.mcp_api_version == 2:
@@ -96,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
                             step_seconds=args.step_seconds, missing_weights=args.missing_weights,
                             crash_after_steps=args.crash_after_steps, load_seconds=args.load_seconds,
                             state_dir=args.state_dir, real_size=args.real_size, mcp=args.mcp,
-                            mcp_api_version=args.mcp_api_version, mcp_async=args.mcp_async, mcp_auth=args.mcp_auth)
+                            mcp_api_version=args.mcp_api_version, mcp_async=args.mcp_async, mcp_auth=args.mcp_auth,
+                            inspect=args.inspect)
     done = threading.Event()
 
     def stop(signum: int, frame: object) -> None:

@@ -74,6 +74,10 @@ class EmulatorServer:
         mcp_async: allow ``wait=false`` in API v2 (``--mcp-async``); API v1 always allows it.
         mcp_auth: a bearer token every MCP request and ticket route must carry (``Authorization: Bearer <token>``);
             stands in for WanGP's OAuth (``--mcp-auth``), whose token it would be.
+        inspect: also serve ``GET /emulator/info``, ``/emulator/events`` and ``/emulator/sessions`` (JSON: the
+            flavour and version, :meth:`events`, :meth:`sessions`), for tests that run the server in another
+            process (:class:`~wan2gp_emulator.process.EmulatorProcess`). A real WanGP has no such routes, and no
+            client of ours reads them. Web UI only.
 
     Example::
 
@@ -98,6 +102,7 @@ class EmulatorServer:
         mcp_api_version: int | None = None,
         mcp_async: bool = False,
         mcp_auth: str | None = None,
+        inspect: bool = False,
     ) -> None:
         if mcp:
             from ._mcp import MCP_VERSIONS, default_api_version
@@ -116,6 +121,9 @@ class EmulatorServer:
         self.mcp_api_version = mcp_api_version
         self.mcp_async = mcp_async
         self.mcp_auth = mcp_auth
+        if inspect and mcp:
+            raise ValueError("inspect=True serves the web UI's events and sessions; the MCP server has none")
+        self.inspect = inspect
         self.base_url: str | None = None  # the server's origin, "http://HOST:PORT/" (ticket URLs are relative to it)
         self._mcp_server: Any = None
         self.host = host
@@ -181,6 +189,11 @@ class EmulatorServer:
                 return Response(job.data, media_type=job.mime_type, headers=headers)
 
             demo.app.add_api_route("/wangp_api/download/{token}", download, methods=["GET"])
+            if self.inspect:
+                info = {"flavour": self.flavour, "version": self.version}
+                demo.app.add_api_route("/emulator/info", lambda: info, methods=["GET"])
+                demo.app.add_api_route("/emulator/events", engine.events, methods=["GET"])
+                demo.app.add_api_route("/emulator/sessions", engine.sessions, methods=["GET"])
             self._demo, self._engine = demo, engine
             self.port = port
             self.url = self.base_url = f"http://{self.host}:{port}/"

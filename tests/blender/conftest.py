@@ -2,8 +2,10 @@
 
 ``bpy.app.timers`` never fire in the bpy module, so tests pump the add-on's timer function themselves.
 ``BLENDER_USER_RESOURCES`` points at a temporary folder before bpy is imported, so nothing is written to the
-home folder. The add-on is disabled (unregistered) at the end: classes still registered at exit make
-bpy 4.5 hang and 4.2 crash.
+home folder. The emulators of these tests run in their own processes (the fixtures below replace the in-process
+ones of ``tests/conftest.py``): with bpy 5.0.1, a render on the main thread while an in-process server's threads
+ran Python crashed the test process (a segmentation fault) in 3 of 3 whole-suite runs. The add-on is disabled
+(unregistered) at the end: classes still registered at exit make bpy 4.5 hang and 4.2 crash.
 """
 
 from __future__ import annotations
@@ -26,7 +28,51 @@ bpy = pytest.importorskip("bpy", reason="bpy (Blender as a Python module) is not
 
 import addon_utils  # noqa: E402  (Blender's module: importable once bpy is)
 
+from wan2gp_emulator.process import EmulatorProcess  # noqa: E402
+
 ADDON = "blender_movie_director"
+STEP_SECONDS = "0.05"  # as tests/conftest.py's TEST_STEP_SECONDS
+
+
+def _emulator_process(tmp_path_factory: pytest.TempPathFactory, flavour: str, **options: Any) -> EmulatorProcess:
+    """``python -m wan2gp_emulator --flavour F --inspect`` on a free port; ``options`` as EmulatorServer's
+    (``load_seconds=2`` becomes ``--load-seconds 2``, ``missing_weights=True`` becomes ``--missing-weights``)."""
+    args = ["--flavour", flavour, "--port", "0", "--step-seconds", STEP_SECONDS, "--inspect"]
+    for name, value in options.items():
+        flag = "--" + name.replace("_", "-")
+        if value is True:
+            args.append(flag)
+        elif value not in (None, False):
+            args += [flag, str(value)]
+    return EmulatorProcess(*args, output_dir=tmp_path_factory.mktemp(f"emulator-{flavour}-outputs"))
+
+
+@pytest.fixture(scope="session")
+def emulator_v12(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorProcess]:
+    server = _emulator_process(tmp_path_factory, "v12")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def emulator_v6(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorProcess]:
+    server = _emulator_process(tmp_path_factory, "v6")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def make_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., EmulatorProcess]]:
+    started: list[EmulatorProcess] = []
+
+    def factory(flavour: str = "v12", **options: Any) -> EmulatorProcess:
+        server = _emulator_process(tmp_path_factory, flavour, **options)
+        started.append(server)
+        return server
+
+    yield factory
+    for server in started:
+        server.stop()
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,8 @@
 
 The renders without a server come first. With bpy 5.0.1 and the emulator in this process, a render started
 while threads of an earlier test were still at work crashed the process (a segmentation fault in a Python
-thread: the emulator's /config, a worker's json.loads); not understood yet, see docs/blender.md.
+thread: the emulator's /config, a worker's json.loads); not understood yet, see docs/blender.md. The emulator
+now runs in its own process (tests/blender/conftest.py).
 """
 
 from __future__ import annotations

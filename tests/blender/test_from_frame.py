@@ -6,7 +6,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from blender_movie_director import storyboard
 from blender_movie_director.ui import pump, vse
@@ -33,9 +32,6 @@ def _difference(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.abs(a.astype(np.float32) - b.astype(np.float32)).mean())
 
 
-@pytest.mark.skipif(bpy.app.version < (5, 1), reason=(
-    "bpy 5.0.1 as a module crashed here in 3 of 3 whole-suite runs (a segmentation fault: its render on the main "
-    "thread while the in-process emulator's thread ran Python); run on bpy 5.3.0 by tools/test_blender_py313.sh"))
 def test_from_frame_on_a_generated_shot_is_that_shots_frame_at_the_playhead_at_once(blend):
     """In a 1920x1080 scene, the 832x480 shot is fitted (scale 2.25) to the film. From Frame at frame 21 takes
     the shot's own 21st frame (index 20), at its own size: no black frame, no render engine (Eevee is set), and

@@ -5,9 +5,6 @@ Every test here is bounded twice: by the client's own timeouts (seconds, set bel
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,6 +14,7 @@ from faultproxy import FaultProxy
 from hostile import HostileGateway
 
 from blender_movie_director.backend.wan2gp import Retries, Timeouts, Wan2GPClient
+from wan2gp_emulator.process import EmulatorProcess
 
 # Seconds, not minutes: a fault must be noticed and reported fast enough to test many of them.
 # heartbeat 1.5 s of silence before a probe (the emulator's status stream speaks every 50 ms while a job runs);
@@ -71,38 +69,6 @@ def hostile_to() -> Iterator[Callable[[str], HostileGateway]]:
     yield factory
     for gateway in started:
         gateway.stop()
-
-
-class EmulatorProcess:
-    """``python -m wan2gp_emulator`` in its own process (it can crash for real); killed on exit."""
-
-    def __init__(self, *args: str, output_dir: Path) -> None:
-        env = {**os.environ, "HF_HUB_DISABLE_TELEMETRY": "1", "HF_HUB_OFFLINE": "1",
-               "GRADIO_ANALYTICS_ENABLED": "False"}
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "wan2gp_emulator", "--output-dir", str(output_dir), *args],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
-        line = ""
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            line = self.process.stdout.readline()
-            if line.startswith("WAN2GP_EMULATOR_URL=") or not line:
-                break
-        if not line.startswith("WAN2GP_EMULATOR_URL="):
-            self.stop()
-            raise RuntimeError("the emulator process did not start")
-        self.url = line.strip().split("=", 1)[1]
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
-        if self.process.stdout is not None:
-            self.process.stdout.close()
 
 
 @pytest.fixture
