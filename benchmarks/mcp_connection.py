@@ -7,6 +7,8 @@ stand-in, in this process, with 4 steps of 50 ms a shot. Figures (medians, the t
 - per shot, API v1 (12.60) and v2 (13+ without --mcp-async): ``submit`` + ``wait`` + ``outputs`` +
   ``download`` on an open ``McpConnection``, beside one ``ClientSession`` doing generate, get_job polls at the
   same interval, the Gallery look-up (12.60) and the download ticket, and an httpx GET (target <= 1.1x);
+- the same for the whole client (``client_per_shot_*``): ``Wan2GPClient(url).generate(...)`` with the same poll
+  interval, which also checks the settings, keeps the job's record and checks the video it saves;
 - server event -> progress callback: from a ``progress`` event's timestamp (the server's clock: same machine)
   to the ``on_progress`` call that reports it, with the default poll interval (1 s), steps of 0.5 s;
 - import: ``import backend.wan2gp._mcp`` over ``import backend.wan2gp``, and the SDK's import, paid by the first
@@ -21,6 +23,7 @@ import argparse
 import asyncio
 import inspect
 import json
+import os
 import platform
 import statistics
 import subprocess
@@ -34,6 +37,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
+from blender_movie_director.backend.wan2gp import Wan2GPClient  # noqa: E402
 from blender_movie_director.backend.wan2gp._mcp import McpConnection  # noqa: E402
 from blender_movie_director.backend.wan2gp.config import Timeouts  # noqa: E402
 
@@ -110,7 +114,17 @@ async def by_hand(session, http: httpx.AsyncClient, api: int, origin: str, out: 
     return time.perf_counter() - started
 
 
-def per_shot(flavour: str, api: int, shots: int) -> dict:
+def whole_client(client: Wan2GPClient, out: Path) -> float:
+    """The public client, as a user calls it: settings checked against the model's schema, the job, its
+    progress, the checked download into the output folder."""
+    started = time.perf_counter()
+    client.generate(prompt=SHOT["prompt"], model="t2v_1.3B", frames=SHOT["video_length"],
+                    steps=SHOT["num_inference_steps"], seed=SHOT["seed"], resolution="832x480")
+    return time.perf_counter() - started
+
+
+def per_shot(flavour: str, api: int, shots: int, *, client: bool = False) -> dict:
+    """``client``: the whole Wan2GPClient (``generate``) instead of the bare connection."""
     from mcp import ClientSession
     from mcp.client.streamable_http import streamable_http_client
 
@@ -119,6 +133,9 @@ def per_shot(flavour: str, api: int, shots: int) -> dict:
         server, kind = start_server(flavour, api, 0.05, root / "server")
         try:
             mcp = McpConnection.open(server.url, poll_interval=POLL, timeouts=Timeouts(call=30))
+            os.environ["WAN2GP_STATE_DIR"] = str(root / "state")  # its register of jobs, kept (a real cost)...
+            whole = Wan2GPClient(server.url, output_dir=root / "client")  # ...but not in the user's
+            whole.poll_interval = POLL
             loop = asyncio.new_event_loop()
             origin = mcp.url.split("/mcp")[0]
 
@@ -133,11 +150,15 @@ def per_shot(flavour: str, api: int, shots: int) -> dict:
 
             async def interleaved(session, http, i):
                 theirs.append(await by_hand(session, http, api, origin, root / f"hand{i}.mp4"))
-                mine.append(await asyncio.to_thread(ours, mcp, root / f"ours{i}.mp4"))
+                if client:
+                    mine.append(await asyncio.to_thread(whole_client, whole, root / "client"))
+                else:
+                    mine.append(await asyncio.to_thread(ours, mcp, root / f"ours{i}.mp4"))
 
             loop.run_until_complete(session_and(interleaved))
             loop.close()
             mcp.close()
+            whole.disconnect()
         finally:
             server.stop()
     mine, theirs = mine[1:], theirs[1:]  # the first shot of each reads schemas: left out
@@ -192,6 +213,8 @@ def main() -> int:
     args = parser.parse_args()
     figures = {"machine": {"python": platform.python_version(), "platform": platform.platform()},
                "per_shot_v1_12": per_shot("v12", 1, args.shots), "per_shot_v2": per_shot("v13", 2, args.shots),
+               "client_per_shot_v1_12": per_shot("v12", 1, args.shots, client=True),
+               "client_per_shot_v2": per_shot("v13", 2, args.shots, client=True),
                "progress_latency": progress_latency(), "import": import_times()}
     print(json.dumps(figures, indent=1))
     RESULTS.mkdir(exist_ok=True)

@@ -317,8 +317,9 @@ def _client(url: str, output_dir: Path | None = None) -> Wan2GPClient:
     from .backend.wan2gp.cache import ApiCache, default_cache_dir
 
     client = Wan2GPClient(url, output_dir=output_dir)
-    # A new process reconnects to a known server with one small request (its app id): see cache.ApiCache.
-    client.api_cache = ApiCache(default_cache_dir())
+    if client.transport == "webui":
+        # A new process reconnects to a known server with one small request (its app id): see cache.ApiCache.
+        client.api_cache = ApiCache(default_cache_dir())
     return client
 
 
@@ -532,7 +533,12 @@ def _status_code(report: Any) -> int:
 def _status_text(report: Any) -> str:
     if not report.reachable:
         return f"down     {report.url}  ({report.error or 'not reachable'})"
-    what = f"WanGP {report.wangp_version}" if report.is_wangp else f"not WanGP ({report.kind})"
+    if not report.is_wangp:
+        what = f"not WanGP ({report.kind})"
+    elif report.wangp_version:
+        what = f"WanGP {report.wangp_version}"
+    else:  # an MCP server's initialize names the mcp package's version, not WanGP's
+        what = "WanGP's MCP server (version not said)" if report.kind == "wangp-mcp" else "WanGP"
     parts = [f"{report.state:<8} {report.url}  {what}"]
     if report.latency_ms is not None:
         parts.append(f"{report.latency_ms:.1f} ms")

@@ -110,8 +110,10 @@ def runtime_requirements() -> list[str]:
         return list(tomllib.load(f)["project"]["dependencies"])
 
 
-def resolve(requirements: list[str], markers: dict[str, str], python: str) -> dict[str, str | None]:
-    """Every distribution needed on a platform with a Python: name -> installed version (None: not here)."""
+def resolve(requirements: list[str], markers: dict[str, str], python: str,
+            without: frozenset[str] = frozenset()) -> dict[str, str | None]:
+    """Every distribution needed on a platform with a Python: name -> installed version (None: not here).
+    ``without``: more names to leave out, with what only they need."""
     environment = default_environment()
     environment.update(markers)
     environment["python_version"] = python
@@ -123,7 +125,7 @@ def resolve(requirements: list[str], markers: dict[str, str], python: str) -> di
         if requirement.marker is not None and not requirement.marker.evaluate({**environment, "extra": extra}):
             continue
         name = canonicalize_name(requirement.name)
-        if name in EXCLUDED or name in found:
+        if name in EXCLUDED or name in without or name in found:
             continue
         try:
             dist = metadata.distribution(requirement.name)
@@ -307,7 +309,8 @@ def build(args: argparse.Namespace) -> list[Path]:
         for name in platforms:
             target = TARGETS[name]
             for python in pythons:
-                pins = resolve(requirements, target.markers, python)
+                pins = resolve(requirements, target.markers, python,
+                               frozenset(canonicalize_name(n) for n in args.without or []))
                 needed.setdefault(name, {})[python] = set(pins)
                 wheel_dir = temp_dir / "wheels" / name / python
                 wheel_dir.mkdir(parents=True)
@@ -364,6 +367,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--single-zip", action="store_true", help="one zip for all platforms")
     parser.add_argument("--blender-ext", help="path to Blender's bl_pkg/cli/blender_ext.py")
     parser.add_argument("--pip-arg", action="append", help="an extra argument for pip download (repeatable)")
+    parser.add_argument("--without", action="append", metavar="DIST",
+                        help="leave a dependency out, with what only it needs (repeatable): to measure what it "
+                             "adds (benchmarks/extension.py); the add-on then lacks what it brings")
     args = parser.parse_args(argv)
     for path in build(args):
         print(path)

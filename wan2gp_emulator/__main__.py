@@ -50,8 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="require 'Authorization: Bearer TOKEN' on MCP requests and ticket routes (stands in "
                              "for WanGP's OAuth --mcp-auth)")
     parser.add_argument("--inspect", action="store_true",
-                        help="also serve GET /emulator/info, /emulator/events and /emulator/sessions (JSON), for "
-                             "tests that run the emulator in another process; a real WanGP has no such routes")
+                        help="also serve GET /emulator/info, /emulator/events and /emulator/sessions (web UI) or "
+                             "/emulator/jobs (MCP) as JSON, for tests that run the emulator in another process; "
+                             "a real WanGP has no such routes")
     parser.add_argument("--state-dir", default=None,
                         help="where wgp_config.json (the last model, kept across restarts) lives "
                              "(default: the output dir)")
@@ -76,8 +77,6 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--flavour v13 is emulated only as an MCP server: add --mcp")
     if (args.mcp_api_version or args.mcp_async or args.mcp_auth) and not args.mcp:
         parser.error("--mcp-api-version, --mcp-async and --mcp-auth need --mcp")
-    if args.inspect and args.mcp:
-        parser.error("--inspect serves the web UI's events and sessions: the MCP server has none")
     if args.mcp and args.flavour not in ("v12", "v13"):
         parser.error("--mcp serves flavours v12 (12.60, API v1) and v13 (13.x, API v2 or v1)")
     if args.mcp and args.flavour == "v12" and args.mcp_api_version == 2:

@@ -241,8 +241,9 @@ class McpServer:
     """One emulated WanGP MCP server: tools over the SDK, its job store, Gallery and ticket routes."""
 
     def __init__(self, engine: WanGP, *, flavour: str, api_version: int, allow_async: bool,
-                 auth_token: str | None, host: str, port: int) -> None:
+                 auth_token: str | None, host: str, port: int, inspect: bool = False) -> None:
         self.engine = engine
+        self.inspect = inspect  # GET /emulator/info, /emulator/events, /emulator/jobs: see EmulatorServer
         self.flavour = flavour
         self.api_version = api_version
         self.allow_async = allow_async
@@ -345,6 +346,11 @@ class McpServer:
             Route("/wangp_api/gallery/upload/{token}", self._upload, methods=["PUT"]),
             Route("/wangp_api/gallery/download/{token}", self._download, methods=["GET"]),
         ]
+        if self.inspect:
+            info = {"flavour": self.flavour, "version": MCP_VERSIONS[self.flavour], "api_version": self.api_version}
+            routes += [Route("/emulator/info", lambda request: JSONResponse(info)),
+                       Route("/emulator/events", lambda request: JSONResponse(self.engine.events())),
+                       Route("/emulator/jobs", lambda request: JSONResponse(self.jobs()))]
         return Starlette(routes=routes, lifespan=lifespan)
 
     def _bearer_ok(self, headers: dict[str, str]) -> bool:

@@ -2,8 +2,8 @@
 
 A crash test kills the server for real; the Blender tests keep bpy's process free of the server's threads (with
 bpy 5.0.1, a render on the main thread while the in-process server's threads ran Python crashed the process).
-With ``--inspect`` among the arguments, :meth:`events` and :meth:`sessions` read the same records as
-:class:`~wan2gp_emulator.EmulatorServer`'s, over HTTP from the emulator's inspection routes.
+With ``--inspect`` among the arguments, :meth:`events`, :meth:`sessions` (web UI) and :meth:`jobs` (MCP) read
+the same records as :class:`~wan2gp_emulator.EmulatorServer`'s, over HTTP from the emulator's inspection routes.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -57,7 +58,8 @@ class EmulatorProcess:
     def _get(self, route: str) -> Any:
         if not self.inspect:
             raise RuntimeError("start the emulator process with --inspect to read its events and sessions")
-        with urllib.request.urlopen(self.url.rstrip("/") + route, timeout=30) as response:
+        origin = urllib.parse.urlsplit(self.url)  # the MCP server's URL ends in /mcp: the routes are at its root
+        with urllib.request.urlopen(f"{origin.scheme}://{origin.netloc}{route}", timeout=30) as response:
             return json.loads(response.read())
 
     @property
@@ -78,8 +80,12 @@ class EmulatorProcess:
         return self._get("/emulator/events")
 
     def sessions(self) -> dict[str, dict]:
-        """As :meth:`EmulatorServer.sessions`."""
+        """As :meth:`EmulatorServer.sessions` (web UI)."""
         return self._get("/emulator/sessions")
+
+    def jobs(self) -> list[dict]:
+        """As :meth:`EmulatorServer.jobs` (MCP)."""
+        return self._get("/emulator/jobs")
 
     # -------------------------------------------------------------- life cycle
     def stop(self) -> None:

@@ -74,10 +74,11 @@ class EmulatorServer:
         mcp_async: allow ``wait=false`` in API v2 (``--mcp-async``); API v1 always allows it.
         mcp_auth: a bearer token every MCP request and ticket route must carry (``Authorization: Bearer <token>``);
             stands in for WanGP's OAuth (``--mcp-auth``), whose token it would be.
-        inspect: also serve ``GET /emulator/info``, ``/emulator/events`` and ``/emulator/sessions`` (JSON: the
-            flavour and version, :meth:`events`, :meth:`sessions`), for tests that run the server in another
-            process (:class:`~wan2gp_emulator.process.EmulatorProcess`). A real WanGP has no such routes, and no
-            client of ours reads them. Web UI only.
+        inspect: also serve ``GET /emulator/info``, ``/emulator/events`` and ``/emulator/sessions`` (web UI) or
+            ``/emulator/jobs`` (MCP) as JSON: the flavour and version, :meth:`events`, :meth:`sessions`,
+            :meth:`jobs`, for tests that run the server in another process
+            (:class:`~wan2gp_emulator.process.EmulatorProcess`). A real WanGP has no such routes, and no client
+            of ours reads them.
 
     Example::
 
@@ -121,8 +122,6 @@ class EmulatorServer:
         self.mcp_api_version = mcp_api_version
         self.mcp_async = mcp_async
         self.mcp_auth = mcp_auth
-        if inspect and mcp:
-            raise ValueError("inspect=True serves the web UI's events and sessions; the MCP server has none")
         self.inspect = inspect
         self.base_url: str | None = None  # the server's origin, "http://HOST:PORT/" (ticket URLs are relative to it)
         self._mcp_server: Any = None
@@ -208,7 +207,7 @@ class EmulatorServer:
                        load_seconds=self.load_seconds, state_dir=self.state_dir)
         server = McpServer(engine, flavour=self.flavour, api_version=self.mcp_api_version,
                            allow_async=self.mcp_async, auth_token=self.mcp_auth, host=self.host,
-                           port=self._requested_port or _free_port(self.host))
+                           port=self._requested_port or _free_port(self.host), inspect=self.inspect)
         server.start(READY_SECONDS)
         self._mcp_server, self._engine = server, engine
         self.port = server.port

@@ -573,7 +573,8 @@ class ServerPool:
     def _default_client(self, url: str) -> Wan2GPClient:
         client = Wan2GPClient(url, output_dir=self.output_dir, timeouts=self.timeouts, retries=self.client_retries,
                               max_jobs=self.per_server_limit + 1)
-        client.api_cache = self.api_cache
+        if client.transport == "webui":  # the API cache is the web UI's (an MCP server is described by tools/list)
+            client.api_cache = self.api_cache
         return client
 
     def _add(self, url: str, limit: int | None) -> _Server | None:

@@ -66,7 +66,8 @@ def _draw_server(layout: Any, context: Any) -> None:
         box.operator("movie_director.check_server", text="Connect", icon="LINKED")
     elif status.get("reachable"):
         busy = "busy" if status.get("busy") else "up"  # WanGP can't tell a stranger it is idle
-        box.label(text=f"WanGP {status.get('wangp_version') or '?'} · {busy}", icon="CHECKMARK")
+        over = " (MCP)" if str(status.get("transport") or "").startswith("mcp") else ""  # MCP tells no version
+        box.label(text=f"WanGP {status.get('wangp_version') or '?'}{over} · {busy}", icon="CHECKMARK")
         if status.get("current_model"):
             box.label(text=f"Model: {status['current_model']}")
     else:

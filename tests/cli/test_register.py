@@ -53,7 +53,8 @@ def test_a_shot_whose_program_died_is_listed_and_collected_from_another(make_emu
     runs = [e for e in server.events() if e["event"] == "started" and e["session"] == mine[0]["session_hash"]]
     assert len(runs) == 1  # collected, not generated again
     code, listed = _json(capsys, "jobs")
-    assert next(j for j in listed["jobs"] if j["job_id"] == job_id)["state"] == "completed"
+    entry = next(j for j in listed["jobs"] if j["job_id"] == job_id)
+    assert entry["state"] == "completed" and entry["progress"] == 1.0, entry
     code, again = _json(capsys, "collect", job_id)  # a second collect finds the file, asks nothing
     assert code == 0 and again["path"] == collected["video_path"]
     code, same = _json(capsys, "resume", job_id)  # resume JOB is collect JOB

@@ -68,6 +68,7 @@ def test_serves_until_sigterm(processes) -> None:
         config = httpx.get(url + "config", timeout=10).json()
         assert config["title"] == "WanGP" and "v6.31" in config["components"][0]["props"]["value"]
         assert httpx.get(url + "wangp_api/download/unknown", timeout=10).status_code == 404
+        assert httpx.get(url + "emulator/events", timeout=10).status_code == 404  # only with --inspect
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=15) == 0
         assert port_is_free(url)
@@ -128,3 +129,17 @@ def test_a_taken_port_is_said_plainly_with_what_to_do(tmp_path):
     assert done.returncode == 1
     assert f"port {port}" in done.stderr and "--port 0" in done.stderr
     assert "Traceback" not in done.stderr and not done.stdout
+
+
+def test_inspect_serves_the_events_sessions_and_mcp_jobs_a_test_reads_from_another_process() -> None:
+    from wan2gp_emulator import EmulatorServer
+
+    with EmulatorServer("v6", step_seconds=0, inspect=True) as server:
+        Client(server.url, verbose=False).predict(api_name="/refresh_status_async")  # makes a session
+        assert httpx.get(server.url + "emulator/info", timeout=10).json() == {"flavour": "v6", "version": "6.31"}
+        assert httpx.get(server.url + "emulator/events", timeout=10).json() == server.events()
+        assert httpx.get(server.url + "emulator/sessions", timeout=10).json() == server.sessions() != {}
+    with EmulatorServer("v13", mcp=True, inspect=True, step_seconds=0) as server:
+        info = httpx.get(server.base_url + "emulator/info", timeout=10).json()
+        assert info == {"flavour": "v13", "version": "13.01", "api_version": 2}
+        assert httpx.get(server.base_url + "emulator/jobs", timeout=10).json() == server.jobs() == []

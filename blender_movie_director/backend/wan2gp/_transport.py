@@ -21,6 +21,7 @@ class Transport(Protocol):
     """One WanGP server as the client's jobs use it. Thread-safe."""
 
     name: str  # "webui", ...: saved in each job's record, so that a record is resumed over the same transport
+    poll_interval: float  # seconds between two polls of the server (what is polled is the transport's)
 
     @property
     def connected(self) -> bool: ...

@@ -79,5 +79,6 @@ class JobBook:
     def note(self, job: Wan2GPJob, state: str, *, output: str | None = None, message: str | None = None) -> None:
         """Write a job's state into the register (shared with this user's other programs)."""
         if self.register is not None:
-            self.register.write(job.to_record(), state=state, progress=job.progress.fraction, output=output,
-                                message=message)
+            # Written before the job's own end sets its progress to 1: a completed job is all done.
+            progress = 1.0 if state == "completed" else job.progress.fraction
+            self.register.write(job.to_record(), state=state, progress=progress, output=output, message=message)

@@ -143,12 +143,16 @@ class Wan2GPClient:
 
     @property
     def poll_interval(self) -> float:
-        """Seconds between gallery polls while re-attached to an interrupted run (web UI)."""
-        return self._web().poll_interval
+        """Seconds between two polls: of the gallery while re-attached to an interrupted run (web UI, 0.5 s),
+        of a job's snapshot (MCP, 1 s: its server sends no notifications)."""
+        return self._transport.poll_interval
 
     @poll_interval.setter
     def poll_interval(self, seconds: float) -> None:
-        self._web().poll_interval = seconds
+        if not seconds > 0:
+            raise Wan2GPValidationError(f"poll_interval must be a positive number of seconds, not {seconds!r}",
+                                        field="poll_interval")
+        self._transport.poll_interval = seconds
 
     def _web(self) -> WebUiTransport:
         """The web UI's transport, for what only the web UI has (its endpoints, its API cache)."""

@@ -31,7 +31,7 @@ from ..errors import (
 from ..files import check_video, must_be_video, output_name, unique_path
 from ..jobs import JobPhase, StopReason
 from ..schemas import MEDIA_FIELDS, GenerationResult, GenerationSettings, ModelInfo, ServerStatus
-from ._connection import McpConnection, frame_rule
+from ._connection import POLL_INTERVAL, McpConnection, frame_rule
 from ._snapshot import JobSnapshot
 
 if TYPE_CHECKING:
@@ -59,6 +59,18 @@ class McpTransport:
         self.conn: McpConnection | None = None
         self._lock = threading.Lock()
         self._last_model: str | None = None
+        self._poll_interval = POLL_INTERVAL
+
+    @property
+    def poll_interval(self) -> float:
+        """Seconds between two reads of a job's snapshot (the server sends no notifications)."""
+        return self._poll_interval
+
+    @poll_interval.setter
+    def poll_interval(self, seconds: float) -> None:
+        self._poll_interval = seconds
+        if self.conn is not None:
+            self.conn.poll_interval = seconds
 
     @property
     def connected(self) -> bool:
@@ -71,7 +83,8 @@ class McpTransport:
             token = self.settings.token.get_secret_value() if self.settings.token else None
             self.conn = McpConnection.open(self.settings.url, token=token, timeouts=self.settings.timeouts,
                                            retries=self.settings.retries,
-                                           max_download_bytes=self.settings.max_download_bytes)
+                                           max_download_bytes=self.settings.max_download_bytes,
+                                           poll_interval=self._poll_interval)
 
     def require(self) -> McpConnection:
         conn = self.conn
@@ -96,7 +109,9 @@ class McpTransport:
         conn = self.conn
         if conn is None:
             return None
-        return (f"mcp:{conn.url}", str(conn.server_info.get("version") or "") or None, None)
+        # initialize's serverInfo.version is the mcp package's (12.60 said 1.10.1), not WanGP's: no tool says
+        # WanGP's version, so it stays unknown rather than wrong.
+        return (f"mcp:{conn.url}", None, None)
 
     def ping(self) -> None:
         response = httpx.get(self.settings.url, timeout=self.settings.timeouts.connect, follow_redirects=False)
@@ -105,7 +120,7 @@ class McpTransport:
 
     def fill_status(self, status: ServerStatus) -> None:
         conn = self.require()
-        status.wangp_version = str(conn.server_info.get("version") or "") or None
+        status.wangp_version = None  # not said over MCP (see identity)
         status.endpoint_count = len(conn.tools)
         status.transport = f"mcp {conn.contract.value}" if conn.contract else "mcp"
 
@@ -340,7 +355,7 @@ class McpRun:
             job_id=job.id, video_path=video, files=saved, settings=sent.model_copy(update=used), model=sent.model,
             frames=info.frames if info else None, width=info.width if info else None,
             height=info.height if info else None, fps=info.fps if info else None, server=self.t.server_address,
-            wangp_version=str(conn.server_info.get("version") or "") or None,
+            wangp_version=None,  # not said over MCP (see McpTransport.identity)
             elapsed_seconds=time.monotonic() - started, sent_settings=wangp_settings(sent, media={}),
         )
 

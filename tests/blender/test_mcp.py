@@ -1,0 +1,100 @@
+"""The add-on over WanGP's MCP server (13.x, API v2), as over its web UI: Connect, Generate, Cancel, and a shot
+followed again after Blender was closed while it ran. Real bpy; the emulator in its own process."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from blender_movie_director.ui import pump, vse
+
+from .conftest import _emulator_process, bpy, connect, draw_panels, prefs, pump_until, wait_done
+from .test_jobs import _CLOSED_BLENDER
+
+
+@pytest.fixture(scope="module")
+def mcp_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    server = _emulator_process(tmp_path_factory, "v13", mcp=True, mcp_api_version=2)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def over_mcp(blend: SimpleNamespace, mcp_server: Any) -> SimpleNamespace:
+    """The ``blend`` file, its add-on pointed at the MCP endpoint (``http://127.0.0.1:PORT/mcp``)."""
+    prefs().servers[0].url = mcp_server.url
+    blend.url, blend.server = mcp_server.url, mcp_server
+    return blend
+
+
+def _queued(server: Any, before: int) -> list[dict]:
+    return [e for e in server.events()[before:] if e["event"] == "queued"]
+
+
+def test_connect_and_generate_over_mcp(over_mcp):
+    connect(over_mcp)
+    st = pump.state()
+    status = st.servers[over_mcp.url]
+    assert status["reachable"] and status["transport"].startswith("mcp"), status
+    assert any(m["model_type"] == "t2v_1.3B" for m in st.catalogs[over_mcp.url])
+    assert ("label", "WanGP ? (MCP) · up") in draw_panels(over_mcp.scene)  # no version said, none made up
+    over_mcp.scene.frame_current = 10
+    assert bpy.ops.movie_director.generate() == {"FINISHED"}
+    item = wait_done(over_mcp.scene)
+    assert item.status == "completed", item.error
+    strip = vse.find_strip(over_mcp.scene, item.strip_name)
+    assert strip is not None and (vse.strip_start(strip), strip.channel, vse.strip_duration(strip)) == (10, 2, 17)
+    meta = vse.get_shot_metadata(strip)
+    assert meta["settings"]["prompt"] == "a red fox running through snow" and meta["frames"] == 17
+    assert meta["seed"] >= 0 and meta["fps"] == 16
+    assert not meta["wangp_version"]  # WanGP's MCP server does not say it (serverInfo is the mcp package's)
+    jobs = over_mcp.server.jobs()
+    assert len([j for j in jobs if j["done"] and (j["result"] or {}).get("success")]) >= 1, jobs
+
+
+def test_cancel_over_mcp_stops_the_job_on_the_server(over_mcp):
+    before_jobs = len(over_mcp.server.jobs())
+    over_mcp.shot.prompt = "a long shot [[slow]]"
+    over_mcp.shot.steps = 40
+    bpy.ops.movie_director.generate()
+    item = over_mcp.scene.movie_director.jobs[-1]
+    pump_until(lambda: item.status == "running" and item.step >= 1, timeout=30)
+    assert bpy.ops.movie_director.cancel_job(key=item.key) == {"FINISHED"}
+    item = wait_done(over_mcp.scene, timeout=30)
+    assert item.status == "cancelled" and not item.placed and item.error == ""
+    assert vse.all_strips(over_mcp.scene) == []
+    mine = over_mcp.server.jobs()[before_jobs:]
+    assert len(mine) == 1 and mine[0]["cancel_requested"] and mine[0]["done"], mine  # WanGP's own cancel
+    assert not (mine[0]["result"] or {}).get("success"), mine
+
+
+def test_closed_with_a_shot_running_over_mcp_then_reopened_collects_it(over_mcp, tmp_path):
+    before = len(over_mcp.server.events())
+    path = tmp_path / "film.blend"
+    script = _CLOSED_BLENDER.format(url=over_mcp.url, out=str(over_mcp.out), path=str(path))
+    env = {**os.environ, "BLENDER_USER_RESOURCES": str(tmp_path / "user")}
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
+    assert run.returncode == 0, run.stderr[-3000:]
+    saved = json.loads(run.stdout.strip().splitlines()[-1])
+    assert saved["ok"] and saved["status"] == "running", run.stderr[-3000:]
+
+    closed_at = time.monotonic()
+    bpy.ops.wm.open_mainfile(filepath=str(path))  # load_post: reconcile, by the MCP job id saved in the file
+    scene = bpy.context.scene
+    item = scene.movie_director.jobs[-1]
+    assert item.key == saved["key"]
+    item = wait_done(scene, timeout=60)
+    assert item.status == "completed", item.error
+    strip = vse.find_strip(scene, item.strip_name)
+    assert strip is not None and (vse.strip_start(strip), strip.channel) == (40, 2)
+    assert vse.get_shot_metadata(strip)["settings"]["prompt"] == "survives a restart [[slow]]"
+    assert len(_queued(over_mcp.server, before)) == 1  # collected by its job id, never submitted twice
+    assert time.monotonic() - closed_at < 60
