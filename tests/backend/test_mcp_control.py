@@ -88,8 +88,15 @@ def test_a_model_without_control_video_is_refused_before_anything_is_sent(mcp_em
     assert mcp_emulator.jobs() == [] and _uploads(mcp_emulator) == []
 
 
+def test_a_control_video_of_the_wrong_length_is_refused(mcp_emulator, out_dir, tmp_path):
+    control = square_video(tmp_path / "control.mp4", frames=18)
+    with _client(mcp_emulator, out_dir) as client:
+        with pytest.raises(Wan2GPValidationError, match="18 frames, which does not fit vace_1.3B.*use 17"):
+            client.generate(prompt="x", model="vace_1.3B", steps=1, video_guide=control, control_mode="UV")
+    assert mcp_emulator.jobs() == [] and _uploads(mcp_emulator) == []
+
+
 @pytest.mark.parametrize(("video", "kwargs", "match"), [
-    ({"frames": 18}, {}, "18 frames, which does not fit"),
     ({}, {"frames": 21}, "control video has 17 frames but the shot has 21"),
     ({"fps": 24}, {}, "runs at 24 fps but vace_1.3B makes 16 fps"),
     ({}, {"control_mode": "XYZ"}, "not one of vace_1.3B's modes.*'DV' \\(Transfer Depth\\)"),
@@ -105,3 +112,21 @@ def test_control_settings_are_checked_against_the_schema(make_mcp_emulator, out_
         with pytest.raises(Wan2GPValidationError, match=match):
             client.generate(**settings)
     assert server.jobs() == [] and _uploads(server) == []
+
+
+def test_a_schema_with_a_control_role_but_no_modes_is_refused_with_the_reason(tmp_path):
+    """A server whose schema has the control role but declares no modes (the captures hold no VACE schema)."""
+    from blender_movie_director.backend.wan2gp import GenerationSettings
+    from blender_movie_director.backend.wan2gp._mcp._contract import ModelSchema
+    from blender_movie_director.backend.wan2gp._mcp.transport import schema_form
+
+    meta = {"model_type": "vace_1.3B", "media_inputs": {"video": {"control": True, "mask": True}}, "fps": 16,
+            "frames_minimum": 5, "frames_steps": 4, "frames_maximum": 97}
+    schema = ModelSchema.parse({"metadata": meta}, {"video_length": 17})
+    settings = GenerationSettings(prompt="x", model="vace_1.3B", video_guide=square_video(tmp_path / "c.mp4"),
+                                  control_mode="UV")
+    with pytest.raises(Wan2GPValidationError, match="declares none of its control modes"):
+        schema_form(schema, settings)
+    declared = {**meta, "guide_preprocessing": {"selection": ["", "UV", "DV"]}}  # WanGP's other form: values
+    form = schema_form(ModelSchema.parse({"metadata": declared}, {"video_length": 17}), settings)
+    assert form.control_choices == {"video_guide": [("UV", "UV"), ("DV", "DV")]}
