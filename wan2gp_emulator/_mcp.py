@@ -77,6 +77,10 @@ V2_USAGE = ("Omit action to list actions; pass action with arguments=null to rea
             "arguments object to execute it.")
 # v1 default settings (wangp_get_default_settings) are WanGP's defaults "filtered to relevant fields": the keys the
 # 12.60 capture shows for t2v_1.3B, plus the media-mode keys a model with image inputs needs.
+# WanGP's model definition keys that declare the modes of the control inputs (13.x _validate_generation_media
+# reads them), and the control input each one is about.
+CONTROL_DECLARATIONS = (("guide_preprocessing", "video_guide"), ("mask_preprocessing", "video_mask"),
+                        ("image_ref_choices", "image_refs"))
 DEFAULT_SETTING_KEYS = ("prompt", "image_mode", "image_prompt_type", "resolution", "video_length",
                         "num_inference_steps", "seed", "guidance_phases", "guidance_scale", "sample_solver",
                         "flow_shift", "repeat_generation", "multi_prompts_gen_type", "RIFLEx_setting")
@@ -554,19 +558,20 @@ class McpServer:
         image_in = "image" in info.inputs
         video_in = "video" in info.inputs
         video_out = info.output == "video"
-        image = {"start": image_in and video_out, "end": info.needs_end_image, "reference": False,
-                 "single_reference": False, "multiple_references": False, "background": False,
+        control = _catalog.takes_control_video(info)  # VACE: a control video, its mask, reference images
+        image = {"start": image_in and video_out, "end": info.needs_end_image, "reference": control,
+                 "single_reference": False, "multiple_references": control, "background": False,
                  "injected_frames": False, "control": False, "mask": False}
-        video = {"continue": video_in and video_out, "last": video_in and video_out, "control": False,
-                 "mask": False}
+        video = {"continue": video_in and video_out, "last": video_in and video_out, "control": control,
+                 "mask": control}
         audio = {"prompt": "audio" in info.inputs, "output": info.output == "audio"}
         caps = {"text_to_video": video_out and "text" in info.inputs, "image_to_video": image_in and video_out,
                 "video_to_video": video_in and video_out, "text_to_image": info.output == "image",
                 "image_to_image": info.output == "image" and image_in, "text_to_audio": info.output == "audio",
                 "audio_to_audio": False, "audio_to_video": video_out and "audio" in info.inputs,
-                "audio_output": info.output == "audio", "inpainting": False, "outpainting": False,
-                "reference_images": False, "background_image": False, "injected_frames": False,
-                "control_image": False, "control_video": False, "video_continuation": video_in and video_out,
+                "audio_output": info.output == "audio", "inpainting": control, "outpainting": False,
+                "reference_images": control, "background_image": False, "injected_frames": False,
+                "control_image": False, "control_video": control, "video_continuation": video_in and video_out,
                 "sliding_window": video_in and video_out, "lora": True}
         return {"image": image, "video": video, "audio": audio}, caps
 
@@ -592,6 +597,13 @@ class McpServer:
         if not lists:
             metadata.update(infos="", prompt_infos="", sliding_window=metadata["capabilities"]["sliding_window"])
         metadata["frames_maximum"] = info.frames_maximum
+        if _catalog.takes_control_video(info):
+            # The modes of the three control dropdowns, under the names of WanGP's model definition keys and in
+            # the {"choices": [[label, value], ...]} form its _declared_choice_values reads. Not captured: see
+            # the README ("What the emulator could not know (MCP)").
+            choices = _catalog.control_choices("v12", info)
+            metadata.update({key: {"choices": [list(pair) for pair in choices[role]]}
+                             for key, role in CONTROL_DECLARATIONS})
         return {"metadata": metadata}
 
     def default_settings(self, info: _catalog.ModelInfo) -> dict:
@@ -906,7 +918,14 @@ class McpServer:
                   ("image_end", roles["image"]["end"] or image_type.count("E") > 0, "E" in image_type,
                    "an enabled end-image mode"),
                   ("video_source", roles["video"]["continue"], "V" in image_type, "image_prompt_type containing V")]
-        for key, supported, active, requirement in checks:
+        # The control inputs, as 13.x's _validate_generation_media checks them: a control video needs a "V" mode,
+        # its mask an "A" one that does not keep the control video unchanged ("U").
+        video_type = str(settings.get("video_prompt_type") or "")
+        control = _catalog.takes_control_video(info) and info.output == "video"
+        checks += [("video_guide", control, "V" in video_type, "an enabled Control Video mode"),
+                   ("video_mask", control, "V" in video_type and "A" in video_type and "U" not in video_type,
+                    "an enabled Control Video mask mode")]
+        for key, supported, active, requirement in sorted(checks):
             if settings.get(key) in (None, "", []):
                 continue
             if not supported:
@@ -915,6 +934,16 @@ class McpServer:
             if not active:
                 raise ToolRefusal(f"{path}.{key}: input would be ignored; requires {requirement} "
                                   f"(model {info.model_type}). Nothing was submitted.")
+        if settings.get("image_refs") not in (None, "", []):
+            refs = [v for _, v in _catalog.control_choices("v12", info)["image_refs"] if "I" in v] if control else []
+            wanted = [v for v in refs if ("F" in v) == ("F" in video_type)]
+            if not wanted:
+                raise ToolRefusal(f"{path}.image_refs: reference-image conditioning is unsupported "
+                                  f"(model {info.model_type}). Nothing was submitted.")
+            if not any(set(v) <= set(video_type) for v in wanted):
+                raise ToolRefusal(f"{path}.image_refs: input would be ignored or uses an unsupported mode; "
+                                  f"video_prompt_type must include one of {wanted} (model {info.model_type}). "
+                                  "Nothing was submitted.")
 
     def submit(self, source: Any, *, v2: bool) -> Job:
         tasks = self._tasks(source, v2)

@@ -511,6 +511,48 @@ def test_v2_progressive_discovery_and_refusals(make_mcp_emulator) -> None:
     assert server.jobs() == []  # nothing was submitted
 
 
+def test_vace_declares_its_control_inputs_and_v2_refuses_the_ones_its_mode_ignores(make_mcp_emulator) -> None:
+    """VACE's schema: control video, mask and reference roles, and the modes of each (WanGP's model definition
+    keys); API v2 refuses, before submitting, control media the model can't use or its video_prompt_type ignores."""
+    v12 = ok(call(make_mcp_emulator("v12").url, "wangp_get_model_schema", {"model_type": "vace_1.3B"}))["result"]
+    meta = v12["metadata"]
+    assert meta["media_inputs"]["video"] == {"continue": True, "last": True, "control": True, "mask": True}
+    assert meta["media_inputs"]["image"]["reference"] and meta["capabilities"]["control_video"]
+    assert ["Transfer Depth", "DV"] in meta["guide_preprocessing"]["choices"]
+    assert ["Masked Area", "A"] in meta["mask_preprocessing"]["choices"]
+    assert ["People / Objects", "I"] in meta["image_ref_choices"]["choices"]
+    t2v = ok(call(make_mcp_emulator("v12").url, "wangp_get_model_schema", {"model_type": "t2v_1.3B"}))["result"]
+    assert "guide_preprocessing" not in t2v["metadata"] and not t2v["metadata"]["media_inputs"]["video"]["control"]
+
+    server = make_mcp_emulator("v13")
+    vace = {**T2V, "model_type": "vace_1.3B", "video_guide": "visual:000000000000"}
+
+    async def fn(session: ClientSession) -> dict:
+        out = {"capabilities": ok(await session.call_tool("wangp_model", {
+            "model_type": "vace_1.3B", "action": "capabilities", "arguments": {}}))}
+        for key, source in [("no_mode", {**vace, "video_prompt_type": ""}),
+                            ("unsupported", {**T2V, "video_guide": "visual:000000000000"}),
+                            ("mask_kept", {**vace, "video_prompt_type": "UVA", "video_mask": "visual:000000000001"}),
+                            ("refs_no_mode", {**vace, "video_prompt_type": "DV", "image_refs": ["visual:0"]})]:
+            out[key] = refused(await session.call_tool("wangp_generate", {"action": "generate",
+                                                                          "arguments": {"source": source}}))
+        return out
+
+    out = run(server.url, fn)
+    assert out["capabilities"]["metadata"]["media_inputs"] == {"image": ["start", "reference", "multiple_references"],
+                                                              "video": ["continue", "last", "control", "mask"]}
+    assert out["no_mode"].endswith("source.video_guide: input would be ignored; requires an enabled Control Video "
+                                   "mode (model vace_1.3B). Nothing was submitted.")
+    assert out["unsupported"].endswith("source.video_guide: input is unsupported in this model/output mode (model "
+                                       "t2v_1.3B). Nothing was submitted.")
+    assert out["mask_kept"].endswith("source.video_mask: input would be ignored; requires an enabled Control Video "
+                                     "mask mode (model vace_1.3B). Nothing was submitted.")
+    assert out["refs_no_mode"].endswith("source.image_refs: input would be ignored or uses an unsupported mode; "
+                                        "video_prompt_type must include one of ['I', 'KI'] (model vace_1.3B). "
+                                        "Nothing was submitted.")
+    assert server.jobs() == []
+
+
 def test_v2_cursor_paging_is_followed_to_the_end(make_mcp_emulator) -> None:
     server = make_mcp_emulator("v13")
 

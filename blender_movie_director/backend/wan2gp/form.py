@@ -177,7 +177,7 @@ def check_settings(settings: GenerationSettings, form: ModelForm, param_names: l
         raise Wan2GPValidationError(
             f"{form.model_type} takes no start image; choose an image-to-video model (e.g. i2v)", field="image_start"
         )
-    _check_control(settings, form)
+    check_control(settings, form)
     for name in sorted(settings.model_fields_set - _NOT_FORM_FIELDS - {"client_id"}):
         param = _PARAM_FOR_FIELD.get(name, name)
         if param not in param_names:
@@ -217,8 +217,10 @@ def control_mode_value(form: ModelForm, role: str, mode: str) -> str:
         field=field_name)
 
 
-def _check_control(settings: GenerationSettings, form: ModelForm) -> None:
-    """Control video, mask and reference images against what the server's form offers for the model."""
+def check_control(settings: GenerationSettings, form: ModelForm) -> None:
+    """Control video, mask and reference images against what the server offers for the model (its form's
+    control dropdowns on the web UI, its schema's declared modes over MCP); raises
+    :class:`Wan2GPValidationError`. Both transports use it."""
     given = {name for name in ("video_guide", "video_mask", "control_mode", "mask_mode")
              if getattr(settings, name) is not None}
     if given and not form.takes_control_video:
@@ -280,6 +282,15 @@ def _check_control(settings: GenerationSettings, form: ModelForm) -> None:
                 f"video ({guide.frames} frames, {size})", field="video_mask")
 
 
+def shot_shape(settings: GenerationSettings, form: ModelForm) -> dict[str, Any]:
+    """The frame count the shot is sent with and, when its control video sets it, its resolution."""
+    shape: dict[str, Any] = {"video_length": form.frames_for(settings)}
+    if settings.video_guide is not None and settings.resolution is None:  # the shot takes the control's size
+        guide = _probe_control(settings.video_guide, "video_guide")
+        shape["resolution"] = f"{guide.width}x{guide.height}"
+    return shape
+
+
 def video_prompt_type_for(settings: GenerationSettings, form: ModelForm) -> str | None:
     """WanGP's ``video_prompt_type`` for the chosen control modes, or None when none was chosen.
 
@@ -337,10 +348,7 @@ def build_save_args(
             args[name] = param.default if param.has_default else None
 
     # What is sent is a frame count; a duration given in seconds has become that count.
-    updates: dict[str, Any] = {"video_length": form.frames_for(settings), "seconds": None}
-    if settings.video_guide is not None and settings.resolution is None:  # the shot takes the control's size
-        guide = _probe_control(settings.video_guide, "video_guide")
-        updates["resolution"] = f"{guide.width}x{guide.height}"
+    updates: dict[str, Any] = {**shot_shape(settings, form), "seconds": None}
     if settings.seed == -1:
         updates["seed"] = _rng.randint(0, 2**31 - 1)
     sent = settings.model_copy(update=updates)

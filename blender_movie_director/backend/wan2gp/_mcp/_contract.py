@@ -185,6 +185,10 @@ class ModelSchema:
     frames_maximum: int | None
     defaults: Mapping[str, Any]
     resolutions: tuple[str, ...] = ()
+    # The modes of each control input the schema declares, as (label, value) pairs by our role name
+    # ("video_guide", "video_mask", "image_refs"); "none" choices (an empty value) left out. Empty when the
+    # schema declares none.
+    control_choices: Mapping[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)
 
     @classmethod
     def parse(cls, schema: Mapping[str, Any], defaults: Mapping[str, Any]) -> ModelSchema:
@@ -204,7 +208,30 @@ class ModelSchema:
             frames_maximum=number("frames_maximum"),
             defaults=dict(defaults),
             resolutions=tuple(_resolution_text(r) for r in resolutions if _resolution_text(r)),
+            control_choices={role: pairs for key, role in CONTROL_DECLARATIONS
+                             if (pairs := _declared_choices(meta.get(key)))},
         )
+
+
+# WanGP's model definition keys that declare the modes of the control inputs, and our name of each input.
+CONTROL_DECLARATIONS = (("guide_preprocessing", "video_guide"), ("mask_preprocessing", "video_mask"),
+                        ("image_ref_choices", "image_refs"))
+
+
+def _declared_choices(declaration: Any) -> tuple[tuple[str, str], ...]:
+    """(label, value) pairs of a declaration ``{"choices": [[label, value], ...]}`` or ``{"selection": [value,
+    ...]}`` (the forms WanGP's model definitions use); a value without a label is its own label."""
+    if not isinstance(declaration, Mapping):
+        return ()
+    pairs: list[tuple[str, str]] = []
+    for choice in list(declaration.get("choices") or ()) + list(declaration.get("selection") or ()):
+        if isinstance(choice, list | tuple) and len(choice) > 1:
+            label, value = str(choice[0]), str(choice[1] or "")
+        else:
+            label = value = str(choice or "")
+        if value and value not in (v for _, v in pairs):
+            pairs.append((label, value))
+    return tuple(pairs)
 
 
 def _resolution_text(value: Any) -> str:

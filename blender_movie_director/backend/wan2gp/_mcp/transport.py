@@ -27,11 +27,14 @@ from ..errors import (
     Wan2GPConnectionError,
     Wan2GPError,
     Wan2GPTimeoutError,
+    Wan2GPValidationError,
 )
 from ..files import check_video, must_be_video, output_name, unique_path
+from ..form import ModelForm, check_control, shot_shape, video_prompt_type_for
 from ..jobs import JobPhase, StopReason
 from ..schemas import MEDIA_FIELDS, GenerationResult, GenerationSettings, ModelInfo, ServerStatus
 from ._connection import POLL_INTERVAL, McpConnection, frame_rule
+from ._contract import ModelSchema
 from ._snapshot import JobSnapshot
 
 if TYPE_CHECKING:
@@ -133,7 +136,8 @@ class McpTransport:
         conn = self.require()
         model = str(settings.model)
         self._last_model = model
-        conn.validate(model, wangp_settings(settings, media={}))
+        schema = conn.validate(model, wangp_settings(settings, media={}))
+        schema_form(schema, settings)
 
     def model_info(self, model: str) -> ModelInfo:
         schema = self.require().model_schema(model)
@@ -145,7 +149,8 @@ class McpTransport:
             entry.get("family", ""), categories=sorted(c.value for c in categories_of(model, entry)),
             inputs=list(record.inputs) or entry.get("inputs", []), fps=schema.fps,
             frames_minimum=schema.frames_minimum, frames_step=schema.frames_step,
-            frames_maximum=schema.frames_maximum, resolutions=list(schema.resolutions), on_server=True,
+            frames_maximum=schema.frames_maximum, resolutions=list(schema.resolutions),
+            control_modes={role: list(pairs) for role, pairs in schema.control_choices.items()}, on_server=True,
         )
 
     def list_models(self, *, family: str | None = None,
@@ -181,11 +186,29 @@ class McpTransport:
         return True
 
 
+def schema_form(schema: ModelSchema, settings: GenerationSettings) -> ModelForm:
+    """The model as the web UI's checks of the control inputs see it (its defaults, frame rule, resolutions and
+    control modes, here from the server's model schema), once ``settings`` passed them."""
+    model = schema.record.model_type
+    form = ModelForm(model, dict(schema.defaults), frame_rule(schema), list(schema.resolutions),
+                     control_choices={role: list(pairs) for role, pairs in schema.control_choices.items()})
+    given = sorted(n for n in ("video_guide", "video_mask", "control_mode", "mask_mode", "refs_mode")
+                   if getattr(settings, n) is not None) + (["image_refs"] if settings.image_refs else [])
+    if given and not form.takes_control_video and "control" in schema.record.media_inputs.get("video", ()):
+        raise Wan2GPValidationError(
+            f"{model} takes a control video, but this server's model schema declares none of its control modes, "
+            f"so none can be chosen ({', '.join(given)} given); use the server's web UI for this shot",
+            field=given[0])
+    check_control(settings, form)
+    return form
+
+
 def wangp_settings(settings: GenerationSettings, *, media: dict[str, Any]) -> dict[str, Any]:
     """The shot's settings by WanGP's own names, as ``wangp_generate`` takes them; media fields are given as
-    the server's media ids (``media``), never as paths of this machine."""
+    the server's media ids (``media``), never as paths of this machine. The control modes are not WanGP's
+    settings: they are sent as the ``video_prompt_type`` they made (``McpRun._as_sent``)."""
     data = settings.to_wangp_json()
-    for key in ("mode", "model_type", "duration_seconds_hint", "client_id"):
+    for key in ("mode", "model_type", "duration_seconds_hint", "client_id", "movie_director"):
         data.pop(key, None)
     for name in MEDIA_FIELDS:
         data.pop(name, None)
@@ -262,16 +285,18 @@ class McpRun:
         """The settings as they are sent, so that the shot can be made again from its record: a duration in
         seconds becomes the model's frame count (its rule from the server), a random seed (-1) a chosen one, a
         length not given the model's default."""
+        schema = conn.model_schema(str(settings.model))
+        form = schema_form(schema, settings)
         updates: dict[str, Any] = {}
         if settings.seed == -1:
             updates["seed"] = _rng.randint(0, 2**31 - 1)
         if settings.video_length is None:
-            schema = conn.model_schema(str(settings.model))
-            if settings.seconds is not None:
-                updates["video_length"] = frame_rule(schema).frames_for_seconds(settings.seconds)
-            elif isinstance(schema.defaults.get("video_length"), int):
-                updates["video_length"] = schema.defaults["video_length"]
-            updates["seconds"] = None
+            updates.update(shot_shape(settings, form), seconds=None)
+        elif settings.video_guide is not None and settings.resolution is None:
+            updates["resolution"] = shot_shape(settings, form)["resolution"]
+        video_prompt_type = video_prompt_type_for(settings, form)
+        if video_prompt_type is not None:
+            updates["extra"] = {**settings.extra, "video_prompt_type": video_prompt_type}
         return settings.model_copy(update=updates)
 
     def _follow(self, conn: McpConnection, job_id: str, deadline: float) -> JobSnapshot:
