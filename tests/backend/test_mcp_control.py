@@ -15,6 +15,7 @@ import pytest
 from PIL import Image
 
 from blender_movie_director.backend.wan2gp import Wan2GPClient, Wan2GPValidationError
+from blender_movie_director.backend.wan2gp._mcp.transport import wangp_settings
 from blender_movie_director.backend.wan2gp.config import Timeouts
 
 from .test_control import square_video
@@ -49,7 +50,9 @@ def test_a_vace_shot_follows_its_uploaded_control_video(mcp_emulator, out_dir, t
     # frames, size and fps come from the control video when not given
     assert (result.frames, result.width, result.height, result.fps) == (17, 832, 480, 16)
     assert result.sent_settings["video_prompt_type"] == "DV"
-    assert "movie_director" not in result.sent_settings  # our own names are never sent
+    # Kept in the record as on the web UI (Regenerate sends the mode again); never sent to WanGP.
+    assert result.sent_settings["movie_director"] == {"control_mode": "Transfer Depth"}
+    assert "movie_director" not in wangp_settings(result.settings, media={})
     assert [p.read_bytes() for p in _uploads(mcp_emulator)] == [control.read_bytes()]
     own, against = follow_score(result.video_path, control), follow_score(result.video_path, other)
     assert own > 0.8 and against < 0.2, (own, against)

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -98,3 +99,44 @@ def test_closed_with_a_shot_running_over_mcp_then_reopened_collects_it(over_mcp,
     assert vse.get_shot_metadata(strip)["settings"]["prompt"] == "survives a restart [[slow]]"
     assert len(_queued(over_mcp.server, before)) == 1  # collected by its job id, never submitted twice
     assert time.monotonic() - closed_at < 60
+
+
+def test_from_camera_over_mcp_uploads_the_control_video_and_the_shot_follows_it(over_mcp):
+    """Issue 14 over MCP: the depth video rendered from the 3D scene goes up through an upload ticket, with the
+    mode the model's MCP schema declares; the shot follows the camera move."""
+    from blender_movie_director.ui import layout
+
+    from .conftest import select
+    from .test_from_camera import dolly_scene, follow_score
+
+    layout_scene = dolly_scene()
+    over_mcp.shot.model = "vace_1.3B"
+    over_mcp.shot.prompt = "a marble statue in a museum hall"
+    connect(over_mcp)
+    strip = vse.top_strips(over_mcp.scene).new_scene("Layout", layout_scene, 3, 20)
+    vse.set_strip_duration(strip, 17)
+    select(over_mcp.scene, strip)
+    assert bpy.ops.movie_director.generate_from_camera(kind="depth") == {"FINISHED"}
+    item = wait_done(over_mcp.scene, timeout=90)
+    assert item.status == "completed", item.error
+    shot = vse.find_strip(over_mcp.scene, item.strip_name)
+    assert vse.strip_start(shot) == 20 and shot.channel == 4
+    settings = vse.get_shot_metadata(shot)["settings"]
+    control = Path(settings["video_guide"])
+    assert control.is_file() and settings["video_prompt_type"] == "UV", settings  # depth, sent unchanged
+    assert settings["movie_director"]["control_mode"] == "UV"  # stored on the strip: Regenerate sends it again
+    other = layout.render_now(layout.ControlRequest(
+        kind="depth", scene=dolly_scene("Other", direction=-1).name, camera="", frame_start=1, frames=17,
+        width=832, height=480, fps=16), str(over_mcp.tmp / "other.mp4"))
+    video = Path(bpy.path.abspath(shot.filepath))
+    own, against = follow_score(video, control), follow_score(video, Path(other))
+    assert own > 0.8 and against < 0.2, (own, against)
+    sent = over_mcp.server.jobs()[-1]
+    assert sent["done"] and sent["result"]["success"], sent
+
+    select(over_mcp.scene, shot)  # Variation: the stored control video goes up again, with its mode
+    assert bpy.ops.movie_director.regenerate(variation=True) == {"FINISHED"}
+    again = wait_done(over_mcp.scene, timeout=90)
+    assert again.status == "completed", again.error
+    assert follow_score(Path(bpy.path.abspath(vse.find_strip(over_mcp.scene, again.strip_name).filepath)),
+                        control) > 0.8

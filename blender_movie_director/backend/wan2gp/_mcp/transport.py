@@ -381,7 +381,8 @@ class McpRun:
             frames=info.frames if info else None, width=info.width if info else None,
             height=info.height if info else None, fps=info.fps if info else None, server=self.t.server_address,
             wangp_version=None,  # not said over MCP (see McpTransport.identity)
-            elapsed_seconds=time.monotonic() - started, sent_settings=wangp_settings(sent, media={}),
+            elapsed_seconds=time.monotonic() - started,
+            sent_settings=sent.to_wangp_json(),  # as on the web UI: its media by local path, for Regenerate
         )
 
     def let_go(self) -> None:
