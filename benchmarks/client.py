@@ -33,7 +33,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 import httpx  # noqa: E402
 
 from blender_movie_director.backend.wan2gp import Wan2GPClient  # noqa: E402
-from blender_movie_director.backend.wan2gp.files import RemoteFile, download  # noqa: E402
+from blender_movie_director.backend.wan2gp._files import RemoteFile, download  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 SHOT = {"prompt": "a red fox running through snow", "frames": 17, "steps": 4, "resolution": "832x480",

@@ -40,7 +40,7 @@ import httpx  # noqa: E402
 from client import SHOT, start_emulator_process  # noqa: E402
 
 from blender_movie_director.backend.wan2gp import Wan2GPClient  # noqa: E402
-from blender_movie_director.backend.wan2gp.cache import ApiCache  # noqa: E402
+from blender_movie_director.backend.wan2gp._cache import ApiCache  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 TARGETS = {"cold_ratio": 0.6, "warm_memory_ratio": 0.1, "warm_disk_ratio": 0.15, "first_shot_ratio": 0.8}
@@ -49,7 +49,7 @@ TARGETS = {"cold_ratio": 0.6, "warm_memory_ratio": 0.1, "warm_disk_ratio": 0.15,
 _CHILD = """
 import json, sys, time
 from blender_movie_director.backend.wan2gp import Wan2GPClient
-from blender_movie_director.backend.wan2gp.cache import ApiCache
+from blender_movie_director.backend.wan2gp._cache import ApiCache
 url, cache_dir, out, shot = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4] == "shot"
 client = Wan2GPClient(url, output_dir=out)
 client.api_cache = ApiCache(cache_dir)

@@ -38,8 +38,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 from blender_movie_director.backend.wan2gp import Wan2GPClient  # noqa: E402
+from blender_movie_director.backend.wan2gp._config import Timeouts  # noqa: E402
 from blender_movie_director.backend.wan2gp._mcp import McpConnection  # noqa: E402
-from blender_movie_director.backend.wan2gp.config import Timeouts  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 SHOT = {"prompt": "a red fox running through snow", "video_length": 17, "num_inference_steps": 4, "seed": 7}

@@ -39,7 +39,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 from blender_movie_director.backend.batch import submit_batch  # noqa: E402
 from blender_movie_director.backend.pool import ServerPool  # noqa: E402
 from blender_movie_director.backend.wan2gp import GenerationSettings, Timeouts, Wan2GPClient  # noqa: E402
-from blender_movie_director.backend.wan2gp.cache import ApiCache  # noqa: E402
+from blender_movie_director.backend.wan2gp._cache import ApiCache  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "pool.json"
 TIMEOUTS = Timeouts(connect=5, call=60, job=600, stall=120, download=60)

@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from client import start_emulator_process  # noqa: E402
 
 from blender_movie_director.backend.wan2gp import Wan2GPClient  # noqa: E402
-from blender_movie_director.backend.wan2gp.config import Timeouts  # noqa: E402
+from blender_movie_director.backend.wan2gp._config import Timeouts  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 FLAVOURS = {"v6": "6.31", "v8": "8.11", "v9": "9.81", "v11": "11.66", "v12": "12.60"}

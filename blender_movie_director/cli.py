@@ -287,8 +287,8 @@ def _resolve_server(args: argparse.Namespace, out: _Output) -> str:
     """--server, else WAN2GP_URL, else the first WanGP found on this machine, else the default."""
     from .backend import discovery
     from .backend.discovery import configured_urls, find_wangp
-    from .backend.wan2gp.config import first_warning, security_warnings
-    from .backend.wan2gp.errors import redact
+    from .backend.wan2gp._config import first_warning, security_warnings
+    from .backend.wan2gp._errors import redact
 
     url = getattr(args, "server", None)
     if not url:
@@ -314,7 +314,7 @@ def _resolve_server(args: argparse.Namespace, out: _Output) -> str:
 
 
 def _client(url: str, output_dir: Path | None = None) -> Wan2GPClient:
-    from .backend.wan2gp.cache import ApiCache, default_cache_dir
+    from .backend.wan2gp._cache import ApiCache, default_cache_dir
 
     client = Wan2GPClient(url, output_dir=output_dir)
     if client.transport == "webui":
@@ -556,7 +556,7 @@ def cmd_status(args: argparse.Namespace, out: _Output) -> int:
 
     url = _resolve_server(args, out)
     if not args.watch:
-        from .backend.wan2gp.cache import ApiCache, default_cache_dir
+        from .backend.wan2gp._cache import ApiCache, default_cache_dir
 
         report = check_health(url, timeout=args.timeout, api_cache=ApiCache(default_cache_dir()))
         out.result(report.to_dict(), _status_text(report))
@@ -642,7 +642,7 @@ def cmd_clear(args: argparse.Namespace, out: _Output) -> int:
 
 
 def _register() -> Any:
-    from .backend.wan2gp.register import user_register
+    from .backend.wan2gp._register import user_register
 
     return user_register()
 

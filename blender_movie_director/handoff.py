@@ -301,7 +301,7 @@ def read(p: Paths) -> list[ShotState] | None:
         return None
     from . import storyboard
     from .backend.batch import Journal
-    from .backend.wan2gp.schemas import GenerationResult, GenerationSettings
+    from .backend.wan2gp._schemas import GenerationResult, GenerationSettings
 
     header, states = Journal.read(p.journal)
     shots = []

@@ -147,7 +147,7 @@ def model_rule(info: Mapping[str, Any] | None) -> Any | None:
     Returns None while the backend is not imported yet (it is, as soon as a server was contacted): the
     panel then does not claim a frame count it could not check.
     """
-    enums = sys.modules.get(f"{__package__}.backend.wan2gp.enums")
+    enums = sys.modules.get(f"{__package__}.backend.wan2gp._enums")
     if enums is None or not info or not info.get("fps"):
         return None
     fps, step = int(info["fps"]), int(info.get("frames_step") or 1)

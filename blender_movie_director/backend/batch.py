@@ -42,9 +42,9 @@ from typing import IO, TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from .wan2gp.errors import JobCancelledError, Wan2GPConnectionError, Wan2GPError, Wan2GPValidationError
-from .wan2gp.register import queued_by_client_id
-from .wan2gp.schemas import MEDIA_FIELDS, GenerationResult, GenerationSettings
+from .wan2gp._errors import JobCancelledError, Wan2GPConnectionError, Wan2GPError, Wan2GPValidationError
+from .wan2gp._register import queued_by_client_id
+from .wan2gp._schemas import MEDIA_FIELDS, GenerationResult, GenerationSettings
 
 if TYPE_CHECKING:
     from .pool import PoolJob, ServerPool
@@ -456,7 +456,7 @@ def submit_batch(pool: ServerPool, shots: Sequence[GenerationSettings | dict[str
 
     Raises :class:`Wan2GPValidationError` (naming the shot) before anything is sent if a shot is invalid.
     """
-    from .wan2gp.client import _as_settings
+    from .wan2gp._client import _as_settings
 
     batch_id = batch_id or uuid.uuid4().hex[:12]
     checked: list[Shot] = []

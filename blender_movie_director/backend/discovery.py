@@ -41,8 +41,8 @@ from urllib.parse import urlsplit
 import httpx
 
 from ._urls import is_loopback, normalise_url
+from .wan2gp._errors import redact
 from .wan2gp._webui.fingerprint import gradio_version, is_wangp, wangp_version
-from .wan2gp.errors import redact
 
 __all__ = [
     "DEFAULT_PORTS",
@@ -128,7 +128,7 @@ class ServiceInfo:
 
 def configured_urls() -> list[str]:
     """``WAN2GP_URL`` when it is set (read through the client's settings object), else nothing."""
-    from .wan2gp.config import ClientSettings
+    from .wan2gp._config import ClientSettings
 
     settings = ClientSettings()  # type: ignore[call-arg]  # fields with defaults (pydantic-settings)
     return [settings.url] if "url" in settings.model_fields_set else []

@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from .batch import Journal, ShotState, _restore_result, load_shots, resume_batch, submit_batch
-from .wan2gp.errors import Wan2GPConnectionError, Wan2GPValidationError
-from .wan2gp.schemas import GenerationSettings
+from .wan2gp._errors import Wan2GPConnectionError, Wan2GPValidationError
+from .wan2gp._schemas import GenerationSettings
 
 __all__ = ["FarmOutput", "FarmShot", "ShotOutcome", "load_timeline", "openjd_template", "parse_shot_range",
            "read_output", "run_shots", "shot_video_name", "write_openjd_bundle"]
@@ -286,7 +286,7 @@ def read_output(folder: str | Path) -> FarmOutput:
     Raises :class:`Wan2GPValidationError` when ``folder`` is not a Movie Director farm output folder.
     """
     from .wan2gp import _mp4
-    from .wan2gp.schemas import GenerationResult
+    from .wan2gp._schemas import GenerationResult
 
     folder = Path(folder).expanduser()
     journals = folder / ".journal"

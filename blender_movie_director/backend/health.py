@@ -43,12 +43,12 @@ import httpx
 
 from ._urls import app_id_url, normalise_url
 from .discovery import ServiceKind, probe
+from .wan2gp._errors import redact
 from .wan2gp._webui.fingerprint import gradio_version, is_wangp, startup_model, wangp_version
-from .wan2gp.errors import redact
 
 if TYPE_CHECKING:
     from .wan2gp import Wan2GPClient
-    from .wan2gp.cache import ApiCache
+    from .wan2gp._cache import ApiCache
 
 __all__ = ["HealthEvent", "HealthEventKind", "HealthMonitor", "HealthReport", "check_health"]
 

@@ -43,11 +43,11 @@ from typing import TYPE_CHECKING, Any
 
 from ._urls import normalise_url
 from .health import HealthEvent, HealthEventKind, HealthMonitor, HealthReport
-from .wan2gp.cache import ApiCache, ModelListCache, ResultCache, default_cache_dir
-from .wan2gp.client import Wan2GPClient, _as_settings
-from .wan2gp.config import Retries, Timeouts
-from .wan2gp.enums import JobStatus
-from .wan2gp.errors import (
+from .wan2gp._cache import ApiCache, ModelListCache, ResultCache, default_cache_dir
+from .wan2gp._client import Wan2GPClient, _as_settings
+from .wan2gp._config import Retries, Timeouts
+from .wan2gp._enums import JobStatus
+from .wan2gp._errors import (
     JobCancelledError,
     JobFailedError,
     JobLostError,
@@ -57,8 +57,8 @@ from .wan2gp.errors import (
     Wan2GPValidationError,
     translate,
 )
-from .wan2gp.jobs import JobHandle, JobRecord, Wan2GPJob
-from .wan2gp.schemas import GenerationResult, GenerationSettings, JobProgress
+from .wan2gp._jobs import JobHandle, JobRecord, Wan2GPJob
+from .wan2gp._schemas import GenerationResult, GenerationSettings, JobProgress
 
 if TYPE_CHECKING:
     from .batch import Batch

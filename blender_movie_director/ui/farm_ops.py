@@ -75,7 +75,7 @@ def storyboard_batch(context: Any, scene: Any) -> tuple[dict[str, Any], list[str
         raise FarmError(problem)
     rule = storyboard.model_rule(rules_for(context, base["model"]))
     if rule is None:
-        from ..backend.wan2gp.enums import family_rule
+        from ..backend.wan2gp._enums import family_rule
 
         rule = family_rule(base["model"])
         notes.append(f"frame counts from the {base['model']} family's rule ({rule.fps} fps): connect to a WanGP "
@@ -212,7 +212,7 @@ class MD_OT_farm_write(bpy.types.Operator):
         return True
 
     def execute(self, context):
-        from ..backend.wan2gp.errors import Wan2GPValidationError
+        from ..backend.wan2gp._errors import Wan2GPValidationError
 
         scene = vse.sequencer_scene(context)
         try:
@@ -253,7 +253,7 @@ class MD_OT_farm_submit(bpy.types.Operator):
                         description="Send the storyboard even if this scene sent the very same one last time")
 
     def execute(self, context):
-        from ..backend.wan2gp.errors import Wan2GPValidationError
+        from ..backend.wan2gp._errors import Wan2GPValidationError
 
         scene = vse.sequencer_scene(context)
         p = prefs(context)
@@ -322,7 +322,7 @@ def import_output(scene: Any, folder: str) -> tuple[list[str], int, list[str]]:
     """
     from .. import __version__
     from ..backend.farm import read_output
-    from ..backend.wan2gp.errors import Wan2GPValidationError
+    from ..backend.wan2gp._errors import Wan2GPValidationError
 
     try:
         output = read_output(folder)

@@ -101,7 +101,7 @@ def reconcile(st: pump.State) -> bool:
 def _registered() -> dict[str, Any]:
     """This user's register of jobs whose task reached a server, by client id: where a shot the .blend missed
     (saved or quit before the server's answer came back) is found again."""
-    from ..backend.wan2gp.register import queued_by_client_id
+    from ..backend.wan2gp._register import queued_by_client_id
 
     try:
         return queued_by_client_id()

@@ -10,7 +10,7 @@ import pytest
 
 from blender_movie_director.backend.pool import ServerPool
 from blender_movie_director.backend.wan2gp import GenerationSettings, Timeouts, Wan2GPClient, Wan2GPValidationError
-from blender_movie_director.backend.wan2gp.cache import ApiCache, ModelListCache, ResultCache, cached_generate
+from blender_movie_director.backend.wan2gp._cache import ApiCache, ModelListCache, ResultCache, cached_generate
 
 FAST = Timeouts(connect=5, call=30, job=120, stall=60, download=30)
 
@@ -149,7 +149,7 @@ def test_cached_generate_with_a_plain_client(emulator_v6, tmp_path, out_dir):
 
 
 def test_config_fingerprint_ignores_what_changes_between_runs():
-    from blender_movie_director.backend.wan2gp.cache import config_fingerprint
+    from blender_movie_director.backend.wan2gp._cache import config_fingerprint
 
     def config(app_id: int, root: str, address: str, title: str = "WanGP") -> dict:
         return {"app_id": app_id, "root": root, "title": title, "components": [

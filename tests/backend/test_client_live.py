@@ -20,7 +20,7 @@ from blender_movie_director.backend.wan2gp import (
     Wan2GPConnectionError,
     Wan2GPValidationError,
 )
-from blender_movie_director.backend.wan2gp.config import Retries, Timeouts
+from blender_movie_director.backend.wan2gp._config import Retries, Timeouts
 
 FAST = Timeouts(connect=5, call=30, job=120, stall=60, download=30)
 

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from blender_movie_director.backend.wan2gp import Wan2GPClient, Wan2GPValidationError
-from blender_movie_director.backend.wan2gp.config import Timeouts
+from blender_movie_director.backend.wan2gp._config import Timeouts
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
 from follow import follow_score  # noqa: E402

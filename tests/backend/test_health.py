@@ -18,7 +18,7 @@ from blender_movie_director.backend.health import (
     check_health,
 )
 from blender_movie_director.backend.wan2gp import Wan2GPClient
-from blender_movie_director.backend.wan2gp.config import Timeouts
+from blender_movie_director.backend.wan2gp._config import Timeouts
 from wan2gp_emulator import EmulatorServer
 
 FAST = Timeouts(connect=5, call=30, job=120, stall=60, download=30)

@@ -10,14 +10,14 @@ import sys
 import time
 from pathlib import Path
 
-from blender_movie_director.backend.wan2gp.register import JobRegister
+from blender_movie_director.backend.wan2gp._register import JobRegister
 
 # The exploring sequence of issue 16 (submit, a short result() wait, cancel, generate_quick, get_model_info),
 # then one more shot left running on the shared client, which the program never closes.
 _EXPLORER = """
 import json, sys, time
 from blender_movie_director.backend.wan2gp import Wan2GPClient, Wan2GPError, get_wan2gp_client
-from blender_movie_director.backend.wan2gp.client import generate_quick_video
+from blender_movie_director.backend.wan2gp._client import generate_quick_video
 url, out = sys.argv[1], sys.argv[2]
 with Wan2GPClient(url, output_dir=out) as client:
     job = client.submit(prompt="explore", frames=9, steps=10)

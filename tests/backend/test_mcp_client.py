@@ -153,3 +153,31 @@ def test_a_duration_in_seconds_and_a_random_seed_are_sent_as_frames_and_a_seed_k
     assert result.settings.seed >= 0  # the seed WanGP used: the shot can be made again
     sent = server.jobs()[0]
     assert str(result.settings.seed) in str(sent)
+
+
+@pytest.mark.parametrize("args", [("--flavour", "v12"), ("--flavour", "v13", "--mcp-api-version", "2", "--mcp-async"),
+                                  ("--flavour", "v13", "--mcp-api-version", "2")],
+                         ids=["v12-api1", "v13-api2-async", "v13-api2-blocking"])
+def test_a_server_crash_fails_the_job_at_once_and_leaves_nothing_half_written(args, out_dir, tmp_path):
+    """API v2 without --mcp-async blocks the submission until the job runs a while: a crash then cuts the request
+    before the job id came back, and the client can only say that it lost the server."""
+    from blender_movie_director.backend.wan2gp import ServerRestartedError, Wan2GPConnectionError
+    from wan2gp_emulator.process import EmulatorProcess
+
+    server = EmulatorProcess("--mcp", *args, "--port", "0", "--step-seconds", "0.05", "--crash-after-steps", "3",
+                             output_dir=tmp_path / "server")
+    try:
+        with _client(server, out_dir) as client:
+            job = client.submit(prompt="the server dies under me", model="t2v_1.3B", frames=17, steps=20)
+            server.process.wait(30)  # os._exit(70) after 3 steps
+            crashed = time.monotonic()
+            blocking = "--mcp-async" not in args and "v13" in args
+            expected = (Wan2GPConnectionError, "cannot reach") if blocking else (ServerRestartedError, "stopped")
+            with pytest.raises(expected[0], match=expected[1]) as caught:
+                job.result(timeout=30)
+            assert time.monotonic() - crashed < 5, "the crash was not noticed within seconds"
+            assert caught.value.job_id in (job.id, None) and job.status() is JobStatus.FAILED
+            assert blocking or caught.value.job_id == job.id  # our job's id, not the server's
+    finally:
+        server.stop()
+    assert not list(out_dir.iterdir())  # no partial file, no temporary file

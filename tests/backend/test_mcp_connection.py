@@ -23,10 +23,8 @@ import numpy as np
 import pytest
 
 from backend.mcp_standin import StandIn, free_port
-from blender_movie_director.backend.wan2gp._mcp import Contract, McpConnection
-from blender_movie_director.backend.wan2gp._mp4 import probe
-from blender_movie_director.backend.wan2gp.config import Retries, Timeouts
-from blender_movie_director.backend.wan2gp.errors import (
+from blender_movie_director.backend.wan2gp._config import Retries, Timeouts
+from blender_movie_director.backend.wan2gp._errors import (
     JobCancelledError,
     JobFailedError,
     ServerBusyError,
@@ -35,6 +33,8 @@ from blender_movie_director.backend.wan2gp.errors import (
     Wan2GPTimeoutError,
     Wan2GPValidationError,
 )
+from blender_movie_director.backend.wan2gp._mcp import Contract, McpConnection
+from blender_movie_director.backend.wan2gp._mp4 import probe
 
 
 def _emulator_class():

@@ -15,8 +15,8 @@ import pytest
 from PIL import Image
 
 from blender_movie_director.backend.wan2gp import Wan2GPClient, Wan2GPValidationError
+from blender_movie_director.backend.wan2gp._config import Timeouts
 from blender_movie_director.backend.wan2gp._mcp.transport import wangp_settings
-from blender_movie_director.backend.wan2gp.config import Timeouts
 
 from .test_control import square_video
 

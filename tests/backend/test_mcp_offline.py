@@ -7,6 +7,15 @@ import json
 import captures
 import pytest
 
+from blender_movie_director.backend.wan2gp._errors import (
+    JobCancelledError,
+    JobFailedError,
+    ServerBusyError,
+    ServerRestartedError,
+    UnsupportedServerError,
+    Wan2GPServerError,
+    Wan2GPValidationError,
+)
 from blender_movie_director.backend.wan2gp._mcp import (
     Contract,
     JobSnapshot,
@@ -19,15 +28,6 @@ from blender_movie_director.backend.wan2gp._mcp import (
 )
 from blender_movie_director.backend.wan2gp._mcp._contract import result_data
 from blender_movie_director.backend.wan2gp._mcp._refusals import refusal_error
-from blender_movie_director.backend.wan2gp.errors import (
-    JobCancelledError,
-    JobFailedError,
-    ServerBusyError,
-    ServerRestartedError,
-    UnsupportedServerError,
-    Wan2GPServerError,
-    Wan2GPValidationError,
-)
 
 
 def _tools_12_60() -> list[ToolInfo]:

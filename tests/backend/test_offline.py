@@ -13,11 +13,11 @@ import pytest
 
 from blender_movie_director.backend import wan2gp
 from blender_movie_director.backend.wan2gp import GenerationSettings, Wan2GPValidationError
+from blender_movie_director.backend.wan2gp._enums import FrameRule, ModelCategory, categories_of
+from blender_movie_director.backend.wan2gp._errors import UnsupportedServerError
+from blender_movie_director.backend.wan2gp._files import output_name, safe_name
 from blender_movie_director.backend.wan2gp._mp4 import NotAVideo, probe
 from blender_movie_director.backend.wan2gp._webui.endpoints import ServerApi
-from blender_movie_director.backend.wan2gp.enums import FrameRule, ModelCategory, categories_of
-from blender_movie_director.backend.wan2gp.errors import UnsupportedServerError
-from blender_movie_director.backend.wan2gp.files import output_name, safe_name
 
 
 def _real_api(prefix: str) -> ServerApi:
@@ -28,8 +28,11 @@ def _real_api(prefix: str) -> ServerApi:
 def test_public_surface_is_pinned():
     assert wan2gp.__all__ == sorted(wan2gp.__all__)
     assert {"Wan2GPClient", "Wan2GPJob", "GenerationSettings", "get_wan2gp_client"} <= set(wan2gp.__all__)
+    # What the package exports is exactly __all__: every module is private (as httpx's test_exported_members).
+    exported = {name for name in dir(wan2gp) if not name.startswith("_")}
+    assert exported == set(wan2gp.__all__), (exported - set(wan2gp.__all__), set(wan2gp.__all__) - exported)
     for name in wan2gp.__all__:
-        assert hasattr(wan2gp, name), name
+        assert getattr(wan2gp, name).__module__.startswith("blender_movie_director.backend.wan2gp._"), name
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from blender_movie_director.backend.wan2gp import JobFailedError, JobStatus, Wan2GPClient, Wan2GPError
-from blender_movie_director.backend.wan2gp.config import Timeouts
+from blender_movie_director.backend.wan2gp._config import Timeouts
 
 FAST = Timeouts(connect=5, call=30, job=120, stall=60, download=30, resume_wait=30)
 

@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from blender_movie_director.backend.wan2gp.register import JobRegister
+from blender_movie_director.backend.wan2gp._register import JobRegister
 from blender_movie_director.cli import main
 
 _DYING_PROGRAM = """
@@ -85,7 +85,7 @@ def test_a_shot_whose_program_died_is_cancelled_on_the_server_from_another(make_
 
 _WRITER = """
 import sys
-from blender_movie_director.backend.wan2gp.register import JobRegister
+from blender_movie_director.backend.wan2gp._register import JobRegister
 register = JobRegister(sys.argv[1])
 for n in range(int(sys.argv[3])):
     register.write({"job_id": f"{sys.argv[2]}-{n}", "server": "http://127.0.0.1:1"}, state="sent")

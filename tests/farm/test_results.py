@@ -151,7 +151,7 @@ def test_a_tasks_first_health_check_does_not_read_config_of_a_known_server(tmp_p
     12.60) unless the disk API cache knows that server process, as it does once any task has connected to it."""
     from blender_movie_director.backend.pool import ServerPool
     from blender_movie_director.backend.wan2gp import Wan2GPClient
-    from blender_movie_director.backend.wan2gp.cache import ApiCache
+    from blender_movie_director.backend.wan2gp._cache import ApiCache
 
     forwarder = _CountingForwarder(emulator_v12.url)
     try:

@@ -15,9 +15,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from blender_movie_director.backend.wan2gp import GenerationSettings, Wan2GPValidationError
-from blender_movie_director.backend.wan2gp.client import _as_settings
-from blender_movie_director.backend.wan2gp.enums import FrameRule
-from blender_movie_director.backend.wan2gp.files import (
+from blender_movie_director.backend.wan2gp._client import _as_settings
+from blender_movie_director.backend.wan2gp._enums import FrameRule
+from blender_movie_director.backend.wan2gp._files import (
     OUTPUT_SUFFIXES,
     UnsafeOutputError,
     checked_url,
@@ -25,7 +25,7 @@ from blender_movie_director.backend.wan2gp.files import (
     output_name,
     safe_name,
 )
-from blender_movie_director.backend.wan2gp.form import ModelForm, check_settings
+from blender_movie_director.backend.wan2gp._form import ModelForm, check_settings
 
 pytestmark = pytest.mark.timeout(120)
 FAST = settings(max_examples=200, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])

@@ -1,7 +1,8 @@
-"""The Wan2GP backend: drive a WanGP (Wan2GP) web UI through its Gradio API.
+"""The Wan2GP backend: drive a WanGP (Wan2GP) server through its web UI's Gradio API or its MCP server.
 
-Works with WanGP 6.x and 12.x alike: endpoint names, parameters and the generation chain are read from the
-server itself. Example::
+Works with WanGP 6.x to 12.x web UIs alike (endpoint names, parameters and the generation chain are read from the
+server itself), and with the MCP server of 12.x (API v1) and 13.x (API v2). Every module of this package is
+private; what this ``__init__`` exports (``__all__``) is the public surface. Example::
 
     from blender_movie_director.backend.wan2gp import Wan2GPClient
 
@@ -10,18 +11,20 @@ server itself. Example::
         print(result.video_path)
 """
 
-from .client import (
+from ._cache import ApiCache
+from ._client import (
     Wan2GPClient,
     generate_high_quality_video,
     generate_quick_video,
     get_wan2gp_client,
 )
-from .config import ClientSettings, Retries, Timeouts
-from .enums import JobStatus, ModelCategory, Wan2GPModel
-from .errors import (
+from ._config import ClientSettings, Retries, Timeouts
+from ._enums import JobStatus, ModelCategory, Wan2GPModel
+from ._errors import (
     JobCancelledError,
     JobFailedError,
     JobLostError,
+    ServerBusyError,
     ServerRestartedError,
     UnsupportedServerError,
     Wan2GPConnectionError,
@@ -30,8 +33,9 @@ from .errors import (
     Wan2GPTimeoutError,
     Wan2GPValidationError,
 )
-from .jobs import JobPhase, JobRecord, StopReason, Wan2GPJob
-from .schemas import (
+from ._jobs import JobPhase, JobRecord, StopReason, Wan2GPJob
+from ._register import JobRegister
+from ._schemas import (
     GenerationResult,
     GenerationSettings,
     JobProgress,
@@ -42,6 +46,7 @@ from .schemas import (
 )
 
 __all__ = [
+    "ApiCache",
     "ClientSettings",
     "GenerationResult",
     "GenerationSettings",
@@ -51,12 +56,14 @@ __all__ = [
     "JobPhase",
     "JobProgress",
     "JobRecord",
+    "JobRegister",
     "JobStatus",
     "ModelCategory",
     "ModelInfo",
     "QueueItem",
     "Resolution",
     "Retries",
+    "ServerBusyError",
     "ServerRestartedError",
     "ServerStatus",
     "StopReason",

@@ -1,6 +1,6 @@
 """The seam between the client and a way of talking to WanGP: what a transport must do for ``Wan2GPClient``.
 
-The client (``client.py``) keeps the settings, its jobs (``book.JobBook``) and the public API; a transport keeps
+The client (``_client.py``) keeps the settings, its jobs (``_book.JobBook``) and the public API; a transport keeps
 the connection to one server and makes the run of each job (a :class:`~.jobs.Runner`). The web UI's transport is
 ``_webui.transport.WebUiTransport`` with its ``_webui.runner.WebUiRun``; ``tests/backend/scripted.py`` is an
 in-memory one for the tests of the job handle and the client. A new transport is a new package beside
@@ -12,9 +12,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from .enums import ModelCategory
-    from .jobs import JobRecord, Runner, Wan2GPJob
-    from .schemas import GenerationSettings, ModelInfo, ServerStatus
+    from ._enums import ModelCategory
+    from ._jobs import JobRecord, Runner, Wan2GPJob
+    from ._schemas import GenerationSettings, ModelInfo, ServerStatus
 
 
 class Transport(Protocol):

@@ -1,7 +1,7 @@
 """WanGP's MCP server as a transport: a synchronous connection over the official ``mcp`` SDK (private).
 
 :class:`McpConnection` speaks API v1 (12.x, and 13+ with ``--mcp-api-version 1``) and API v2 (13.01 on),
-told apart from ``tools/list``. The job layer (``jobs.py``) drives it through its transport seam.
+told apart from ``tools/list``. The client drives it through its transport seam (``transport.py``: ``McpTransport``).
 """
 
 from ._connection import DEFAULT_MCP_URL, REQUEST_DEADLINE, McpConnection

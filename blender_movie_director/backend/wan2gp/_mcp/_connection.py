@@ -32,9 +32,9 @@ from typing import Any, TypeVar
 
 import httpx
 
-from ..config import Retries, Timeouts, first_warning, normalize_url, security_warnings
-from ..enums import DEFAULT_RULE, FrameRule
-from ..errors import (
+from .._config import Retries, Timeouts, first_warning, normalize_url, security_warnings
+from .._enums import DEFAULT_RULE, FrameRule
+from .._errors import (
     JobCancelledError,
     JobFailedError,
     ServerBusyError,
@@ -48,8 +48,8 @@ from ..errors import (
     did_you_mean,
     redact,
 )
-from ..files import RemoteFile, checked_url, download, safe_name
-from ..schemas import Resolution
+from .._files import RemoteFile, checked_url, download, safe_name
+from .._schemas import Resolution
 from ._contract import (
     TRANSFER_TOOLS_V1,
     Contract,

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from ..errors import UnsupportedServerError
+from .._errors import UnsupportedServerError
 
 
 class Contract(StrEnum):

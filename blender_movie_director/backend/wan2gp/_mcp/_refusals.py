@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import httpx
 
-from ..errors import (
+from .._errors import (
     ServerBusyError,
     ServerRestartedError,
     UnsupportedServerError,

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from ..errors import JobCancelledError, JobFailedError
+from .._errors import JobCancelledError, JobFailedError
 
 JobState = Literal["running", "completed", "cancelled", "failed"]
 
@@ -149,7 +149,7 @@ class JobSnapshot:
 
 
 def _hint(message: str) -> str | None:
-    from ..errors import hint_for_server_message
+    from .._errors import hint_for_server_message
 
     return hint_for_server_message(message)
 

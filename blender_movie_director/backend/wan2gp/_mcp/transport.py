@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from ..config import ClientSettings
-from ..enums import JobStatus, ModelCategory, catalog, categories_of
-from ..errors import (
+from .._config import ClientSettings
+from .._enums import JobStatus, ModelCategory, catalog, categories_of
+from .._errors import (
     JobCancelledError,
     JobLostError,
     ServerRestartedError,
@@ -29,17 +29,17 @@ from ..errors import (
     Wan2GPTimeoutError,
     Wan2GPValidationError,
 )
-from ..files import check_video, must_be_video, output_name, unique_path
-from ..form import ModelForm, check_control, shot_shape, video_prompt_type_for
-from ..jobs import JobPhase, StopReason
-from ..schemas import MEDIA_FIELDS, GenerationResult, GenerationSettings, ModelInfo, ServerStatus
+from .._files import check_video, must_be_video, output_name, unique_path
+from .._form import ModelForm, check_control, shot_shape, video_prompt_type_for
+from .._jobs import JobPhase, StopReason
+from .._schemas import MEDIA_FIELDS, GenerationResult, GenerationSettings, ModelInfo, ServerStatus
 from ._connection import POLL_INTERVAL, McpConnection, frame_rule
 from ._contract import ModelSchema
 from ._snapshot import JobSnapshot
 
 if TYPE_CHECKING:
-    from ..book import JobBook
-    from ..jobs import JobRecord, Wan2GPJob
+    from .._book import JobBook
+    from .._jobs import JobRecord, Wan2GPJob
 
 log = logging.getLogger(__name__)
 
@@ -243,7 +243,9 @@ class McpRun:
                 raise JobLostError(f"lost: the WanGP server no longer has job {job.id} (it restarted)",
                                    reason="the server restarted", server=self.t.server_address, job_id=job.id,
                                    hint="submit the shot again") from exc
-            raise
+            # Said with our job's id (the connection knows only the server's).
+            raise ServerRestartedError(f"the WanGP server stopped or restarted during job {job.id}: {exc.message}",
+                                       server=self.t.server_address, job_id=job.id, hint=exc.hint) from exc
         return self._save(conn, final, sent, started)
 
     def _send(self, conn: McpConnection) -> tuple[GenerationSettings, str]:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import UnsupportedServerError, Wan2GPValidationError, did_you_mean
+from .._errors import UnsupportedServerError, Wan2GPValidationError, did_you_mean
 from .fingerprint import gradio_version, is_wangp, wangp_version
 
 _SUFFIX = re.compile(r"_\d+$")

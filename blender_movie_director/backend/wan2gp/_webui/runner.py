@@ -28,8 +28,8 @@ from concurrent.futures import CancelledError as FutureCancelledError
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..enums import JobStatus
-from ..errors import (
+from .._enums import JobStatus
+from .._errors import (
     JobCancelledError,
     JobFailedError,
     JobLostError,
@@ -41,15 +41,15 @@ from ..errors import (
     hint_for_server_message,
     translate,
 )
-from ..files import check_video, must_be_video, output_name, unique_path
-from ..jobs import JobPhase, StopReason, _Detached
-from ..schemas import GenerationResult, GenerationSettings, Resolution
+from .._files import check_video, must_be_video, output_name, unique_path
+from .._jobs import JobPhase, StopReason, _Detached
+from .._schemas import GenerationResult, GenerationSettings, Resolution
 from .fingerprint import version_tuple
 from .session import cancel_quietly
 
 if TYPE_CHECKING:
-    from ..book import JobBook
-    from ..jobs import RemoteState, Wan2GPJob
+    from .._book import JobBook
+    from .._jobs import RemoteState, Wan2GPJob
     from .session import GradioSession
     from .transport import WebUiTransport
 
@@ -185,7 +185,7 @@ class WebUiRun:
             self._session = session
             return self._collect(session, form, self.state.sent, started, toasts=[])
 
-        from ..form import build_save_args
+        from .._form import build_save_args
 
         if form is not None:  # settings checked against the model's rules before anything is sent
             build_save_args(self.job.settings, form, api, client_id=self.job.client_id)

@@ -44,8 +44,8 @@ import httpx
 from gradio_client import Client
 from gradio_client.utils import Communicator, StatusUpdate
 
-from ..config import Retries
-from ..errors import (
+from .._config import Retries
+from .._errors import (
     UnsupportedServerError,
     Wan2GPConnectionError,
     Wan2GPServerError,

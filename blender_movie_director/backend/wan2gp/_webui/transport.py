@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from ..config import ClientSettings
-from ..enums import ModelCategory, catalog, categories_of
-from ..errors import (
+from .._config import ClientSettings
+from .._enums import ModelCategory, catalog, categories_of
+from .._errors import (
     ServerRestartedError,
     Wan2GPConnectionError,
     Wan2GPError,
@@ -32,17 +32,17 @@ from ..errors import (
     redact,
     translate,
 )
-from ..files import RemoteFile, download, gallery_files
-from ..form import ModelForm, check_settings
-from ..schemas import GenerationSettings, ModelInfo, ServerStatus
+from .._files import RemoteFile, download, gallery_files
+from .._form import ModelForm, check_settings
+from .._schemas import GenerationSettings, ModelInfo, ServerStatus
 from .endpoints import ServerApi
 from .fingerprint import startup_model, version_tuple
 from .session import GradioSession
 
 if TYPE_CHECKING:
-    from ..book import JobBook
-    from ..cache import ApiCache
-    from ..jobs import JobRecord, Wan2GPJob
+    from .._book import JobBook
+    from .._cache import ApiCache
+    from .._jobs import JobRecord, Wan2GPJob
     from .runner import WebUiRun
 
 log = logging.getLogger(__name__)

@@ -16,11 +16,11 @@ from typing import Any
 
 from gradio_client import handle_file
 
+from ._enums import FrameRule, catalog, categories_of, family_rule, requires_start_image
+from ._errors import Wan2GPValidationError, did_you_mean
 from ._mp4 import NotAVideo, VideoInfo, probe
+from ._schemas import GenerationSettings, ModelInfo
 from ._webui.endpoints import ServerApi
-from .enums import FrameRule, catalog, categories_of, family_rule, requires_start_image
-from .errors import Wan2GPValidationError, did_you_mean
-from .schemas import GenerationSettings, ModelInfo
 
 # Our own generator: drawing a seed never touches the global `random` state of the host program.
 _rng = random.Random()

@@ -160,7 +160,7 @@ class JobRegister:
 def user_register() -> JobRegister:
     """This user's register, where the clients keep it (``WAN2GP_STATE_DIR``, else the platform's state folder).
     A wrong ``WAN2GP_`` variable raises here as it would in the client: another folder would be another register."""
-    from .config import ClientSettings
+    from ._config import ClientSettings
 
     return JobRegister(ClientSettings().state_dir)
 

@@ -16,7 +16,7 @@
 Example::
 
     from blender_movie_director.backend.wan2gp import Wan2GPClient
-    from blender_movie_director.backend.wan2gp.cache import ApiCache, ResultCache, cached_generate
+    from blender_movie_director.backend.wan2gp._cache import ApiCache, ResultCache, cached_generate
 
     client = Wan2GPClient("http://127.0.0.1:7860", output_dir="shots")
     client.api_cache = ApiCache("~/.cache/blender-movie-director")  # before connect()
@@ -46,14 +46,14 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from ._files import output_name, unique_path
+from ._schemas import MEDIA_FIELDS, GenerationResult, GenerationSettings, ModelInfo
 from ._webui.endpoints import ServerApi
 from ._webui.fingerprint import startup_model
 from ._webui.session import GradioSession
-from .files import output_name, unique_path
-from .schemas import MEDIA_FIELDS, GenerationResult, GenerationSettings, ModelInfo
 
 if TYPE_CHECKING:
-    from .client import Wan2GPClient
+    from ._client import Wan2GPClient
 
 __all__ = [
     "ApiCache",
@@ -641,7 +641,7 @@ def cached_generate(client: Wan2GPClient, settings: GenerationSettings | dict[st
         use_cache: False skips the look-up (the new result is still stored).
     Raises what :meth:`Wan2GPClient.generate` raises.
     """
-    from .client import _as_settings
+    from ._client import _as_settings
 
     request = _as_settings(settings if isinstance(settings, GenerationSettings) else dict(settings), {})
     client.connect()

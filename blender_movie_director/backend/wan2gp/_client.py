@@ -1,6 +1,6 @@
 """Wan2GPClient: the facade over one WanGP server (its web UI, v6.31 to 12.x).
 
-The client holds the settings, the book of its jobs (``book.JobBook``: listing, start order, the register) and
+The client holds the settings, the book of its jobs (``_book.JobBook``: listing, start order, the register) and
 one transport (the web UI's: ``_webui.transport.WebUiTransport``); each job it submits gets that transport's
 runner. Nothing here speaks WanGP's protocol.
 
@@ -25,12 +25,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._urls import is_mcp_url
-from ._transport import Transport
-from ._webui.transport import WebUiTransport
-from .book import JobBook
-from .config import ClientSettings, Retries, Timeouts, first_warning, security_warnings
-from .enums import HIGH_QUALITY_MODEL, QUICK_MODEL, ModelCategory
-from .errors import (
+from ._book import JobBook
+from ._config import ClientSettings, Retries, Timeouts, first_warning, security_warnings
+from ._enums import HIGH_QUALITY_MODEL, QUICK_MODEL, ModelCategory
+from ._errors import (
     JobLostError,
     Wan2GPError,
     Wan2GPValidationError,
@@ -38,14 +36,16 @@ from .errors import (
     redact,
     translate,
 )
-from .files import sweep_partial_files
-from .jobs import JobRecord, Wan2GPJob
-from .register import JobRegister
-from .schemas import GenerationResult, GenerationSettings, ModelInfo, QueueItem, ServerStatus
+from ._files import sweep_partial_files
+from ._jobs import JobRecord, Wan2GPJob
+from ._register import JobRegister
+from ._schemas import GenerationResult, GenerationSettings, ModelInfo, QueueItem, ServerStatus
+from ._transport import Transport
+from ._webui.transport import WebUiTransport
 
 if TYPE_CHECKING:
+    from ._cache import ApiCache
     from ._webui.endpoints import ServerApi
-    from .cache import ApiCache
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +104,7 @@ class Wan2GPClient:
             settings.url, has_auth=bool((settings.username and settings.password) or settings.token))
         self._secrets = [secret.get_secret_value() for secret in (settings.password, settings.token) if secret]
         self._lock = threading.RLock()  # guards the connection
-        # This user's shots across processes (register.py): what a dead program left behind is healed from it.
+        # This user's shots across processes (_register.py): what a dead program left behind is healed from it.
         register = JobRegister(settings.state_dir) if settings.register_jobs else None
         self._book = JobBook(register, turn_timeout=settings.timeouts.call)
         if transport is None:
@@ -134,7 +134,7 @@ class Wan2GPClient:
 
     @property
     def api_cache(self) -> ApiCache | None:
-        """An ApiCache (cache.py), set before connect(): a reconnect then skips what the server already told."""
+        """An ApiCache (_cache.py), set before connect(): a reconnect then skips what the server already told."""
         return getattr(self._transport, "api_cache", None)
 
     @api_cache.setter

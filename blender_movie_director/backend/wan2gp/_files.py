@@ -21,8 +21,8 @@ from typing import Any
 
 import httpx
 
+from ._errors import JobFailedError, Wan2GPConnectionError, Wan2GPTimeoutError
 from ._mp4 import NotAVideo, VideoInfo, probe
-from .errors import JobFailedError, Wan2GPConnectionError, Wan2GPTimeoutError
 
 OUTPUT_SUFFIXES = {".mp4", ".mov", ".mkv", ".webm", ".png", ".jpg", ".jpeg", ".webp", ".wav", ".mp3", ".flac"}
 CHUNK = 1024 * 1024

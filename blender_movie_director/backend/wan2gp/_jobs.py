@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from .enums import JobStatus
-from .errors import (
+from ._enums import JobStatus
+from ._errors import (
     JobCancelledError,
     Wan2GPError,
     Wan2GPTimeoutError,
@@ -31,10 +31,10 @@ from .errors import (
     redact,
     translate,
 )
-from .schemas import GenerationResult, GenerationSettings, JobProgress
+from ._schemas import GenerationResult, GenerationSettings, JobProgress
 
 if TYPE_CHECKING:
-    from .book import JobBook
+    from ._book import JobBook
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """The client's book of jobs, whatever the transport: which are listed, the order they start in, the register.
 
-The job handle (``jobs.Wan2GPJob``) and its transport's runner only talk to the client through this book, so a
+The job handle (``_jobs.Wan2GPJob``) and its transport's runner only talk to the client through this book, so a
 transport never reaches into the client, and the client never into a transport's runner.
 """
 
@@ -11,10 +11,10 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
-from .register import JobRegister
+from ._register import JobRegister
 
 if TYPE_CHECKING:
-    from .jobs import Wan2GPJob
+    from ._jobs import Wan2GPJob
 
 log = logging.getLogger(__name__)
 

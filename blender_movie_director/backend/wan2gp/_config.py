@@ -142,7 +142,7 @@ class ClientSettings(BaseSettings):
 
     url: str = DEFAULT_SERVER
     output_dir: Path = Field(default_factory=lambda: Path.home() / "MovieDirector" / "shots")
-    # The register of this user's shots, shared by every process (register.py); WAN2GP_STATE_DIR moves it.
+    # The register of this user's shots, shared by every process (_register.py); WAN2GP_STATE_DIR moves it.
     state_dir: Path = Field(default_factory=default_state_dir)
     register_jobs: bool = True
     username: str | None = None
