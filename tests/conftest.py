@@ -95,6 +95,7 @@ NETWORK_GUARD = NetworkGuard()
 NETWORK_GUARD.install()
 
 from wan2gp_emulator import EmulatorServer  # noqa: E402
+from wan2gp_emulator.server import ensure_event_loop  # noqa: E402
 
 FLAVOURS = ("v12", "v6")
 
@@ -107,6 +108,13 @@ def _no_network_beyond_loopback() -> Iterator[NetworkGuard]:
     """Fails the session if anything tried to reach beyond loopback (tests that do it on purpose clear it)."""
     yield NETWORK_GUARD
     assert not NETWORK_GUARD.blocked, f"non-loopback network access during the tests: {NETWORK_GUARD.blocked}"
+
+
+@pytest.fixture(autouse=True)
+def _main_thread_event_loop() -> None:
+    """An ``asyncio.run`` (the MCP tests) leaves the main thread with no current event loop, and a Gradio app a
+    later test builds there would fail every event stream with HTTP 500 (see ``ensure_event_loop``)."""
+    ensure_event_loop()
 
 
 @pytest.fixture

@@ -310,7 +310,7 @@ def build(args: argparse.Namespace) -> list[Path]:
             target = TARGETS[name]
             for python in pythons:
                 pins = resolve(requirements, target.markers, python,
-                               frozenset(canonicalize_name(n) for n in args.without or []))
+                               frozenset(canonicalize_name(n) for n in getattr(args, "without", None) or []))
                 needed.setdefault(name, {})[python] = set(pins)
                 wheel_dir = temp_dir / "wheels" / name / python
                 wheel_dir.mkdir(parents=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import io
 import os
@@ -39,6 +40,17 @@ def _wait_ready(url: str, seconds: float) -> None:
         time.sleep(0.1)
     raise RuntimeError(f"the emulator started at {url} but gave {last} for {seconds:.0f} s: is the machine "
                        "overloaded, or a proxy or firewall in the way of 127.0.0.1?")
+
+
+def ensure_event_loop() -> None:
+    """Gradio 5.29 makes each app's stop event with ``asyncio.get_event_loop()`` and gets None in a thread with no
+    current loop: any thread but the main one, or the main one after an ``asyncio.run``. Every event stream of
+    that server then fails with HTTP 500 (``'NoneType' object has no attribute 'wait'``). So the thread that
+    builds a server is given a loop if it has none (gradio only needs one to exist; it runs its own)."""
+    try:
+        asyncio.get_event_loop()
+    except RuntimeError:
+        asyncio.set_event_loop(asyncio.new_event_loop())
 
 
 def _free_port(host: str) -> int:
@@ -153,6 +165,7 @@ class EmulatorServer:
             self.output_dir = self.output_dir.resolve()
             if self.mcp:
                 return self._start_mcp()
+            ensure_event_loop()
             engine = WanGP(self.flavour, output_dir=self.output_dir, step_seconds=self.step_seconds,
                            missing_weights=self.missing_weights, crash_after_steps=self.crash_after_steps,
                            load_seconds=self.load_seconds, state_dir=self.state_dir)

@@ -143,3 +143,14 @@ def test_inspect_serves_the_events_sessions_and_mcp_jobs_a_test_reads_from_anoth
         info = httpx.get(server.base_url + "emulator/info", timeout=10).json()
         assert info == {"flavour": "v13", "version": "13.01", "api_version": 2}
         assert httpx.get(server.base_url + "emulator/jobs", timeout=10).json() == server.jobs() == []
+
+
+def test_a_server_built_where_asyncio_run_left_no_event_loop_still_streams() -> None:
+    """Gradio 5.29 in a thread without a current loop makes apps whose every event stream fails with HTTP 500."""
+    import asyncio
+
+    from wan2gp_emulator import EmulatorServer
+
+    asyncio.run(asyncio.sleep(0))  # as the MCP SDK's tests do: this thread has no current event loop after it
+    with EmulatorServer("v6", step_seconds=0) as server:
+        Client(server.url, verbose=False).predict(api_name="/refresh_status_async")  # queue/join + its stream
