@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from blender_movie_director import storyboard
 from blender_movie_director.ui import persistence, pump, vse
@@ -105,15 +106,21 @@ os._exit(0)  # Blender is gone (closed or crashed) while the job runs on the ser
 """
 
 
-def test_save_with_a_job_running_close_blender_reopen_and_reconcile(blend, tmp_path):
-    before = len(blend.server.events())
+def close_blender_with_a_shot_running(url: str, out: Path, tmp_path: Path) -> tuple[dict, Path]:
+    """Another Blender starts a shot on ``url``, saves the file while it runs and is gone: (what it said, file)."""
     path = tmp_path / "film.blend"
-    script = _CLOSED_BLENDER.format(url=blend.url, out=str(blend.out), path=str(path))
+    script = _CLOSED_BLENDER.format(url=url, out=str(out), path=str(path))
     env = {**os.environ, "BLENDER_USER_RESOURCES": str(tmp_path / "user")}
     run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
     assert run.returncode == 0, run.stderr[-3000:]
     saved = json.loads(run.stdout.strip().splitlines()[-1])
     assert saved["ok"] and saved["status"] == "running", run.stderr[-3000:]
+    return saved, path
+
+
+def test_save_with_a_job_running_close_blender_reopen_and_reconcile(blend, tmp_path):
+    before = len(blend.server.events())
+    saved, path = close_blender_with_a_shot_running(blend.url, blend.out, tmp_path)
 
     bpy.ops.wm.open_mainfile(filepath=str(path))  # load_post: reconcile, with the record saved in the file
     scene = bpy.context.scene

@@ -3,10 +3,6 @@ followed again after Blender was closed while it ran. Real bpy; the emulator in 
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +14,7 @@ import pytest
 from blender_movie_director.ui import pump, vse
 
 from .conftest import _emulator_process, bpy, connect, draw_panels, prefs, pump_until, wait_done
-from .test_jobs import _CLOSED_BLENDER
+from .test_jobs import close_blender_with_a_shot_running
 
 
 @pytest.fixture(scope="module")
@@ -79,13 +75,7 @@ def test_cancel_over_mcp_stops_the_job_on_the_server(over_mcp):
 
 def test_closed_with_a_shot_running_over_mcp_then_reopened_collects_it(over_mcp, tmp_path):
     before = len(over_mcp.server.events())
-    path = tmp_path / "film.blend"
-    script = _CLOSED_BLENDER.format(url=over_mcp.url, out=str(over_mcp.out), path=str(path))
-    env = {**os.environ, "BLENDER_USER_RESOURCES": str(tmp_path / "user")}
-    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
-    assert run.returncode == 0, run.stderr[-3000:]
-    saved = json.loads(run.stdout.strip().splitlines()[-1])
-    assert saved["ok"] and saved["status"] == "running", run.stderr[-3000:]
+    saved, path = close_blender_with_a_shot_running(over_mcp.url, over_mcp.out, tmp_path)
 
     closed_at = time.monotonic()
     bpy.ops.wm.open_mainfile(filepath=str(path))  # load_post: reconcile, by the MCP job id saved in the file

@@ -601,6 +601,21 @@ class McpConnection:
                 self._queue.remove(ticket)
                 self._turn.notify_all()
 
+    def _listening(self) -> bool:
+        """False when a TCP connect to the server's address is refused now: its process is gone. Anything else
+        (it accepts, or the network is slow or down) is not taken as a stop."""
+        import socket
+
+        parts = urllib.parse.urlsplit(self.url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        try:
+            with socket.create_connection((parts.hostname or "127.0.0.1", port), timeout=self.timeouts.connect):
+                return True
+        except ConnectionRefusedError:
+            return False
+        except OSError:
+            return True
+
     def _send(self, source: dict[str, Any], block: float) -> str:
         arguments: dict[str, Any] = {}
         if self.contract is Contract.V2:
@@ -710,7 +725,9 @@ class McpConnection:
             except Wan2GPConnectionError as exc:
                 if self._closed:
                     raise
-                if "cannot reach" in exc.message:  # nothing listens: the server stopped, its jobs with it
+                # Nothing listens (the poll's own connect, or a probe after a request cut mid-way): the server
+                # stopped, its jobs with it.
+                if "cannot reach" in exc.message or not self._listening():
                     self._forget(job_id)
                     raise ServerRestartedError(
                         f"the WanGP MCP server stopped while job {job_id} ran: WanGP keeps jobs in memory, so "
