@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
@@ -62,7 +63,9 @@ def test_quit_with_three_shots_queued_they_finish_with_blender_closed_and_the_re
     path = tmp_path / "storyboard.blend"
     script = _STORYBOARD_THEN_QUIT.format(url=blend.url, out=str(blend.out), path=str(path))
     env = {**os.environ, "BLENDER_USER_RESOURCES": str(tmp_path / "user")}
-    blender = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    # stderr to a file: read only at the end, a pipe would fill (64 KB of Blender's log) and block the script
+    err_file = tempfile.TemporaryFile("w+")
+    blender = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=err_file,
                                text=True, env=env)
     assert blender.stdout is not None
     lines = []
@@ -75,7 +78,9 @@ def test_quit_with_three_shots_queued_they_finish_with_blender_closed_and_the_re
     exit_seconds = time.time() - quit_at
     print(f"Blender quit in {exit_seconds:.3f} s with 3 shots queued")
     closed_at = time.monotonic()  # the emulator's events are on this process's monotonic clock
-    err = blender.stderr.read() if blender.stderr else ""
+    err_file.seek(0)
+    err = err_file.read()
+    err_file.close()
     assert blender.returncode == 0, err[-3000:]
     jobs = json.loads(next(x for x in lines if x.startswith("{")))["jobs"]
     journal = jobs[0]["journal"]
@@ -226,9 +231,10 @@ print("QUIT", flush=True)
 def _blender(script: str, env: dict[str, str]) -> tuple[dict, float, str]:
     """Run a Blender (bpy) script; returns its JSON line, the seconds from its last line to the process's end,
     and its stderr."""
-    process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    err_file = tempfile.TemporaryFile("w+")  # not a pipe: one read at the end, it must not fill and block
+    process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=err_file,
                                text=True, env=env)
-    assert process.stdout is not None and process.stderr is not None
+    assert process.stdout is not None
     data: dict = {}
     for line in process.stdout:
         if line.startswith("{"):
@@ -238,7 +244,9 @@ def _blender(script: str, env: dict[str, str]) -> tuple[dict, float, str]:
     quit_at = time.monotonic()
     process.wait(60)
     seconds = time.monotonic() - quit_at
-    err = process.stderr.read()
+    err_file.seek(0)
+    err = err_file.read()
+    err_file.close()
     assert process.returncode == 0, err[-3000:]
     return data, seconds, err
 
