@@ -18,6 +18,12 @@ from blender_movie_director.ui import vse
 from .conftest import bpy, pump_until, wait_until
 
 # Blender in a process of its own: the storyboard is blocked out, Generate All pressed, the file saved, and
+# A quit that waited for the server would last the unfinished shots' seconds (9 s and more here; 8-15 s with the
+# held status stream of issue 17). Blender's own teardown is most of what is left, and it depends on the machine's
+# load: 0.2-0.5 s when idle, 1.2-2.8 s at a load of 5-6 on these 2-core machines (benchmarks/blender.py
+# measures the quit; this bound only tells "did not wait" from "waited").
+QUIT_SECONDS = 3.0
+
 # Blender quits at once (the script ends, as Python does when Blender quits).
 _STORYBOARD_THEN_QUIT = """
 import json, os, sys, time
@@ -85,7 +91,7 @@ def test_quit_with_three_shots_queued_they_finish_with_blender_closed_and_the_re
     jobs = json.loads(next(x for x in lines if x.startswith("{")))["jobs"]
     journal = jobs[0]["journal"]
     try:
-        assert exit_seconds <= 1.0, f"Blender took {exit_seconds:.2f} s to quit"
+        assert exit_seconds <= QUIT_SECONDS, f"Blender took {exit_seconds:.2f} s to quit"
         assert [j["status"] for j in jobs] == ["queued"] * 3 and {j["journal"] for j in jobs} == {journal}
         assert [j["index"] for j in jobs] == [0, 1, 2]
         client_ids = {storyboard.client_id(j["key"]) for j in jobs}
@@ -272,7 +278,7 @@ def test_a_shot_that_finished_with_blender_closed_is_collected_and_the_next_shot
     assert reopened["collected"] == {"status": "completed", "error": "", "placed": [10, 2, 17]}, err[-3000:]
     assert reopened["next"] == "completed", reopened["error"]
     assert len(reopened["steps"]) >= 3 and max(reopened["steps"]) == 6, reopened["steps"]
-    assert first_exit <= 1.0 and second_exit <= 1.0, (first_exit, second_exit)
+    assert first_exit <= QUIT_SECONDS and second_exit <= QUIT_SECONDS, (first_exit, second_exit)
     # On the server: the collected session's status loop was released, and the shot was made once.
     assert not emulator.sessions()[session]["status_display"]
     made = [e for e in emulator.events() if e["event"] == "queued" and e["session"] == session]
@@ -406,7 +412,7 @@ def test_quit_with_single_shots_queued_hands_them_to_a_runner_and_the_reopened_f
         assert vse.get_shot_metadata(strip)["settings"]["prompt"] == f"a single shot at frame {frame} [[slow]]"
     assert len([e for e in server.events()[before:] if e["event"] == "queued"]) == 3  # nothing ran twice
     # Checked last: a slow exit (a loaded machine) must not stop the runner half-way, on the shared emulator.
-    assert exit_seconds <= 1.0, f"Blender took {exit_seconds:.2f} s to quit"
+    assert exit_seconds <= QUIT_SECONDS, f"Blender took {exit_seconds:.2f} s to quit"
 
 
 def test_a_run_handed_over_at_quit_and_cancelled_at_once_stops_every_shot_on_the_server(blend, tmp_path):
