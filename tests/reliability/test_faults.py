@@ -132,7 +132,10 @@ def test_server_restarted_while_the_link_was_down_is_reported(emulator_process, 
     server = emulator_process("--port", "0", "--step-seconds", "0.05")
     port = server.url.rstrip("/").rsplit(":", 1)[1]
     proxy = proxy_to(server.url)
-    with make_client(proxy.url, out_dir) as client:
+    # A new process takes seconds to answer (gradio's imports: 5 s and more on a loaded machine), longer than
+    # the 4 s FAULT_TIMEOUTS give a reconnect.
+    timeouts = FAULT_TIMEOUTS.model_copy(update={"reconnect": 40.0})
+    with make_client(proxy.url, out_dir, timeouts=timeouts) as client:
         job = client.submit(prompt="restarted behind my back [[slow]]", frames=9, steps=40)
         _running(job, 1)
         server.stop()  # the process's state is gone...
