@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from blender_movie_director import storyboard
 from blender_movie_director.ui import persistence, pump, vse
@@ -106,8 +107,10 @@ os._exit(0)  # Blender is gone (closed or crashed) while the job runs on the ser
 """
 
 
-def close_blender_with_a_shot_running(url: str, out: Path, tmp_path: Path) -> tuple[dict, Path]:
-    """Another Blender starts a shot on ``url``, saves the file while it runs and is gone: (what it said, file)."""
+def close_blender_reopen_and_collect(url: str, out: Path, server: Any, tmp_path: Path) -> None:
+    """Another Blender starts a shot on ``url``, saves the file while it runs and is gone; this one opens the file:
+    the shot is collected by the record saved in it, placed where it was asked for, and queued on ``server`` once."""
+    before = len(server.events())
     path = tmp_path / "film.blend"
     script = _CLOSED_BLENDER.format(url=url, out=str(out), path=str(path))
     env = {**os.environ, "BLENDER_USER_RESOURCES": str(tmp_path / "user")}
@@ -115,12 +118,6 @@ def close_blender_with_a_shot_running(url: str, out: Path, tmp_path: Path) -> tu
     assert run.returncode == 0, run.stderr[-3000:]
     saved = json.loads(run.stdout.strip().splitlines()[-1])
     assert saved["ok"] and saved["status"] == "running", run.stderr[-3000:]
-    return saved, path
-
-
-def test_save_with_a_job_running_close_blender_reopen_and_reconcile(blend, tmp_path):
-    before = len(blend.server.events())
-    saved, path = close_blender_with_a_shot_running(blend.url, blend.out, tmp_path)
 
     bpy.ops.wm.open_mainfile(filepath=str(path))  # load_post: reconcile, with the record saved in the file
     scene = bpy.context.scene
@@ -131,7 +128,11 @@ def test_save_with_a_job_running_close_blender_reopen_and_reconcile(blend, tmp_p
     strip = vse.find_strip(scene, item.strip_name)
     assert strip is not None and (vse.strip_start(strip), strip.channel) == (40, 2)
     assert vse.get_shot_metadata(strip)["settings"]["prompt"] == "survives a restart [[slow]]"
-    assert len(_events(blend.server, "queued", before)) == 1  # picked up again, never submitted twice
+    assert len(_events(server, "queued", before)) == 1  # picked up again, never submitted twice
+
+
+def test_save_with_a_job_running_close_blender_reopen_and_reconcile(blend, tmp_path):
+    close_blender_reopen_and_collect(blend.url, blend.out, blend.server, tmp_path)
 
 
 def test_reconcile_marks_lost_jobs_with_the_reason(blend):

@@ -3,7 +3,6 @@ followed again after Blender was closed while it ran. Real bpy; the emulator in 
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -14,7 +13,7 @@ import pytest
 from blender_movie_director.ui import pump, vse
 
 from .conftest import _emulator_process, bpy, connect, draw_panels, prefs, pump_until, wait_done
-from .test_jobs import close_blender_with_a_shot_running
+from .test_jobs import close_blender_reopen_and_collect
 
 
 @pytest.fixture(scope="module")
@@ -30,10 +29,6 @@ def over_mcp(blend: SimpleNamespace, mcp_server: Any) -> SimpleNamespace:
     prefs().servers[0].url = mcp_server.url
     blend.url, blend.server = mcp_server.url, mcp_server
     return blend
-
-
-def _queued(server: Any, before: int) -> list[dict]:
-    return [e for e in server.events()[before:] if e["event"] == "queued"]
 
 
 def test_connect_and_generate_over_mcp(over_mcp):
@@ -74,21 +69,7 @@ def test_cancel_over_mcp_stops_the_job_on_the_server(over_mcp):
 
 
 def test_closed_with_a_shot_running_over_mcp_then_reopened_collects_it(over_mcp, tmp_path):
-    before = len(over_mcp.server.events())
-    saved, path = close_blender_with_a_shot_running(over_mcp.url, over_mcp.out, tmp_path)
-
-    closed_at = time.monotonic()
-    bpy.ops.wm.open_mainfile(filepath=str(path))  # load_post: reconcile, by the MCP job id saved in the file
-    scene = bpy.context.scene
-    item = scene.movie_director.jobs[-1]
-    assert item.key == saved["key"]
-    item = wait_done(scene, timeout=60)
-    assert item.status == "completed", item.error
-    strip = vse.find_strip(scene, item.strip_name)
-    assert strip is not None and (vse.strip_start(strip), strip.channel) == (40, 2)
-    assert vse.get_shot_metadata(strip)["settings"]["prompt"] == "survives a restart [[slow]]"
-    assert len(_queued(over_mcp.server, before)) == 1  # collected by its job id, never submitted twice
-    assert time.monotonic() - closed_at < 60
+    close_blender_reopen_and_collect(over_mcp.url, over_mcp.out, over_mcp.server, tmp_path)  # by its MCP job id
 
 
 def test_from_camera_over_mcp_uploads_the_control_video_and_the_shot_follows_it(over_mcp):
