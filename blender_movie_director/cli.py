@@ -316,11 +316,8 @@ def _resolve_server(args: argparse.Namespace, out: _Output) -> str:
 def _client(url: str, output_dir: Path | None = None) -> Wan2GPClient:
     from .backend.wan2gp._cache import ApiCache, default_cache_dir
 
-    client = Wan2GPClient(url, output_dir=output_dir)
-    if client.transport == "webui":
-        # A new process reconnects to a known server with one small request (its app id): see cache.ApiCache.
-        client.api_cache = ApiCache(default_cache_dir())
-    return client
+    # A new process reconnects to a known web UI with one small request (its app id): see ApiCache.
+    return Wan2GPClient(url, output_dir=output_dir, api_cache=ApiCache(default_cache_dir()))
 
 
 def _validation_error(exc: Any, prefix: str = "") -> Wan2GPValidationError:

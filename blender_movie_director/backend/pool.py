@@ -571,11 +571,8 @@ class ServerPool:
     # --- inside: clients and health -------------------------------------------------------------------------------
 
     def _default_client(self, url: str) -> Wan2GPClient:
-        client = Wan2GPClient(url, output_dir=self.output_dir, timeouts=self.timeouts, retries=self.client_retries,
-                              max_jobs=self.per_server_limit + 1)
-        if client.transport == "webui":  # the API cache is the web UI's (an MCP server is described by tools/list)
-            client.api_cache = self.api_cache
-        return client
+        return Wan2GPClient(url, output_dir=self.output_dir, timeouts=self.timeouts, retries=self.client_retries,
+                            max_jobs=self.per_server_limit + 1, api_cache=self.api_cache)
 
     def _add(self, url: str, limit: int | None) -> _Server | None:
         key = normalise_url(url)

@@ -64,6 +64,8 @@ class Wan2GPClient:
         max_jobs: how many jobs run their chain at once; more wait on our side.
         transport: ``"webui"`` or ``"mcp"``; by default ``"mcp"`` for a URL whose path ends in ``/mcp``. The MCP
             server's bearer token (``--mcp-auth``) is ``settings.token`` (``WAN2GP_TOKEN``).
+        api_cache: an :class:`ApiCache` shared across programs: a reconnect to a known web UI then skips what it
+            already told. The web UI's only: over MCP, ``tools/list`` is the description, and the cache is unused.
 
     Nothing happens on construction; :meth:`connect` (or the first call that needs the server) connects.
     """
@@ -79,6 +81,7 @@ class Wan2GPClient:
         max_jobs: int | None = None,
         settings: ClientSettings | None = None,
         transport: str | Transport | None = None,
+        api_cache: ApiCache | None = None,
     ) -> None:
         given: dict[str, Any] = {
             "url": server_address, "timeouts": timeouts, "retries": retries, "output_dir": output_dir,
@@ -120,6 +123,8 @@ class Wan2GPClient:
                                         "UI) and mcp (its MCP server, wgp.py --mcp)", field="transport")
         else:
             self._transport = transport
+        if api_cache is not None and isinstance(self._transport, WebUiTransport):
+            self._transport.api_cache = api_cache
         self._pool: ThreadPoolExecutor | None = None
 
     @property
