@@ -133,7 +133,8 @@ class ApiCache:
         app_id_timeout: bound of the app-id check made on each reconnect.
 
     Hand it to a client before it connects (``Wan2GPClient(url, api_cache=cache)``, or ``client.api_cache =
-    cache``; an MCP client leaves it unused); :class:`ServerPool` does this for its clients. ``stats`` counts connects by kind: ``"warm"`` (nothing downloaded but the app id),
+    cache``; an MCP client leaves it unused); :class:`ServerPool` does this for its clients. ``stats`` counts
+    connects by kind: ``"warm"`` (nothing downloaded but the app id),
     ``"config"`` (only ``/config``), ``"cold"`` (``/config``, and the API description when a name is first
     needed). What is kept of the API description is its parameter table (about 2 % of its size). Thread-safe.
     """
