@@ -12,9 +12,10 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import psutil
 import pytest
-from conftest import make_client, wait_until
+from conftest import FAULT_TIMEOUTS, make_client, wait_until
 from hostile import Cut
 
 from blender_movie_director.backend.wan2gp import (
@@ -267,6 +268,28 @@ def test_an_endless_config_is_refused_with_bounded_memory(emulator_v12, hostile_
     rise = _peak_rss_during(connect)
     assert errors and isinstance(errors[0], UnsupportedServerError) and "larger than 16 MB" in str(errors[0])
     assert rise < 48 * 1024 * 1024, f"memory rose by {rise / 2**20:.0f} MB"
+
+
+def test_a_slow_first_answer_does_not_fail_the_shot(emulator_v12, hostile_to, out_dir):
+    """A loaded server (or machine) may take longer than ``timeouts.connect`` to say who it is as a shot starts;
+    that read is idempotent and is tried again, where a heartbeat probe that times out means a frozen server."""
+    gateway = hostile_to(emulator_v12.url)
+    app_id = httpx.get(emulator_v12.url + "gradio_api/app_id", timeout=5).content
+    slow_answers: list[float] = []
+
+    def slow_once(handler) -> None:
+        if not slow_answers:
+            slow_answers.append(time.monotonic())
+            time.sleep(FAULT_TIMEOUTS.connect + 1)  # the client has given up on this one
+        handler.send(200, app_id, {"Content-Type": "application/json"})
+
+    with make_client(gateway.url, out_dir) as client:
+        client.connect()
+        gateway.routes["/gradio_api/app_id"] = slow_once
+        result = client.generate(prompt="a slow server", frames=5, steps=1)
+    assert slow_answers, "the shot never asked the server who it is"
+    assert probe(result.files[0]).frames == 5
+    assert sum(r.startswith("GET /gradio_api/app_id") for r in gateway.requests) >= 2
 
 
 def test_a_malformed_queue_answer_fails_clearly(emulator_v12, hostile_to, out_dir):

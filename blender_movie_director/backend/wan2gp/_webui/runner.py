@@ -176,7 +176,7 @@ class WebUiRun:
         if self.state.resume:
             assert self.state.sent is not None
             form = form or self.web.model_form(model)
-            if self.state.app_id and self.web.server_instance() != self.state.app_id:
+            if self.state.app_id and self.web.server_instance(self.web.settings.retries) != self.state.app_id:
                 raise JobLostError(
                     f"lost: the WanGP server restarted since job {self.job.id} was queued, and the job went with it",
                     reason="the server restarted", server=self.web.server_address, job_id=self.job.id,
@@ -190,7 +190,7 @@ class WebUiRun:
         if form is not None:  # settings checked against the model's rules before anything is sent
             build_save_args(self.job.settings, form, api, client_id=self.job.client_id)
         self.job.check_stop()
-        self.state.app_id = self.web.server_instance()  # a restart later shows as another id
+        self.state.app_id = self.web.server_instance(self.web.settings.retries)  # a restart shows as another id
         session = self.web.fork()
         self._session, self.state.session_hash = session, session.session_hash
         form = self.web.keep_form(model, self._switch(session, model))  # the server's form as it is now

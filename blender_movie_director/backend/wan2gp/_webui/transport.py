@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from .._config import ClientSettings
+from .._config import ClientSettings, Retries
 from .._enums import ModelCategory, catalog, categories_of
 from .._errors import (
     ServerRestartedError,
@@ -417,7 +417,7 @@ class WebUiTransport:
         self.require_api()
         if not record.session_hash:
             return False
-        if record.app_id and record.app_id != self.server_instance():
+        if record.app_id and record.app_id != self.server_instance(self.settings.retries):
             return False
         chain = self.require_api().chain
         session = self.fork(record.session_hash)
@@ -563,12 +563,27 @@ class WebUiTransport:
         except httpx.HTTPError:
             return None
 
-    def server_instance(self) -> str:
+    def server_instance(self, retries: Retries | None = None) -> str:
         """The server process's Gradio app id (a new one after every restart): a request of a few bytes.
 
         Raises :class:`ServerRestartedError` when nothing listens any more (connection refused),
-        :class:`Wan2GPTimeoutError` / :class:`Wan2GPConnectionError` when the server can't be reached.
+        :class:`Wan2GPTimeoutError` / :class:`Wan2GPConnectionError` when the server can't be reached: at once,
+        or after ``retries.attempts`` tries in all when ``retries`` is given (for a job's first read, where a
+        busy server's slow answer is no sign of a frozen one; a heartbeat probe gives none).
         """
+        attempts = retries.attempts if retries is not None else 1
+        for attempt in range(1, attempts + 1):
+            try:
+                return self._app_id()
+            except ServerRestartedError:
+                raise
+            except Wan2GPConnectionError:
+                if attempt >= attempts or retries is None:
+                    raise
+                time.sleep(retries.pause(attempt))
+        raise AssertionError("unreachable")
+
+    def _app_id(self) -> str:
         api = self.require_api()
         assert self.http is not None
         prefix = str(api.config.get("api_prefix") or "/gradio_api").strip("/")
