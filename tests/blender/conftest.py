@@ -109,7 +109,8 @@ def blend(addon: Any, emulator_v12: Any, tmp_path: Path) -> Iterator[SimpleNames
     p.server_index = 0
     out = tmp_path / "shots"
     p.output_folder = str(out)
-    p.timeout_connect, p.timeout_call, p.timeout_job_minutes = 5.0, 30.0, 2.0
+    # Connect at the add-on's default (10 s): a whole suite's load on 2 CPUs can slow a first /config read past 5 s
+    p.timeout_connect, p.timeout_call, p.timeout_job_minutes = 10.0, 30.0, 2.0
     shot = scene.movie_director
     shot.prompt = "a red fox running through snow"
     shot.model = "t2v_1.3B"
@@ -165,7 +166,11 @@ def connect(blend: SimpleNamespace) -> None:
 
     assert bpy.ops.movie_director.check_server() == {"FINISHED"}
     st = pump.state()
-    pump_until(lambda: (blend.url, blend.shot.model) in st.rules)
+    pump_until(lambda: (blend.url, blend.shot.model) in st.rules
+               or (blend.url in st.servers and blend.url not in st.checking
+                   and not st.servers[blend.url].get("reachable")))
+    status = st.servers[blend.url]
+    assert status.get("reachable"), f"Connect found the server unreachable: {status.get('error')}"
 
 
 def finished(scene: Any, index: int = -1) -> Callable[[], bool]:
