@@ -79,7 +79,7 @@ def test_preferences_defaults_servers_and_output_folder(blend, tmp_path):
     p.output_folder = str(tmp_path / "elsewhere")
     assert preferences.output_dir(p) == str(tmp_path / "elsewhere")
     conn = preferences.connection(p)
-    assert conn.url == blend.url and conn.connect == 5.0 and conn.job == 120.0 and conn.auth is None
+    assert conn.url == blend.url and conn.connect == 10.0 and conn.job == 120.0 and conn.auth is None
     p.username, p.password = "me", "secret"
     assert preferences.connection(p).auth == ("me", "secret")
     p.username = p.password = ""
