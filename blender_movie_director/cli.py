@@ -673,7 +673,7 @@ def cmd_collect(args: argparse.Namespace, out: _Output) -> int:
         return EXIT_OK
     output_dir = Path(args.output).expanduser() if args.output else None
     with _client(entry["server"], output_dir) as client:
-        result = _follow_job(client, client.resume_job(entry["record"]), out)
+        result = _follow_job(client, client.resume_job(entry["record"], output_dir=output_dir), out)
     out.result(_result_json(result), _result_text(result))
     return EXIT_OK
 
@@ -845,7 +845,8 @@ def build_parser() -> argparse.ArgumentParser:
     collect = command("collect", cmd_collect, "follow a shot from the register to its end and save its output",
                       aliases=["resume"])
     collect.add_argument("job", metavar="JOB", help="its id (or the start of it), as `movie-director jobs` shows")
-    collect.add_argument("-o", "--output", metavar="DIR", help="folder for the output")
+    collect.add_argument("-o", "--output", metavar="DIR",
+                         help="folder for the output (default: the one the shot was started with)")
     cancel = command("cancel", cmd_cancel, "stop a shot from the register on its server, whoever started it")
     cancel.add_argument("job", metavar="JOB", help="its id (or the start of it), as `movie-director jobs` shows")
     command("queue", cmd_queue, "this session's jobs, and how many calls wait on the server")

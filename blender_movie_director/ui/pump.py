@@ -156,6 +156,11 @@ class Connection:
     job: float = 6 * 3600.0
     auth: tuple[str, str] | None = None
 
+    @property
+    def server(self) -> tuple[Any, ...]:
+        """What one client serves: the server and the timeouts (each job says its own output folder)."""
+        return (self.url, self.connect, self.call, self.job, self.auth)
+
 
 @dataclass
 class Watched:
@@ -180,7 +185,7 @@ class State:
     orphans: dict[str, JobFinished] = field(default_factory=dict)  # finished while their file was closed
     finished: dict[str, JobFinished] = field(default_factory=dict)  # every end, to apply again after an undo
     to_place: deque[str] = field(default_factory=deque)
-    clients: dict[Connection, Any] = field(default_factory=dict)
+    clients: dict[tuple[Any, ...], Any] = field(default_factory=dict)  # Connection.server -> its client
     conns: dict[str, Connection] = field(default_factory=dict)  # job key -> the connection it runs on
     pool: Workers | None = None
     servers: dict[str, dict[str, Any]] = field(default_factory=dict)  # url -> last ServerStatus as a dict
@@ -258,9 +263,10 @@ def running() -> bool:
 # --- clients (worker threads) -----------------------------------------------------------------------------
 
 def client_for(st: State, conn: Connection) -> Any:
-    """The WanGP client for a connection (one per server, output folder and timeouts); imported on first use."""
+    """The WanGP client for a connection (one per server and timeouts, whatever the output folders of its jobs);
+    imported on first use."""
     with st.lock:
-        client = st.clients.get(conn)
+        client = st.clients.get(conn.server)
     if client is not None:
         return client
     from ..backend.wan2gp import Timeouts, Wan2GPClient
@@ -268,7 +274,7 @@ def client_for(st: State, conn: Connection) -> Any:
     timeouts = Timeouts(connect=conn.connect, call=conn.call, job=conn.job)
     client = Wan2GPClient(conn.url, output_dir=conn.output_dir, timeouts=timeouts, auth=conn.auth)
     with st.lock:
-        return st.clients.setdefault(conn, client)
+        return st.clients.setdefault(conn.server, client)
 
 
 def record_of(job: Any) -> dict[str, Any] | None:
@@ -330,7 +336,7 @@ def submit_worker(st: State, key: str, conn: Connection, request: dict[str, Any]
         settings = storyboard.settings_from_request(request)
         if settings.client_id is None:  # names the task on the server: a reconcile finds it in the register
             settings = settings.model_copy(update={"client_id": storyboard.client_id(key)})
-        job = client.submit(settings)
+        job = client.submit(settings, output_dir=conn.output_dir)
     except Exception as exc:  # every failure reaches the job in the panel, with its message
         with st.lock:
             st.pending.discard(key)
@@ -387,7 +393,7 @@ def render_then_submit(st: State, key: str, conn: Connection, request: dict[str,
 def resume_worker(st: State, key: str, conn: Connection, record: dict[str, Any]) -> None:
     """Re-attach to a job saved with the .blend: tracking resumes, or it ends as lost / fetched."""
     try:
-        job = client_for(st, conn).resume_job(record)
+        job = client_for(st, conn).resume_job(record, output_dir=conn.output_dir)
     except Exception as exc:  # the job can't be followed again (the record or the server): it is lost to us
         with st.lock:
             st.pending.discard(key)
@@ -793,9 +799,9 @@ def stop() -> None:
     if st is None:
         return
     _let_go(st)
-    busy = {st.conns.get(key) for key, job in st.jobs.items() if not job.done()}
-    for conn, client in st.clients.items():
-        if conn not in busy:
+    busy = {st.conns[key].server for key, job in st.jobs.items() if not job.done() and key in st.conns}
+    for server, client in st.clients.items():
+        if server not in busy:
             try:
                 client.close()
             except Exception:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import itertools
 import threading
-from pathlib import Path
 from typing import Any
 
 from blender_movie_director.backend.wan2gp import (
@@ -39,8 +38,7 @@ DEFAULT_SCRIPT = (("queued", 0), ("step", 1, 3), ("step", 2, 3), ("step", 3, 3))
 class ScriptedTransport:
     name = "scripted"
 
-    def __init__(self, out_dir: Path, *, models: tuple[str, ...] = ("t2v_1.3B", "i2v")) -> None:
-        self.out_dir = Path(out_dir)
+    def __init__(self, *, models: tuple[str, ...] = ("t2v_1.3B", "i2v")) -> None:
         self.models = models
         self.scripts: list[tuple[Any, ...]] = []  # one per submitted shot, in order; DEFAULT_SCRIPT when none is left
         self.events: list[tuple[str, str]] = []
@@ -177,8 +175,8 @@ class ScriptedRun:
         remote["done"] = True
         job.enter(JobPhase.DOWNLOADING)
         job.report(status=JobStatus.DOWNLOADING, phase="Downloading")
-        server.out_dir.mkdir(parents=True, exist_ok=True)
-        path = server.out_dir / f"{job.id}.mp4"
+        job.output_dir.mkdir(parents=True, exist_ok=True)  # the job's folder, as the real transports use
+        path = job.output_dir / f"{job.id}.mp4"
         path.write_bytes(b"scripted " + remote_id.encode())
         server.events.append(("collected", remote_id))
         return GenerationResult(job_id=job.id, video_path=path, files=[path], settings=job.settings,

@@ -108,15 +108,17 @@ def test_shots_of_one_client_wait_their_turn_on_our_side(make_mcp_emulator, out_
 
 
 def test_a_job_is_collected_after_our_program_restarts(mcp_emulator, out_dir):
+    """Into the folder it was started with (its record keeps it), not the later program's."""
     with _client(mcp_emulator, out_dir) as client:
-        job = client.submit(prompt="overnight [[slow]]", model="t2v_1.3B", frames=17, steps=6)
+        job = client.submit(prompt="overnight [[slow]]", model="t2v_1.3B", frames=17, steps=6,
+                            output_dir=out_dir / "overnight")
         _running(job)
         assert job.detach()
         record = job.to_record()
     assert record["transport"] == "mcp" and record["remote_job_id"]
-    with _client(mcp_emulator, out_dir) as later:  # another program, the same record
+    with _client(mcp_emulator, out_dir / "later") as later:  # another program, the same record
         result = later.resume_job(record).result(timeout=90)
-    assert probe(result.video_path).frames == 17
+    assert probe(result.video_path).frames == 17 and result.video_path.parent == out_dir / "overnight"
     assert len(mcp_emulator.jobs()) == 1  # collected, never submitted again
 
 

@@ -65,14 +65,21 @@ def test_resume_a_running_job_in_a_new_client(make_emulator, flavour, out_dir):
 
 
 def test_resume_a_finished_job_fetches_its_output(emulator_v12, out_dir):
+    """Into the folder the job was started with (its record says it), whatever the new client's; or into the
+    folder the resume names."""
+    started_in = out_dir / "started"
     with Wan2GPClient(emulator_v12.url, output_dir=out_dir, timeouts=FAST) as client:
-        job = client.submit(prompt="finished while away", frames=5, steps=1)
-        job.result(timeout=60)
+        job = client.submit(prompt="finished while away", frames=5, steps=1, output_dir=started_in)
+        assert job.result(timeout=60).video_path.parent == started_in
         record = job.to_record()
-    fresh = out_dir / "again"
-    with Wan2GPClient(emulator_v12.url, output_dir=fresh, timeouts=FAST) as client:
+    assert record["output_dir"] == str(started_in)
+    other, named = out_dir / "other-client", out_dir / "named"
+    with Wan2GPClient(emulator_v12.url, output_dir=other, timeouts=FAST) as client:
         result = client.resume_job(record).result(timeout=60)
-    assert result.video_path.parent == fresh and result.video_path.exists()
+        again = client.resume_job(record, output_dir=named).result(timeout=60)
+    assert result.video_path.parent == started_in and result.video_path.exists()
+    assert again.video_path.parent == named and again.video_path.exists()
+    assert not other.exists()
 
 
 def test_resume_a_job_the_server_no_longer_has(emulator_v12, out_dir):

@@ -30,8 +30,8 @@ pytestmark = pytest.mark.timeout(20)
 
 
 @pytest.fixture
-def server(tmp_path):
-    return ScriptedTransport(tmp_path / "server-out")
+def server():
+    return ScriptedTransport()
 
 
 @pytest.fixture
@@ -99,6 +99,25 @@ def test_detach_leaves_the_job_on_the_server_and_resume_collects_it_without_send
     assert again.id == job.id
     assert again.result(timeout=5).video_path.read_bytes() == b"scripted r1"
     assert [e for e in server.events if e[0] == "sent"] == [("sent", "r1")]  # never sent twice
+
+
+def test_each_job_saves_into_its_own_folder_and_its_record_keeps_it(client, server, tmp_path):
+    server.scripts = [(("step", 1, 1),), (("step", 1, 2), ("slow", 30), ("step", 2, 2)), (("step", 1, 1),)]
+    default = client.submit(prompt="default", model="t2v_1.3B")
+    elsewhere = client.submit(prompt="elsewhere", model="t2v_1.3B", output_dir=tmp_path / "scene-2")
+    running = threading.Event()
+    elsewhere.add_progress_callback(lambda j, p: p.step == 1 and running.set())
+    assert default.result(timeout=5).video_path.parent == tmp_path / "shots"
+    assert running.wait(5) and elsewhere.detach()
+    record = _record_of(elsewhere)
+    assert record["output_dir"] == str(tmp_path / "scene-2")
+    with Wan2GPClient("http://127.0.0.1:7999", output_dir=tmp_path / "another", transport=server) as other:
+        assert other.resume_job(record).result(timeout=5).video_path.parent == tmp_path / "scene-2"
+    old = {k: v for k, v in _record_of(default).items() if k != "output_dir"}  # a record of before
+    old.update(status="running", task_queued=True, remote_job_id="r3")
+    server.remote["r3"] = {"steps": [("step", 1, 1)], "done": False}
+    assert client.resume_job(old).result(timeout=5).video_path.parent == tmp_path / "shots"
+    assert not (tmp_path / "another").exists()
 
 
 def test_a_job_the_server_lost_in_a_restart_fails_as_lost(client, server):

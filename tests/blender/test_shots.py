@@ -9,7 +9,7 @@ import pytest
 from blender_movie_director import storyboard
 from blender_movie_director.ui import vse
 
-from .conftest import bpy, close_to, connect, select, video_frames, wait_done, write_clip
+from .conftest import bpy, close_to, connect, prefs, select, video_frames, wait_done, write_clip
 
 
 def _strip(scene, item):
@@ -38,6 +38,23 @@ def test_generate_places_the_shot_at_the_chosen_frame_and_channel(blend):
     assert meta["seed"] == meta["settings"]["seed"] >= 0  # the seed actually used
     assert meta["wangp_version"] == blend.server.version and meta["fps"] == 16 and meta["frames"] == 17
     assert item.fraction == 1.0 and item.message == ""
+
+
+def test_shots_of_two_output_folders_share_the_servers_client_and_each_lands_in_its_own(blend, tmp_path):
+    from blender_movie_director.ui import pump
+
+    connect(blend)
+    bpy.ops.movie_director.generate()
+    wait_done(blend.scene)
+    prefs().output_folder = str(tmp_path / "second")
+    blend.scene.frame_current = 100
+    bpy.ops.movie_director.generate()
+    wait_done(blend.scene)
+    jobs = blend.scene.movie_director.jobs
+    assert [j.status for j in jobs] == ["completed", "completed"], [j.error for j in jobs]
+    folders = [Path(bpy.path.abspath(_strip(blend.scene, j).filepath)).parent for j in jobs]
+    assert folders == [blend.out, tmp_path / "second"]
+    assert len(pump.state().clients) == 1  # one per server: the folder is the job's, not the client's
 
 
 def test_fps_mismatch_time_stretch_or_keep_frames_with_a_notice(blend):

@@ -28,8 +28,9 @@ def test_a_shot_whose_program_died_is_collected_or_cancelled_over_mcp(make_mcp_e
     server = make_mcp_emulator("v13", mcp_api_version=2)
     collected_id = _dies_mid_shot(server.url, out_dir, "collect me later [[slow]]", 6)
     cancelled_id = _dies_mid_shot(server.url, out_dir, "cancel me [[slow]]", 60)  # waits: one job at a time
-    code, collected = _json(capsys, "collect", collected_id, "--output", str(out_dir / "later"))
+    code, collected = _json(capsys, "collect", collected_id)  # into the folder the dead program had said
     assert code == 0 and Path(collected["video_path"]).is_file() and collected["frames"] == 9, collected
+    assert Path(collected["video_path"]).parent == out_dir
     code, cancelled = _json(capsys, "cancel", cancelled_id)
     assert code == 0, cancelled
     jobs = server.jobs()

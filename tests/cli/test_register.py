@@ -50,6 +50,7 @@ def test_a_shot_whose_program_died_is_listed_and_collected_from_another(make_emu
     assert mine[0]["server"] == server.url.rstrip("/")
     code, collected = _json(capsys, "collect", job_id[:6], "--output", str(out_dir / "later"))
     assert code == 0 and Path(collected["video_path"]).is_file() and collected["frames"] == 9
+    assert Path(collected["video_path"]).parent == out_dir / "later"  # -o DIR: not the folder it started with
     runs = [e for e in server.events() if e["event"] == "started" and e["session"] == mine[0]["session_hash"]]
     assert len(runs) == 1  # collected, not generated again
     code, listed = _json(capsys, "jobs")

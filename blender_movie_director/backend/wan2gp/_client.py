@@ -280,22 +280,26 @@ class Wan2GPClient:
 
     # --- jobs -------------------------------------------------------------------------------------------
 
-    def submit(self, settings: GenerationSettings | dict[str, Any] | None = None, /, **kwargs: Any) -> Wan2GPJob:
+    def submit(self, settings: GenerationSettings | dict[str, Any] | None = None, /, *,
+               output_dir: str | Path | None = None, **kwargs: Any) -> Wan2GPJob:
         """Start a generation and return its job at once; the chain runs on a worker thread.
 
-        ``settings`` may be a :class:`GenerationSettings`, a dict of them, or keyword arguments.
+        ``settings`` may be a :class:`GenerationSettings`, a dict of them, or keyword arguments. ``output_dir``:
+        where this job's files are saved (default: the client's ``output_dir``); its record keeps it, so that a
+        resumed job saves there too.
         Raises :class:`Wan2GPValidationError` at once for settings that can't be right.
         """
         settings = _as_settings(settings, kwargs)
         self._ensure_connected()
         self._transport.check_settings(settings)
-        job = self._new_job(settings)
+        job = self._new_job(settings, output_dir)
         self._track(job)
         return job
 
-    def _new_job(self, settings: GenerationSettings) -> Wan2GPJob:
-        job = Wan2GPJob(settings, book=self._book, server=self.server_address, transport=self._transport.name,
-                        secrets=self._secrets)
+    def _new_job(self, settings: GenerationSettings, output_dir: str | Path | None) -> Wan2GPJob:
+        folder = Path(output_dir).expanduser() if output_dir is not None else Path(self.settings.output_dir)
+        job = Wan2GPJob(settings, book=self._book, server=self.server_address, output_dir=folder,
+                        transport=self._transport.name, secrets=self._secrets)
         job.runner = self._transport.new_run(job)
         return job
 
@@ -307,9 +311,10 @@ class Wan2GPClient:
         pool.submit(job.run)
 
     def generate(self, settings: GenerationSettings | dict[str, Any] | None = None, /, *,
-                 timeout: float | None = None, **kwargs: Any) -> GenerationResult:
+                 timeout: float | None = None, output_dir: str | Path | None = None,
+                 **kwargs: Any) -> GenerationResult:
         """Generate and wait: ``submit(...).result()``. On timeout the job is cancelled on the server."""
-        job = self.submit(settings, **kwargs)
+        job = self.submit(settings, output_dir=output_dir, **kwargs)
         try:
             return job.result(timeout=timeout if timeout is not None else self.settings.timeouts.job + 60)
         except Wan2GPError:
@@ -333,20 +338,22 @@ class Wan2GPClient:
         kwargs.setdefault("model", HIGH_QUALITY_MODEL)
         return self.generate(prompt=prompt, **kwargs)
 
-    def resume_job(self, record: dict[str, Any] | JobRecord) -> Wan2GPJob:
+    def resume_job(self, record: dict[str, Any] | JobRecord, *, output_dir: str | Path | None = None) -> Wan2GPJob:
         """Track again a job saved with :meth:`Wan2GPJob.to_record` (after a restart of this program).
 
         The job re-attaches to its own session on the server: a finished output is fetched; a task still in
         the session's queue is run and followed; a job the server no longer has fails with
         :class:`JobLostError`. A job that never reached the server's queue is submitted again only if it was never
         sent. A record that is not one raises :class:`Wan2GPValidationError`.
+        Its files are saved in ``output_dir`` if given, else in the folder its record names (the one it was
+        started with), else (a record of an older version) in the client's.
         """
         saved = JobRecord.load(record)
         if saved.transport != self._transport.name:
             raise Wan2GPValidationError(
                 f"job {saved.job_id} was made over WanGP's {saved.transport} transport; this client speaks "
                 f"{self._transport.name}", field="record", hint="resume it with a client of the server it ran on")
-        job = self._new_job(GenerationSettings(**saved.settings))
+        job = self._new_job(GenerationSettings(**saved.settings), output_dir or saved.output_dir)
         job.id = saved.job_id
         job.client_id = saved.client_id or job.client_id
         job.submitted_at = saved.submitted_at or job.submitted_at

@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -87,6 +88,7 @@ class JobRecord(BaseModel):
     app_id: str | None = None  # the server process that holds the job
     session_hash: str | None = None
     remote_job_id: str | None = None
+    output_dir: str | None = None  # where the job saves its files (None in records of before: the client's)
 
     @property
     def reattachable(self) -> bool:
@@ -254,10 +256,11 @@ class Wan2GPJob(JobHandle):
         result = job.result(timeout=600)
     """
 
-    def __init__(self, settings: GenerationSettings, *, book: JobBook, server: str, transport: str = "webui",
-                 secrets: list[str] | None = None) -> None:
+    def __init__(self, settings: GenerationSettings, *, book: JobBook, server: str, output_dir: Path,
+                 transport: str = "webui", secrets: list[str] | None = None) -> None:
         super().__init__()
         self.settings = settings
+        self.output_dir = output_dir  # where its files are saved: the client's folder unless the submit said
         self.transport = transport
         self.client_id = settings.client_id or f"bmd-{self.id}"
         self.server = server
@@ -311,7 +314,7 @@ class Wan2GPJob(JobHandle):
             sent_settings=state.sent.model_dump(mode="json") if state.sent is not None else None,
             submitted_at=self.submitted_at, status=self.status().value, task_queued=state.task_queued,
             processing_started=state.processing_started, app_id=state.app_id, session_hash=state.session_hash,
-            remote_job_id=state.remote_job_id,
+            remote_job_id=state.remote_job_id, output_dir=str(self.output_dir),
         )
 
     def to_record(self) -> dict[str, Any]:

@@ -365,7 +365,7 @@ class McpRun:
                                hint="check WanGP's console, and submit the shot again")
         job.enter(JobPhase.DOWNLOADING)
         job.report(status=JobStatus.DOWNLOADING, phase="Downloading", fraction=0.95)
-        folder = Path(settings.output_dir)
+        folder = job.output_dir
         saved: list[Path] = []
         info = None
         for output in outputs:

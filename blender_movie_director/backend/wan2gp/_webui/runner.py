@@ -585,7 +585,7 @@ class WebUiRun:
     def _save_outputs(self, sent: GenerationSettings, form: Any,
                       remote: list[Any], started: float) -> GenerationResult:
         config = self.web.settings
-        folder = Path(config.output_dir)
+        folder = self.job.output_dir
         saved: list[Path] = []
         frames = form.frames_for(sent)
         resolution = sent.resolution or form.values.get("resolution")
