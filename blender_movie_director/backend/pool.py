@@ -845,7 +845,7 @@ class ServerPool:
         try:
             client = self._client_for(server)
             if attempt.resume is not None:
-                inner = client.resume_job(attempt.resume)
+                inner = client.resume_job(attempt.resume, output_dir=self.output_dir)  # the pool's folder wins
             else:
                 inner = client.submit(job.settings)
         except Wan2GPValidationError as exc:
