@@ -166,9 +166,15 @@ def connect(blend: SimpleNamespace) -> None:
 
     assert bpy.ops.movie_director.check_server() == {"FINISHED"}
     st = pump.state()
-    pump_until(lambda: (blend.url, blend.shot.model) in st.rules
-               or (blend.url in st.servers and blend.url not in st.checking
-                   and not st.servers[blend.url].get("reachable")))
+    try:
+        pump_until(lambda: (blend.url, blend.shot.model) in st.rules
+                   or (blend.url in st.servers and blend.url not in st.checking
+                       and not st.servers[blend.url].get("reachable")))
+    except AssertionError as exc:  # say where it stuck: the check, or the rules asked after it
+        pool = st.pool
+        raise AssertionError(f"{exc}; checking: {sorted(st.checking)}; status: {st.servers.get(blend.url)}; "
+                             f"rules asked: {sorted(st.rules_asked)}; worker tasks waiting: "
+                             f"{pool.tasks.qsize() if pool else None}") from None
     status = st.servers[blend.url]
     assert status.get("reachable"), f"Connect found the server unreachable: {status.get('error')}"
 
