@@ -292,6 +292,35 @@ def test_a_slow_first_answer_does_not_fail_the_shot(emulator_v12, hostile_to, ou
     assert sum(r.startswith("GET /gradio_api/app_id") for r in gateway.requests) >= 2
 
 
+def test_a_server_whose_queue_answers_503_after_a_drop_is_waited_for(emulator_v12, hostile_to, out_dir):
+    """After the job's stream drops, the same server (its app id unchanged) answers 503 on queue/join for a while,
+    as one that is stopping does (seen in the suite: the old process still answered through a kept-alive
+    connection). The re-attachment waits for its queue within ``timeouts.reconnect``; the shot is collected."""
+    gateway = hostile_to(emulator_v12.url)
+    cut, busy = threading.Event(), []
+
+    def busy_twice(handler) -> None:
+        busy.append(time.monotonic())
+        if len(busy) >= 2:
+            gateway.routes.pop("/gradio_api/queue/join", None)
+        handler.send(503, b'{"detail": "Queue is full."}', {"Content-Type": "application/json"})
+
+    def cut_when_asked(line: bytes) -> bytes | None:
+        if cut.is_set() and "/gradio_api/queue/join" not in gateway.routes and not busy:
+            gateway.routes["/gradio_api/queue/join"] = busy_twice
+            return None  # the stream ends here: the client sees a drop
+        return line
+
+    gateway.rewrite_sse = cut_when_asked
+    with make_client(gateway.url, out_dir) as client:
+        job = client.submit(prompt="back after a drop [[slow]]", frames=9, steps=6)
+        wait_until(lambda: (job.progress.step or 0) >= 2 or job.done(), 30, "the job to run")
+        cut.set()
+        result = job.result(timeout=60)
+    assert len(busy) == 2, busy
+    assert probe(result.video_path).frames == 9
+
+
 def test_a_malformed_queue_answer_fails_clearly(emulator_v12, hostile_to, out_dir):
     gateway = hostile_to(emulator_v12.url)
     gateway.routes["/gradio_api/queue/join"] = lambda h: h.send(200, b"<html>proxy error</html>")

@@ -11,7 +11,7 @@
     ├── Wan2GPServerError             the server answered with an error (gr.Error / generic AppError)
     │   ├── JobFailedError            a generation ran and failed (missing weights, crash, nothing queued)
     │   │   └── JobLostError          the server no longer has the job (it restarted, its session expired)
-    │   └── ServerBusyError           the server runs another client's generation and refused ours (MCP)
+    │   └── ServerBusyError           the server is busy and queued nothing (MCP: another generation; 503)
     └── JobCancelledError             the job was cancelled (by the caller)
 
 gradio_client's ``AppError``, ``concurrent.futures.CancelledError``, httpx errors and the ``KeyError`` that
@@ -130,8 +130,9 @@ class JobLostError(JobFailedError):
 
 
 class ServerBusyError(Wan2GPServerError):
-    """The server refused a generation because it runs another one (WanGP's MCP server takes one at a time and
-    queues nothing). Nothing was submitted: it is safe to submit again once the server is free."""
+    """The server refused a call because it is busy: WanGP's MCP server runs another generation (it takes one at
+    a time and queues nothing), or the web UI's queue answered HTTP 503 (full, or the server is stopping).
+    Nothing was queued: it is safe to try again later."""
 
 
 class JobCancelledError(Wan2GPError):
@@ -205,8 +206,8 @@ def translate(exc: BaseException, *, server: str | None = None, job_id: str | No
             "the server refused the user name or password" if "Invalid credentials" in str(exc) or login_refused
             else "the server needs a user name and password",
             hint="give the server's user and password (auth=...) or WAN2GP_USERNAME/WAN2GP_PASSWORD", **ctx)
-    if name == "QueueError":  # gradio_client: HTTP 503 from queue/join
-        return Wan2GPServerError(f"the server's queue is full during {what}", hint="try again later", **ctx)
+    if name == "QueueError":  # gradio_client: HTTP 503 from queue/join (full, or the server is stopping)
+        return ServerBusyError(f"the server's queue is full during {what}", hint="try again later", **ctx)
     if name == "AppError":  # gradio_client.exceptions.AppError: a gr.Error or an unexpected server exception
         message = str(getattr(exc, "message", None) or exc) or "error"
         return Wan2GPServerError(redact(message), hint=hint_for_server_message(message), **ctx)

@@ -33,6 +33,7 @@ from .._errors import (
     JobCancelledError,
     JobFailedError,
     JobLostError,
+    ServerBusyError,
     ServerRestartedError,
     Wan2GPConnectionError,
     Wan2GPError,
@@ -371,8 +372,23 @@ class WebUiRun:
                     f"the WanGP server restarted during job {self.job.id}: the shot was not finished and WanGP's "
                     "queue went with it", server=self.web.server_address, job_id=self.job.id,
                     hint="submit the shot again")
+            fresh = self.web.fork(self.state.session_hash)
+            try:  # its queue takes calls again: a server that is stopping still says who it is, then answers 503
+                self.web.gallery_files(fresh)
+            except (ServerBusyError, Wan2GPConnectionError) as exc:
+                fresh.close()
+                left = deadline - time.monotonic()
+                if left <= 0 and not isinstance(exc, ServerRestartedError):  # a refusal: the next probe says it
+                    self._stop_in_background()
+                    raise Wan2GPTimeoutError(
+                        f"the server's queue took no call for {timeouts.reconnect:.0f} s after the connection "
+                        f"dropped during job {self.job.id} ({exc})", server=self.web.server_address,
+                        job_id=self.job.id, hint="the server may be stopping or overloaded; check WanGP's console"
+                    ) from exc
+                failures += 1
+                self.job.wait_stop(max(0.0, min(left, retries.pause(failures))))
+                continue
             break
-        fresh = self.web.fork(self.state.session_hash)
         self._session = fresh
         self.job.report(phase="Re-attached to the server", message="")  # the loss is over: don't keep saying it
         self.state.resume, self._lost_when = True, "when the connection dropped"
