@@ -119,6 +119,14 @@ def generation_status(prompt_no: int, prompts_max: int, repeat_no: int, repeat_m
     return status
 
 
+def fit_to_image(width: int, height: int, image_width: int, image_height: int, block: int = 16) -> tuple[int, int]:
+    """The size WanGP gives a shot with a start image: the image's aspect, within the chosen resolution's pixel
+    budget, each side a multiple of 16 (wgp.py's ``calculate_new_dimensions`` with its default ``fit_canvas`` 0).
+    A 1920x1080 start image at 832x480 gives 848x480, as a real 12.60 did."""
+    scale = (width * height / (image_width * image_height)) ** 0.5
+    return round(image_width * scale / block) * block, round(image_height * scale / block) * block
+
+
 def sanitize_file_name(text: str) -> str:
     text = re.sub(r'[<>:"/\\|?*\x00-\x1f]', "", text)
     return text.replace("\n", " ").strip()[:100]
@@ -1210,6 +1218,9 @@ class WanGP:
         if info.output == "video":
             frames = int(params.get("video_length") or info.default_frames)
             start = _media.open_image(params.get("image_start"))
+            if start is not None:  # WanGP follows the start image's aspect (see fit_to_image)
+                width, height = fit_to_image(width, height, start.width, start.height)
+                caption[1] = f"seed {seed}  |  {info.name}  |  {width}x{height}"
             if start is None and params.get("video_source"):
                 start = _media.last_video_frame(params["video_source"])
             end = params.get("image_end")

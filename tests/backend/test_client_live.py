@@ -74,6 +74,19 @@ def test_image_to_video_start_image_is_the_first_frame(emulator, out_dir, tmp_pa
     assert abs(mean[0] - 200) < 25 and abs(mean[1] - 30) < 25 and abs(mean[2] - 40) < 25, mean
 
 
+def test_a_start_image_of_another_aspect_gives_wangps_size_and_the_settings_say_it(emulator_v12, out_dir, tmp_path):
+    """WanGP fits the shot to the start image's aspect (832x480 asked, a 1920x1080 picture: 848x480 made); the
+    result's settings hold the size made, so that a strip stores what WanGP used."""
+    image = tmp_path / "wide.png"
+    Image.new("RGB", (1920, 1080), (30, 160, 60)).save(image)
+    with _client(emulator_v12, out_dir) as client:
+        result = client.generate(prompt="a wide start", model="i2v", frames=9, steps=1, image_start=image,
+                                 resolution="832x480")
+    _, width, height, _, _ = _video(result.video_path)
+    assert (width, height) == (848, 480) == (result.width, result.height)
+    assert result.settings.resolution == "848x480"
+
+
 def test_image_to_video_without_start_image_is_refused_before_sending(emulator_v12, out_dir):
     with _client(emulator_v12, out_dir) as client:
         before = len(emulator_v12.events())
