@@ -157,7 +157,7 @@ class Connection:
     auth: tuple[str, str] | None = None
 
     @property
-    def server(self) -> tuple[Any, ...]:
+    def client_key(self) -> tuple[Any, ...]:
         """What one client serves: the server and the timeouts (each job says its own output folder)."""
         return (self.url, self.connect, self.call, self.job, self.auth)
 
@@ -185,7 +185,7 @@ class State:
     orphans: dict[str, JobFinished] = field(default_factory=dict)  # finished while their file was closed
     finished: dict[str, JobFinished] = field(default_factory=dict)  # every end, to apply again after an undo
     to_place: deque[str] = field(default_factory=deque)
-    clients: dict[tuple[Any, ...], Any] = field(default_factory=dict)  # Connection.server -> its client
+    clients: dict[tuple[Any, ...], Any] = field(default_factory=dict)  # Connection.client_key -> its client
     conns: dict[str, Connection] = field(default_factory=dict)  # job key -> the connection it runs on
     pool: Workers | None = None
     servers: dict[str, dict[str, Any]] = field(default_factory=dict)  # url -> last ServerStatus as a dict
@@ -266,7 +266,7 @@ def client_for(st: State, conn: Connection) -> Any:
     """The WanGP client for a connection (one per server and timeouts, whatever the output folders of its jobs);
     imported on first use."""
     with st.lock:
-        client = st.clients.get(conn.server)
+        client = st.clients.get(conn.client_key)
     if client is not None:
         return client
     from ..backend.wan2gp import Timeouts, Wan2GPClient
@@ -274,7 +274,7 @@ def client_for(st: State, conn: Connection) -> Any:
     timeouts = Timeouts(connect=conn.connect, call=conn.call, job=conn.job)
     client = Wan2GPClient(conn.url, output_dir=conn.output_dir, timeouts=timeouts, auth=conn.auth)
     with st.lock:
-        return st.clients.setdefault(conn.server, client)
+        return st.clients.setdefault(conn.client_key, client)
 
 
 def record_of(job: Any) -> dict[str, Any] | None:
@@ -799,9 +799,9 @@ def stop() -> None:
     if st is None:
         return
     _let_go(st)
-    busy = {st.conns[key].server for key, job in st.jobs.items() if not job.done() and key in st.conns}
-    for server, client in st.clients.items():
-        if server not in busy:
+    busy = {st.conns[key].client_key for key, job in st.jobs.items() if not job.done() and key in st.conns}
+    for client_key, client in st.clients.items():
+        if client_key not in busy:
             try:
                 client.close()
             except Exception:
