@@ -14,7 +14,7 @@ from .conftest import bpy, close_to, connect, prefs, select, video_frames, wait_
 
 def _strip(scene, item):
     strip = vse.find_strip(scene, item.strip_name)
-    assert strip is not None, item.strip_name
+    assert strip is not None, (item.strip_name, item.status, item.error)  # what became of the job
     return strip
 
 
