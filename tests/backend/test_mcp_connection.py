@@ -415,3 +415,46 @@ def test_every_page_of_the_catalog_and_the_same_roles_from_maps_and_lists(serve)
             roles[kind] = mcp.model_schema("i2v").record.media_inputs  # 12.60: boolean maps; v2: name lists
     assert catalogs["v1-12"] == catalogs["v1-13"] == catalogs["v2"] and len(catalogs["v2"]) >= 5
     assert roles["v1-12"] == roles["v1-13"] == roles["v2"] and "start" in roles["v2"]["image"]
+
+
+def test_an_answer_cut_off_mid_way_fails_the_call_at_once_and_the_job_is_still_collected(serve):
+    """The SDK hands an answer it cannot read to no request: without care, the poll waits its whole deadline."""
+    from reliability.hostile import HostileGateway
+
+    server = serve("v1-12", step_seconds=0.1)
+    origin = server.url.rsplit("/mcp", 1)[0]
+    cut = threading.Event()
+    cuts: list[float] = []
+
+    def forward_or_cut(request) -> None:
+        body = request.rfile.read(int(request.headers.get("Content-Length") or 0))
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length",
+                                                                                   "connection")}
+        headers["Host"] = f"127.0.0.1:{request.owner.port}"  # a redirect's Location points at the gateway
+        answer = request.owner._http.request(request.command, origin + request.path, headers=headers,
+                                             content=body or None)
+        out = {k: v for k, v in answer.headers.items() if k.lower() not in ("content-length", "connection",
+                                                                            "transfer-encoding")}
+        if cut.is_set() and b'"tools/call"' in body:
+            cut.clear()
+            cuts.append(time.monotonic())
+            out["Content-Length"] = str(len(answer.content))
+            request.send_response(answer.status_code)
+            for key, value in out.items():
+                request.send_header(key, value)
+            request.end_headers()
+            request.wfile.write(answer.content[: len(answer.content) // 2])  # then the connection closes
+            return
+        request.send(answer.status_code, answer.content, out)
+
+    with HostileGateway(origin) as gateway:
+        gateway.routes = {"/mcp": forward_or_cut, "/mcp/": forward_or_cut}
+        with _open(gateway.url.rstrip("/") + "/mcp") as mcp:
+            job_id = mcp.submit("t2v_1.3B", {**SHOT, "num_inference_steps": 10})
+            cut.set()  # the next poll's answer breaks off half-way
+            final = mcp.wait(job_id, 30)
+            done = time.monotonic()
+    assert cuts, "no answer was cut"
+    assert final.state == "completed" and final.job_id == job_id  # the server lives: the job is collected
+    # the cut poll failed at once and was tried again, well before one call's deadline (10 s) had passed
+    assert done - cuts[0] < FAST.call / 2

@@ -635,6 +635,14 @@ class McpConnection:
                 f"WanGP did not answer the submission within {self.request_deadline:.0f} s: whether the job "
                 "started is unknown (the server refuses another one while it runs)", server=self.server,
                 hint="look at WanGP's console; submit again once it answers") from None
+        except Wan2GPConnectionError as exc:
+            if "cannot reach" in exc.message or self._listening():
+                raise
+            # the answer broke off and nothing listens now: the server died while it took the job
+            raise Wan2GPConnectionError(
+                "the WanGP MCP server stopped during the submission; nothing listens now. WanGP keeps jobs in "
+                "memory, so whatever it had started is lost", server=self.server,
+                hint="restart WanGP and submit the shot again") from None
         if not isinstance(data, Mapping) or not data.get("job_id"):
             raise Wan2GPServerError(f"the server accepted the generation but gave no job id: {str(data)[:200]}",
                                     server=self.server)
@@ -945,15 +953,24 @@ class _Session:
             async with httpx.AsyncClient(headers=headers, timeout=timeout, follow_redirects=True,
                                          event_hooks={"response": [on_response]}) as http:
                 async with streamable_http_client(self.url, http_client=http, terminate_on_close=False) as streams:
-                    async with ClientSession(streams[0], streams[1]) as session:
+                    async with ClientSession(streams[0], streams[1], message_handler=self._on_message) as session:
                         self.init = await session.initialize()
                         self.session = session
                         self._ready.set_result(None)
                         await self._stop.wait()
         except BaseException as exc:  # noqa: BLE001 - kept for the waiting calls (see _guarded)
-            self.death = root_cause(exc)
+            self.death = self.death or root_cause(exc)  # an unreadable answer (_on_message) came first
             if not self._ready.done():
                 self._ready.set_exception(self.death)
+
+    async def _on_message(self, message: Any) -> None:
+        """The SDK hands an answer it could not read (cut off mid-body: the server died while answering, or a
+        garbled body) to this handler, not to the request that waits for it: that request would wait for its
+        whole deadline. The session ends here instead, so its waiting calls fail at once with the cause."""
+        if isinstance(message, Exception):
+            self.death = root_cause(message)
+            if self._stop is not None:
+                self._stop.set()
 
     async def close(self) -> None:
         if self._stop is not None:

@@ -107,6 +107,10 @@ def transport_error(exc: BaseException, *, server: str | None, job_id: str | Non
     if isinstance(exc, httpx.ConnectError):
         return Wan2GPConnectionError(f"cannot reach the WanGP MCP server during {what}", server=server,
                                      job_id=job_id, hint="check that WanGP runs with --mcp and the URL is right")
+    if isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError | httpx.WriteError):
+        # the server took the request, then the answer broke off: it may have stopped, or only the link dropped
+        return Wan2GPConnectionError(f"the connection dropped during {what}: {exc}", server=server,
+                                     job_id=job_id, hint="the server may have stopped or restarted")
     if isinstance(exc, TimeoutError):
         return Wan2GPTimeoutError(f"{what} got no answer in time", server=server, job_id=job_id,
                                   hint="the server is busy or frozen; its console tells which")
