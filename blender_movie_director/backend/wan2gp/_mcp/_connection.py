@@ -283,7 +283,6 @@ class McpConnection:
         """
         deadline = deadline or self.timeouts.call
         attempts = self.retries.attempts if idempotent else 1
-        delay = self.retries.backoff
         for attempt in range(1, attempts + 1):
             try:
                 result = self._run(self._call(tool, dict(arguments), deadline, job_id), deadline + 5)
@@ -292,9 +291,9 @@ class McpConnection:
                 unreachable = "cannot reach" in exc.message
                 if attempt == attempts or unreachable or isinstance(exc, Wan2GPTimeoutError):
                     raise
-                log.info("MCP call %s failed (%s); trying again in %.1f s", tool, exc, delay)
-                time.sleep(min(delay, self.retries.max_backoff))
-                delay *= 2
+                pause = self.retries.pause(attempt)
+                log.info("MCP call %s failed (%s); trying again in %.1f s", tool, exc, pause)
+                time.sleep(pause)
         if getattr(result, "isError", False):
             raise refusal_error(error_text(result), server=self.server, job_id=job_id)
         return result_data(result)
@@ -832,7 +831,6 @@ class McpConnection:
         if size == 0:
             raise Wan2GPValidationError(f"{path} is empty", field="path")
         name = safe_name(path.stem) + suffix  # our own name: WanGP keeps it, the extension tells the kind
-        delay = self.retries.backoff
         for attempt in range(1, self.retries.attempts + 1):
             ticket = self._ticket("upload", "filename", name)  # one use: a new one for each attempt
             announced = ticket.get("max_bytes")
@@ -850,8 +848,7 @@ class McpConnection:
             except httpx.TransportError as exc:
                 if attempt == self.retries.attempts:
                     raise transport_error(exc, server=self.server, what=f"uploading {path.name}") from None
-                time.sleep(min(delay, self.retries.max_backoff))
-                delay *= 2
+                time.sleep(self.retries.pause(attempt))
                 continue
             if response.status_code != 200:
                 reason = _json_error(response)
@@ -876,7 +873,6 @@ class McpConnection:
             raise Wan2GPValidationError("this output has no media id to download", field="output")
         dest = Path(dest)
         argument = "gallery_id" if self.contract is Contract.V1_12 else "media_id"
-        delay = self.retries.backoff
         for attempt in range(1, self.retries.attempts + 1):
             ticket = self._ticket("download", argument, output.media_id)
             size = ticket.get("size") if _is_int(ticket.get("size")) else None
@@ -889,8 +885,7 @@ class McpConnection:
             except Wan2GPConnectionError:
                 if attempt == self.retries.attempts:
                     raise
-                time.sleep(min(delay, self.retries.max_backoff))
-                delay *= 2
+                time.sleep(self.retries.pause(attempt))
         raise AssertionError("unreachable")
 
 
