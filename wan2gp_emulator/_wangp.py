@@ -1071,6 +1071,7 @@ class WanGP:
             cmd("error", f"Queue worker crashed: {exc}")
         finally:
             self.gpu_lock.release()
+            self.emit(state, "worker_ended")  # for tests: nothing more runs in this session until a new run
             cmd("worker_exit")
 
     def _sleep(self, seconds: float) -> None:

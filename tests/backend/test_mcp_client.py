@@ -174,7 +174,8 @@ def test_a_server_crash_fails_the_job_at_once_and_leaves_nothing_half_written(ar
             server.process.wait(30)  # os._exit(70) after 3 steps
             crashed = time.monotonic()
             blocking = "--mcp-async" not in args and "v13" in args
-            expected = (Wan2GPConnectionError, "stopped during the submission") if blocking else (ServerRestartedError, "stopped")
+            expected = ((Wan2GPConnectionError, "stopped during the submission") if blocking
+                        else (ServerRestartedError, "stopped"))
             with pytest.raises(expected[0], match=expected[1]) as caught:
                 job.result(timeout=30)
             assert time.monotonic() - crashed < 5, "the crash was not noticed within seconds"

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
+from quiet import worker_ended
 
 from blender_movie_director import storyboard
 from blender_movie_director.ui import vse
@@ -144,7 +143,8 @@ def test_cancel_all_stops_every_unfinished_shot_of_the_run_on_the_server(blend):
     assert bpy.ops.movie_director.cancel_batch(batch=jobs[0].batch) == {"FINISHED"}
     pump_until(_all_finished(scene), timeout=60)
     assert [j.status for j in _jobs(scene)] == ["cancelled"] * 3
-    time.sleep(1.0)  # two slow steps: nothing of the run may still be working on the server
+    ran = {e["session"]: e["t"] for e in blend.server.events()[before:] if e["event"] in ("started", "aborted")}
+    pump_until(lambda: all(worker_ended(blend.server, s, t) for s, t in ran.items()))  # their runs are over
     events = blend.server.events()[before:]
     assert [e for e in events if e["event"] == "aborted"], "WanGP's abort was not called"
     assert not [e for e in events if e["event"] == "completed"]

@@ -11,6 +11,7 @@ import time
 
 import pytest
 from conftest import FAULT_TIMEOUTS, make_client, wait_until
+from quiet import wait_worker_ended
 
 from blender_movie_director.backend.wan2gp import (
     JobCancelledError,
@@ -100,7 +101,7 @@ def test_cancel_after_a_dropped_stream_stops_the_work_on_the_server(emulator_v12
             job.result(timeout=20)
     session = job.session_hash
     wait_until(lambda: _kinds(_session_events(emulator_v12, session), "aborted"), 10, "the abort on the server")
-    time.sleep(0.5)
+    wait_worker_ended(emulator_v12, session, _kinds(_session_events(emulator_v12, session), "aborted")[-1]["t"])
     events = _session_events(emulator_v12, session)
     assert not _kinds(events, "completed")
     assert not emulator_v12.sessions().get(session, {}).get("queue"), "the task is still queued on the server"
@@ -190,7 +191,7 @@ def test_cancel_while_frozen_returns_at_once_and_stops_the_work_later(emulator_v
         proxy.thaw()
         session = job.session_hash
         wait_until(lambda: _kinds(_session_events(emulator_v12, session), "aborted"), 15, "the delayed abort")
-    time.sleep(0.5)
+    wait_worker_ended(emulator_v12, session, _kinds(_session_events(emulator_v12, session), "aborted")[-1]["t"])
     assert not _kinds(_session_events(emulator_v12, session), "completed")
     assert not emulator_v12.sessions().get(session, {}).get("queue")
 
@@ -206,5 +207,5 @@ def test_cancel_through_a_slow_link_stops_the_work(emulator_v12, proxy_to, out_d
             job.result(timeout=20)
     session = job.session_hash
     assert _kinds(_session_events(emulator_v12, session), "aborted")
-    time.sleep(0.5)
+    wait_worker_ended(emulator_v12, session, _kinds(_session_events(emulator_v12, session), "aborted")[-1]["t"])
     assert not _kinds(_session_events(emulator_v12, session), "completed")
