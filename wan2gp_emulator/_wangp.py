@@ -1043,6 +1043,7 @@ class WanGP:
             if self.stopping.is_set():
                 cmd("worker_exit")
                 return
+        last: dict | None = None
         try:
             while queue and not self.stopping.is_set():
                 gen["prompt_no"] += 1
@@ -1050,6 +1051,7 @@ class WanGP:
                     task = queue[0] if queue else None
                 if task is None:
                     break
+                last = task
                 if self.behaviour.status_per_task:
                     cmd("status", "Generating...")
                 try:
@@ -1071,7 +1073,8 @@ class WanGP:
             cmd("error", f"Queue worker crashed: {exc}")
         finally:
             self.gpu_lock.release()
-            self.emit(state, "worker_ended")  # for tests: nothing more runs in this session until a new run
+            # for tests: nothing more runs in this session until a new run (with the last task it ran)
+            self.emit(state, "worker_ended", last)
             cmd("worker_exit")
 
     def _sleep(self, seconds: float) -> None:

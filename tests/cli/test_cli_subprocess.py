@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from quiet import wait_worker_ended
 
 SCRIPT = shutil.which("movie-director", path=str(Path(sys.executable).parent)) or "movie-director"
 
@@ -84,7 +85,7 @@ def test_ctrl_c_cancels_the_job_on_the_server(flavour, request, tmp_path) -> Non
     assert not [e for e in mine if e["event"] == "completed"]
     # the abort reached the server soon after Ctrl-C (bounded), and the server stopped stepping then
     assert aborted[0]["t"] - interrupted_at < 3.0, aborted[0]["t"] - interrupted_at
-    time.sleep(0.6)  # more than one [[slow]] step (10 x 0.05 s)
+    wait_worker_ended(emulator, session, aborted[0]["t"])  # that session's run is over: nothing more can come
     late = [e for e in emulator.events() if e.get("session") == session and e["event"] == "step"
             and e["t"] > aborted[0]["t"]]
     assert not late

@@ -150,7 +150,8 @@ def test_missing_weights_fails_with_the_hub_error(make_emulator) -> None:
     assert not done["success"] and done["output"]["error"] == HF_ERROR  # gradio_client: AppError(HF_ERROR)
     assert logs == [("Error Queue autosaved successfully to error_queue.zip", "info")]
     assert server.sessions()[route.client.session_hash]["queue"] == []
-    kinds = [e["event"] for e in session_events(server, route)]
+    # the worker's worker_ended races the error branch's failed and cleared: left out
+    kinds = [e["event"] for e in session_events(server, route) if e["event"] != "worker_ended"]
     assert kinds[-2:] == ["failed", "cleared"] and "step" not in kinds
     gallery = route.client.predict(api_name="/finalize_generation")[1]
     assert gallery["value"] == []

@@ -51,7 +51,8 @@ def test_text_to_video_through_the_chain(request: pytest.FixtureRequest, flavour
     assert own["queue"] == [] and len(own["gallery"]) == 1 and Path(own["gallery"][0]).is_file()
     events = [e for e in server.events() if e["session"] == session]
     kinds = [e["event"] for e in events]
-    assert kinds == ["queued", "started", "step", "step", "step", "step", "completed"]
+    # worker_ended: the queue worker's last word, sent before process_tasks returns
+    assert kinds == ["queued", "started", "step", "step", "step", "step", "completed", "worker_ended"]
     assert [e["step"] for e in events if e["event"] == "step"] == [1, 2, 3, 4]
     assert all(e["client_id"] == extra.get("client_id", "") for e in events)
     client.close()
