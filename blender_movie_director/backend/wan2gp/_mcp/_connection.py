@@ -961,8 +961,9 @@ class _Session:
     async def _on_message(self, message: Any) -> None:
         """The SDK hands an answer it could not read (cut off mid-body: the server died while answering, or a
         garbled body) to this handler, not to the request that waits for it: that request would wait for its
-        whole deadline. The session ends here instead, so its waiting calls fail at once with the cause."""
-        if isinstance(message, Exception):
+        whole deadline. The session ends here instead, so its waiting calls fail at once with the cause. (The
+        SDK's other notice here, a late answer to a request it already gave up, is no reason to end it.)"""
+        if isinstance(message, httpx.HTTPError | OSError | ValueError):  # ValueError: pydantic's, a garbled body
             self.death = root_cause(message)
             if self._stop is not None:
                 self._stop.set()
