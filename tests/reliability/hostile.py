@@ -4,7 +4,8 @@ The emulator stays the honest server; the gateway forwards every request to it a
 answer on the way back: ``/config`` and the API description (``rewrite_config``, ``rewrite_info``), the result
 of a named endpoint (``rewrite_output``: e.g. a gallery that points at ``../../etc/passwd`` or at another host),
 the raw lines of the event stream (``rewrite_sse``: malformed JSON, a stream cut in the middle of a line), or
-serve its own paths (``routes``: a download far larger than announced, endless, or not a video)::
+serve its own paths (``routes``: a download far larger than announced, endless, or not a video), or cut an
+answer half-way (``cut_answer``)::
 
     with HostileGateway(emulator.url) as gateway:
         gateway.rewrite_output = lambda api_name, data: evil(data) if api_name == "/refresh_gallery" else data
@@ -47,6 +48,8 @@ class HostileGateway:
         rewrite_sse: ``f(line: bytes) -> bytes | Cut | None`` for each raw line of the event stream; ``None``
             cuts the stream right there, ``Cut(b"...")`` after sending a piece of a line (the connection closes).
         routes: ``{path: handler}`` served by the gateway itself; ``handler(request)`` writes the answer.
+        cut_answer: ``f(path, request_body) -> bool``; True: the answer's headers announce its whole length, half
+            its body is sent, then the connection closes (a server that died while it answered).
     """
 
     def __init__(self, upstream: str) -> None:
@@ -56,6 +59,7 @@ class HostileGateway:
         self.rewrite_output: Callable[[str, list], list] | None = None
         self.rewrite_sse: Callable[[bytes], bytes | None] | None = None
         self.routes: dict[str, Route] = {}
+        self.cut_answer: Callable[[str, bytes | None], bool] | None = None
         self.requests: list[str] = []
         self._events: dict[str, str] = {}  # event_id -> api_name
         self._api_names: dict[int, str] = {}
@@ -168,6 +172,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             data = response.read()
             data = self._rewrite(path, body, data)
             out = {k: v for k, v in response.headers.items() if k.lower() not in _HOP}
+            if owner.cut_answer is not None and owner.cut_answer(path, body):
+                self.send(response.status_code, data[: len(data) // 2], {**out, "Content-Length": str(len(data))})
+                return
             self.send(response.status_code, data, out)
         finally:
             response.close()
