@@ -141,6 +141,7 @@ class _Attempt:
     resume: dict[str, Any] | None = None  # a Wan2GPJob record to re-attach to instead of submitting
     job: Wan2GPJob | None = None
     abandoned: bool = False
+    heard_at: float = 0.0  # time.monotonic() of the run's last progress: a live stream outweighs a failed check
 
 
 class PoolJob(JobHandle):
@@ -150,6 +151,7 @@ class PoolJob(JobHandle):
     Attributes:
         id: the pool's job id.
         settings: what was asked.
+        output_dir: where its video is saved, when not in the pool's folder.
         server: the server it runs (or ran) on, once dispatched.
         cached: True when the result came from the result cache (nothing was generated).
         retries: how many times it may run again elsewhere after its server was lost mid-run.
@@ -159,9 +161,11 @@ class PoolJob(JobHandle):
     _label = "pool job"
 
     def __init__(self, pool: ServerPool, settings: GenerationSettings, *, retries: int = 0, use_cache: bool = True,
-                 pinned: str | None = None, resume: dict[str, Any] | None = None) -> None:
+                 pinned: str | None = None, resume: dict[str, Any] | None = None,
+                 output_dir: Path | None = None) -> None:
         super().__init__(JobProgress(phase="waiting for a server"))
         self.settings = settings
+        self.output_dir = output_dir  # None: the pool's folder
         self.retries = retries
         self.use_cache = use_cache
         self.server: str | None = None
@@ -201,6 +205,7 @@ class PoolJob(JobHandle):
             "server": self.server,
             "job": job.to_record() if job is not None else None,
             "retries": self.retries,
+            "output_dir": str(self.output_dir) if self.output_dir is not None else None,
         }
 
     @property
@@ -466,7 +471,7 @@ class ServerPool:
     # --- jobs ---------------------------------------------------------------------------------------------------
 
     def submit(self, settings: GenerationSettings | dict[str, Any] | None = None, /, *, retries: int = 0,
-               use_cache: bool = True, **kwargs: Any) -> PoolJob:
+               use_cache: bool = True, output_dir: str | Path | None = None, **kwargs: Any) -> PoolJob:
         """Queue a generation on the pool; returns its job at once.
 
         Parameters:
@@ -474,6 +479,7 @@ class ServerPool:
             retries: how many times the job may run again on another server when its server is lost
                 while it runs (0: it fails with the reason). Generation failures are never retried.
             use_cache: False skips the result cache for this call (the result is still stored).
+            output_dir: where this job's video is saved (default: the pool's ``output_dir``).
 
         Raises :class:`Wan2GPValidationError` at once for settings that can't be right.
         """
@@ -481,7 +487,8 @@ class ServerPool:
         if retries < 0:
             raise Wan2GPValidationError("retries must be 0 or more", field="retries")
         self.start()
-        job = PoolJob(self, request, retries=retries, use_cache=use_cache)
+        job = PoolJob(self, request, retries=retries, use_cache=use_cache,
+                      output_dir=Path(output_dir).expanduser() if output_dir is not None else None)
         hit = self._cache_lookup(job) if use_cache else None
         with self._lock:
             if self._closing:
@@ -547,15 +554,18 @@ class ServerPool:
         if that server is not in the pool or its task is gone, the shot is submitted again.
         """
         settings = GenerationSettings(**record["settings"])
+        output_dir = Path(record["output_dir"]) if record.get("output_dir") else None
         inner = record.get("job")
         server = normalise_url(record["server"]) if record.get("server") else None
         resumable = bool(inner and JobRecord.load(inner).reattachable and server)
         with self._lock:
             known = server is not None and server in self._servers and not self._servers[server].removed
         if not (resumable and known):
-            return self.submit(settings, retries=int(record.get("retries") or 0), use_cache=True)
+            return self.submit(settings, retries=int(record.get("retries") or 0), use_cache=True,
+                               output_dir=output_dir)
         self.start()
-        job = PoolJob(self, settings, retries=int(record.get("retries") or 0), pinned=server, resume=inner)
+        job = PoolJob(self, settings, retries=int(record.get("retries") or 0), pinned=server, resume=inner,
+                      output_dir=output_dir)
         with self._lock:
             self._jobs[job.id] = job
             self._assign(job)
@@ -761,7 +771,7 @@ class ServerPool:
                     break
                 if job.done() or job._cancel_requested:
                     continue
-                attempt = _Attempt(len(job.history) + 1, server, server.app_id, resume=job._resume)
+                attempt = _Attempt(len(job.history) + 1, server, server.app_id, resume=job._resume, heard_at=now)
                 job._attempt, job.server = attempt, server.url
                 job.history.append({"server": server.url, "started_at": time.time(), "outcome": None})
                 server.running[job.id] = job
@@ -777,8 +787,11 @@ class ServerPool:
         for server in self._servers.values():
             if server.state == "down" and server.down_since is not None and now - server.down_since > self.lost_after:
                 for job in list(server.running.values()):
-                    if job._attempt is not None and not job._attempt.abandoned:
-                        expired.append((job, job._attempt, f"{server.url} has been down for "
+                    attempt = job._attempt
+                    # A job whose own stream brought progress within the patience is not given up on the health
+                    # checks alone: a loaded server may miss a check's deadline while it generates.
+                    if attempt is not None and not attempt.abandoned and now - attempt.heard_at > self.lost_after:
+                        expired.append((job, attempt, f"{server.url} has been down for "
                                                           f"{now - server.down_since:.0f} s"))
         for job in [j for j in self._waiting if j._pinned is not None]:
             pinned = self._servers.get(job._pinned or "")
@@ -844,10 +857,11 @@ class ServerPool:
         job._note(f"starting on {server.url}", JobStatus.UPLOADING)
         try:
             client = self._client_for(server)
+            output_dir = job.output_dir or self.output_dir  # the job's folder, else the pool's
             if attempt.resume is not None:
-                inner = client.resume_job(attempt.resume, output_dir=self.output_dir)  # the pool's folder wins
+                inner = client.resume_job(attempt.resume, output_dir=output_dir)
             else:
-                inner = client.submit(job.settings)
+                inner = client.submit(job.settings, output_dir=output_dir)
         except Wan2GPValidationError as exc:
             self._release(server, job, attempt, outcome="invalid")
             job._finish(error=exc)
@@ -883,6 +897,7 @@ class ServerPool:
         inner.add_done_callback(lambda j: self._on_done(job, attempt, j))
 
     def _on_progress(self, job: PoolJob, attempt: _Attempt, progress: JobProgress) -> None:
+        attempt.heard_at = time.monotonic()
         if job._attempt is attempt and not attempt.abandoned and not progress.status.finished:
             job._set_progress(progress.model_copy(update={"server": attempt.server.url}))
 
@@ -958,8 +973,8 @@ class ServerPool:
         if job._cancel_requested:
             error: Wan2GPError = JobCancelledError(f"pool job {job.id} was cancelled", job_id=job.id)
         else:
-            error = Wan2GPConnectionError(
-                f"pool job {job.id} was lost: {reason}", server=server.url, job_id=job.id,
+            error = JobLostError(
+                f"pool job {job.id} was lost: {reason}", reason=reason, server=server.url, job_id=job.id,
                 hint="its shot was not finished; submit it again, or submit with retries=1 to let the pool do it")
         job._finish(error=error)
         self._forget_later(job)
@@ -1037,7 +1052,7 @@ class ServerPool:
                      if s.version and not s.removed and s.state != "unsupported"]
         versions = list(dict.fromkeys(([first] if first else []) + known))
         for version in versions:
-            hit = cache.lookup(job.settings, version, output_dir=self.output_dir, job_id=job.id)
+            hit = cache.lookup(job.settings, version, output_dir=job.output_dir or self.output_dir, job_id=job.id)
             if hit is not None:
                 return hit
         return None

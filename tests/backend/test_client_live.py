@@ -287,13 +287,12 @@ def test_max_jobs_bounds_the_jobs_set_up_on_the_server_at_once(make_emulator, ou
     server = make_emulator("v12")  # private: its events are only these jobs'
     with _client(server, out_dir, max_jobs=2) as client:
         jobs = [client.submit(prompt=f"bounded {i} [[slow]]", frames=5, steps=4) for i in range(4)]
-        deadline = time.monotonic() + 30
-        while not _events(server, "started") and time.monotonic() < deadline:
-            time.sleep(0.02)
-        time.sleep(0.5)  # the other two would have reached WanGP's queue by now, were they not held back
-        assert len(_events(server, "queued")) == 2
         assert all(job.result(timeout=60).video_path.exists() for job in jobs)
-    assert len(_events(server, "queued")) == 4 and len(_events(server, "completed")) == 4
+    kinds = [e["event"] for e in server.events() if e["event"] in ("queued", "completed")]
+    assert kinds.count("queued") == 4 and kinds.count("completed") == 4
+    # never more than two set up at once: a third reaches WanGP's queue only after one has ended
+    third = [i for i, kind in enumerate(kinds) if kind == "queued"][2]
+    assert "completed" in kinds[:third], kinds
 
 
 def test_a_shot_queued_behind_a_longer_one_waits_longer_than_stall(make_emulator, out_dir):

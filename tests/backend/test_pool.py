@@ -9,7 +9,7 @@ import pytest
 
 from blender_movie_director.backend.health import HealthReport
 from blender_movie_director.backend.pool import ServerPool, _Server
-from blender_movie_director.backend.wan2gp import GenerationSettings, Timeouts, Wan2GPConnectionError
+from blender_movie_director.backend.wan2gp import GenerationSettings, JobLostError, Timeouts, Wan2GPConnectionError
 from wan2gp_emulator import EmulatorServer
 
 FAST = Timeouts(connect=5, call=30, job=120, stall=60, download=30, resume_wait=30)
@@ -87,6 +87,24 @@ def test_waiting_jobs_go_to_any_free_server_and_pinned_ones_wait_for_theirs(tmp_
     assert pinned not in order and set(order[:3]) == set(jobs) and order[3] is None
 
 
+def test_a_running_job_whose_stream_still_brings_progress_is_not_given_up_on_failed_health_checks(tmp_path):
+    from blender_movie_director.backend.pool import PoolJob
+
+    pool = _policy_pool(tmp_path, a={})
+    (server,) = pool._servers.values()
+    job = PoolJob(pool, GenerationSettings(prompt="a long shot"))
+    pool._assign(job)
+    ((_, started, attempt),) = pool._plan()
+    assert started is job
+    # the health checks have failed for longer than the pool's patience...
+    server.state, server.down_since = "down", time.monotonic() - pool.lost_after - 5
+    pool._on_progress(job, attempt, job.progress.model_copy(update={"step": 3, "total": 30}))
+    assert pool._expire() == []  # ...but the job's own stream spoke just now: it runs on
+    attempt.heard_at -= pool.lost_after + 1  # and silent for as long as the server looks down: given up
+    ((expired, given_up, reason),) = pool._expire()
+    assert expired is job and given_up is attempt and "has been down for" in reason
+
+
 # --- real servers -----------------------------------------------------------------------------------------------
 
 
@@ -131,6 +149,21 @@ def test_a_server_busy_for_someone_else_is_avoided(make_emulator, tmp_path):
                 shot.cancel()
 
 
+def test_each_job_saves_into_its_own_folder_and_its_record_keeps_it(make_emulator, tmp_path):
+    server = make_emulator("v12")
+    with _pool([server.url], tmp_path) as pool:
+        job = pool.submit(prompt="a fox in its folder", frames=5, steps=2, seed=7, output_dir=tmp_path / "a")
+        assert job.to_record()["output_dir"] == str(tmp_path / "a")
+        assert job.result(timeout=60).video_path.parent == tmp_path / "a"
+        # the same fixed-seed shot, asked for elsewhere: the cached video is put in that job's folder
+        twin = pool.submit(prompt="a fox in its folder", frames=5, steps=2, seed=7, output_dir=tmp_path / "b")
+        assert twin.result(timeout=30).video_path.parent == tmp_path / "b" and twin.cached
+        plain = pool.submit(prompt="a hare", frames=5, steps=2)  # no folder of its own: the pool's
+        assert plain.result(timeout=60).video_path.parent == tmp_path / "out"
+        resumed = pool.resume(job.to_record() | {"job": None})  # nothing to re-attach to: sent again, same folder
+        assert resumed.output_dir == tmp_path / "a"
+
+
 def test_server_stopped_mid_run_its_queue_moves_and_it_rejoins(make_emulator, tmp_path):
     a, b = make_emulator("v12"), make_emulator("v12")
     with _pool([a.url, b.url], tmp_path) as pool:
@@ -144,9 +177,9 @@ def test_server_stopped_mid_run_its_queue_moves_and_it_rejoins(make_emulator, tm
         _wait(lambda: any(pool._servers[victim.url].queue), timeout=10)  # some wait in the victim's queue
         port, victim_url = victim.port, victim.url
         victim.stop()
-        with pytest.raises(Wan2GPConnectionError) as info:
+        with pytest.raises(JobLostError) as info:
             lost.result(timeout=30)
-        assert "lost" in str(info.value) and victim_url in str(info.value) and info.value.server == victim_url
+        assert victim_url in info.value.reason and info.value.server == victim_url and "lost" in str(info.value)
         assert all(j.result(timeout=60).video_path.exists() for j in others)  # moved to the survivor
         assert {j.server for j in others} == {survivor.url}
         _wait(lambda: next(s for s in pool.view().servers if s.url == victim_url).state == "down", timeout=5)

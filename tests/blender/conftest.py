@@ -98,6 +98,17 @@ def blend(addon: Any, emulator_v12: Any, tmp_path: Path) -> Iterator[SimpleNames
     """A new empty file whose scene runs at 16 fps (Wan's), the add-on pointed at the emulator. The add-on's
     clients are closed after the test: each test has its own output folder, hence its own client, and the
     threads of dozens of open clients made bpy crash (a segmentation fault, in a later test)."""
+    yield from _blend_file(emulator_v12, tmp_path)
+
+
+@pytest.fixture
+def own_blend(addon: Any, make_emulator: Any, tmp_path: Path) -> Iterator[SimpleNamespace]:
+    """As ``blend``, on an emulator of its own: for a test whose Blender quits with shots running. A session
+    left mid-shot holds WanGP's one status stream, and the shared server's later shots would show no steps."""
+    yield from _blend_file(make_emulator("v12"), tmp_path)
+
+
+def _blend_file(emulator_v12: Any, tmp_path: Path) -> Iterator[SimpleNamespace]:
     bpy.ops.wm.read_homefile(use_empty=True)
     scene = bpy.context.scene
     scene.render.fps, scene.render.fps_base = 16, 1.0

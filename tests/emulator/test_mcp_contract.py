@@ -158,8 +158,10 @@ def test_post_mcp_answers_307_and_the_endpoint_is_stateless_json(make_mcp_emulat
     assert bad_host.status_code == 421
 
 
-def _poll(url: str, job_id: str, tool: str = "wangp_get_job", seconds: float = 60.0, **extra: Any) -> list[dict]:
-    """Every snapshot until the job is done (v1 tool names, or v2's wangp_session when tool is 'v2')."""
+def _poll(url: str, job_id: str, tool: str = "wangp_get_job", seconds: float = 60.0, *,
+          until: Callable[[dict], bool] = lambda snapshot: snapshot["done"], **extra: Any) -> list[dict]:
+    """Every snapshot until the job is done, or ``until`` says so (v1 tool names, or v2's wangp_session when tool
+    is 'v2')."""
     async def fn(session: ClientSession) -> list[dict]:
         snapshots = []
         deadline = time.monotonic() + seconds
@@ -170,12 +172,17 @@ def _poll(url: str, job_id: str, tool: str = "wangp_get_job", seconds: float = 6
             else:
                 result = await session.call_tool(tool, {"job_id": job_id, **extra})
             snapshots.append(ok(result))
-            if snapshots[-1]["done"]:
+            if until(snapshots[-1]):
                 return snapshots
             await asyncio.sleep(0.05)
-        raise AssertionError("the job did not finish")
+        raise AssertionError("the job did not get there")
 
     return run(url, fn)
+
+
+def _denoising(snapshot: dict) -> bool:
+    """The job has done a denoising step (it runs on the GPU)."""
+    return any(e["kind"] == "progress" and (e["data"].get("current_step") or 0) >= 1 for e in snapshot["events"])
 
 
 def test_v12_whole_generation_replays_the_captured_flow(make_mcp_emulator) -> None:
@@ -246,7 +253,7 @@ def test_v12_cancel_ends_the_job_as_captured(make_mcp_emulator) -> None:
     first = ok(call(server.url, "wangp_generate", {"source": T2V, "wait": False}))  # loads the model, as job 1 did
     _poll(server.url, first["job_id"])
     job = ok(call(server.url, "wangp_generate", {"source": {**T2V, "num_inference_steps": 200}, "wait": False}))
-    time.sleep(0.5)
+    _poll(server.url, job["job_id"], until=_denoising)  # cancelled while it runs, as in the capture
     answer = ok(call(server.url, "wangp_cancel_job", {"job_id": job["job_id"]}))
     assert answer["cancel_requested"] is True and answer["done"] is False
     final = _poll(server.url, job["job_id"], event_limit=500)[-1]

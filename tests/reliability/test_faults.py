@@ -196,7 +196,10 @@ def test_cancel_while_frozen_returns_at_once_and_stops_the_work_later(emulator_v
     assert not emulator_v12.sessions().get(session, {}).get("queue")
 
 
-def test_cancel_through_a_slow_link_stops_the_work(emulator_v12, proxy_to, out_dir):
+def test_cancel_through_a_slow_link_stops_the_work(make_emulator, proxy_to, out_dir):
+    # private: each call crosses the slow link, so a shared server's model switch or queue left by another test
+    # could use up the 5 s a call gets
+    emulator_v12 = make_emulator("v12")
     proxy = proxy_to(emulator_v12.url)
     proxy.latency = 0.1
     with make_client(proxy.url, out_dir) as client:
