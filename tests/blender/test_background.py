@@ -285,9 +285,10 @@ def test_a_shot_that_finished_with_blender_closed_is_collected_and_the_next_shot
     assert len(made) == 1
 
 
-def test_a_runner_that_dies_mid_run_is_started_again_and_nothing_runs_twice(blend, monkeypatch):
+def test_a_runner_that_dies_mid_run_is_started_again_and_nothing_runs_twice(own_blend, monkeypatch):
     """The runner is killed (a crash, a reboot) with one shot generating and one waiting: the add-on starts it
     again with --resume; the generating shot is re-attached on the server, not made a second time."""
+    blend = own_blend  # a runner killed mid-shot: should the test fail half-way, its session can't hold others
     from .conftest import connect
     from .test_batch import _text
 
