@@ -215,6 +215,11 @@ class PoolJob(JobHandle):
         job = attempt.job if attempt is not None else None
         return job.record() if job is not None else None
 
+    @property
+    def _folder(self) -> Path | None:
+        """Where its video goes: its own folder, else the pool's (None: the client's)."""
+        return self.output_dir or self._pool.output_dir
+
     def __repr__(self) -> str:
         return f"<PoolJob {self.id} {self.status().value} on {self.server or '-'} {self.settings.prompt[:30]!r}>"
 
@@ -857,11 +862,10 @@ class ServerPool:
         job._note(f"starting on {server.url}", JobStatus.UPLOADING)
         try:
             client = self._client_for(server)
-            output_dir = job.output_dir or self.output_dir  # the job's folder, else the pool's
             if attempt.resume is not None:
-                inner = client.resume_job(attempt.resume, output_dir=output_dir)
+                inner = client.resume_job(attempt.resume, output_dir=job._folder)
             else:
-                inner = client.submit(job.settings, output_dir=output_dir)
+                inner = client.submit(job.settings, output_dir=job._folder)
         except Wan2GPValidationError as exc:
             self._release(server, job, attempt, outcome="invalid")
             job._finish(error=exc)
@@ -1052,7 +1056,7 @@ class ServerPool:
                      if s.version and not s.removed and s.state != "unsupported"]
         versions = list(dict.fromkeys(([first] if first else []) + known))
         for version in versions:
-            hit = cache.lookup(job.settings, version, output_dir=job.output_dir or self.output_dir, job_id=job.id)
+            hit = cache.lookup(job.settings, version, output_dir=job._folder, job_id=job.id)
             if hit is not None:
                 return hit
         return None

@@ -103,12 +103,13 @@ def blend(addon: Any, emulator_v12: Any, tmp_path: Path) -> Iterator[SimpleNames
 
 @pytest.fixture
 def own_blend(addon: Any, make_emulator: Any, tmp_path: Path) -> Iterator[SimpleNamespace]:
-    """As ``blend``, on an emulator of its own: for a test whose Blender quits with shots running. A session
-    left mid-shot holds WanGP's one status stream, and the shared server's later shots would show no steps."""
+    """As ``blend``, on an emulator of its own: for a test that leaves sessions mid-shot (its Blender quits, or
+    its runner is killed, with shots running). Such a session holds WanGP's one status stream: on the shared
+    server, the later tests' shots would show no steps."""
     yield from _blend_file(make_emulator("v12"), tmp_path)
 
 
-def _blend_file(emulator_v12: Any, tmp_path: Path) -> Iterator[SimpleNamespace]:
+def _blend_file(emulator: Any, tmp_path: Path) -> Iterator[SimpleNamespace]:
     bpy.ops.wm.read_homefile(use_empty=True)
     scene = bpy.context.scene
     scene.render.fps, scene.render.fps_base = 16, 1.0
@@ -116,7 +117,7 @@ def _blend_file(emulator_v12: Any, tmp_path: Path) -> Iterator[SimpleNamespace]:
     p = prefs()
     p.servers.clear()
     server = p.servers.add()
-    server.url = emulator_v12.url.rstrip("/")
+    server.url = emulator.url.rstrip("/")
     p.server_index = 0
     out = tmp_path / "shots"
     p.output_folder = str(out)
@@ -129,7 +130,7 @@ def _blend_file(emulator_v12: Any, tmp_path: Path) -> Iterator[SimpleNamespace]:
     shot.seconds = 1.0  # 17 frames at 16 fps (4n+1)
     shot.steps = 2
     shot.channel = 2
-    yield SimpleNamespace(scene=scene, shot=shot, out=out, server=emulator_v12, url=server.url, tmp=tmp_path)
+    yield SimpleNamespace(scene=scene, shot=shot, out=out, server=emulator, url=server.url, tmp=tmp_path)
     _close_clients()
     _stop_runners(out)
 

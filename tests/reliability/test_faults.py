@@ -199,8 +199,8 @@ def test_cancel_while_frozen_returns_at_once_and_stops_the_work_later(emulator_v
 def test_cancel_through_a_slow_link_stops_the_work(make_emulator, proxy_to, out_dir):
     # private: each call crosses the slow link, so a shared server's model switch or queue left by another test
     # could use up the 5 s a call gets
-    emulator_v12 = make_emulator("v12")
-    proxy = proxy_to(emulator_v12.url)
+    server = make_emulator("v12")
+    proxy = proxy_to(server.url)
     proxy.latency = 0.1
     with make_client(proxy.url, out_dir) as client:
         job = client.submit(prompt="cancelled over a slow link [[slow]]", frames=9, steps=40)
@@ -209,6 +209,6 @@ def test_cancel_through_a_slow_link_stops_the_work(make_emulator, proxy_to, out_
         with pytest.raises(JobCancelledError):
             job.result(timeout=20)
     session = job.session_hash
-    assert _kinds(_session_events(emulator_v12, session), "aborted")
-    wait_worker_ended(emulator_v12, session, _kinds(_session_events(emulator_v12, session), "aborted")[-1]["t"])
-    assert not _kinds(_session_events(emulator_v12, session), "completed")
+    assert _kinds(_session_events(server, session), "aborted")
+    wait_worker_ended(server, session, _kinds(_session_events(server, session), "aborted")[-1]["t"])
+    assert not _kinds(_session_events(server, session), "completed")
