@@ -353,9 +353,8 @@ scene.render.fps = 16
 shot = scene.movie_director
 shot.model, shot.resolution, shot.seconds, shot.steps, shot.channel = "t2v_1.3B", "832x480", 1.0, 6, 2
 assert shot.background  # "Keep running when Blender closes", the default
-for frame, steps in ((1, 16), (40, 4), (80, 4)):  # the first runs 8 s: it can't end before the quit below
+for frame in (1, 40, 80):
     shot.prompt = f"a single shot at frame {{frame}} [[slow]]"
-    shot.steps = steps
     scene.frame_current = frame
     assert bpy.ops.movie_director.generate() == {{"FINISHED"}}
 jobs = list(shot.jobs)
