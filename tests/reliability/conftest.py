@@ -18,8 +18,9 @@ from wan2gp_emulator.process import EmulatorProcess
 
 # Seconds, not minutes: a fault must be noticed and reported fast enough to test many of them.
 # heartbeat 1.5 s of silence before a probe (the emulator's status stream speaks every 50 ms while a job runs);
-# connect 2 s for a probe to answer; reconnect 4 s to reach the server again after a drop.
-FAULT_TIMEOUTS = Timeouts(connect=2, describe=10, call=5, job=60, stall=30, download=10, heartbeat=1.5,
+# connect 2 s for a probe to answer; reconnect 4 s to reach the server again after a drop; call 15 s for a chain
+# call (a model switch on a freshly started emulator took over 5 s once, on a loaded CI machine).
+FAULT_TIMEOUTS = Timeouts(connect=2, describe=10, call=15, job=60, stall=30, download=10, heartbeat=1.5,
                           reconnect=4, resume_wait=20)
 FAULT_RETRIES = Retries(attempts=3, backoff=0.1, max_backoff=0.5)
 
