@@ -382,15 +382,22 @@ def test_quit_with_single_shots_queued_hands_them_to_a_runner_and_the_reopened_f
     jobs = saved["jobs"]
     assert [j["journal"] for j in jobs] == [""] * 3  # the saved file ran them inside Blender
     assert sorted(j["status"] for j in jobs)[:2] == ["queued", "queued"]  # two waiting when Blender quit
-    handed = [handoff.handed_over(out, j["key"]) for j in jobs]
-    assert all(handed) and len({h[0] for h in handed}) == 1, handed  # one runner took all three
-    journal = handed[0][0]
+    handed = {j["key"]: handoff.handed_over(out, j["key"]) for j in jobs}
+    runners = {h[0] for h in handed.values() if h}
+    assert len(runners) == 1, handed  # one runner took them
+    journal = runners.pop()
+    client_ids = {storyboard.client_id(j["key"]) for j in jobs}
+
+    def events(kind: str) -> list[dict]:
+        return [e for e in server.events()[before:] if e["event"] == kind and e["client_id"] in client_ids]
+
     try:
-        client_ids = {storyboard.client_id(j["key"]) for j in jobs}
-
-        def events(kind: str) -> list[dict]:
-            return [e for e in server.events()[before:] if e["event"] == kind and e["client_id"] in client_ids]
-
+        # The running shot may end between the save and the quit (a loaded machine): it is done, so it is not
+        # handed over, and the reopened file collects it. Every shot not done by the quit is handed over.
+        kept = {storyboard.client_id(key) for key, h in handed.items() if not h}
+        ended = {e["client_id"] for e in events("completed") if e["t"] <= closed_at}
+        seen = json.dumps([handed, jobs, server.events()[before:]], indent=1)
+        assert len(kept) <= 1 and kept <= ended, seen + err[-3000:]
         # The runner finishes them with Blender closed; each was queued on the server once, by Blender.
         assert wait_until(lambda: len(events("completed")) == 3, 90), server.events()[before:][-10:]
         assert sum(e["t"] > closed_at for e in events("completed")) >= 2  # the waiting two ran after the quit
@@ -408,7 +415,7 @@ def test_quit_with_single_shots_queued_hands_them_to_a_runner_and_the_reopened_f
     pump_until(lambda: all(j.status in storyboard.FINISHED and (j.placed or j.status != "completed")
                            for j in items), timeout=30)
     assert [j.status for j in items] == ["completed"] * 3, [j.error for j in items]
-    assert [j.journal for j in items] == [journal] * 3
+    assert [j.journal for j in items] == [journal if handed[j.key] else "" for j in items]
     for item, frame in zip(items, (1, 40, 80), strict=True):
         strip = vse.find_strip(scene, item.strip_name)
         assert (vse.strip_start(strip), strip.channel, vse.strip_duration(strip)) == (frame, 2, 17)
