@@ -396,8 +396,8 @@ def test_quit_with_single_shots_queued_hands_them_to_a_runner_and_the_reopened_f
         # handed over, and the reopened file collects it. Every shot not done by the quit is handed over.
         kept = {storyboard.client_id(key) for key, h in handed.items() if not h}
         ended = {e["client_id"] for e in events("completed") if e["t"] <= closed_at}
-        seen = json.dumps([handed, jobs, server.events()[before:]], indent=1)
-        assert len(kept) <= 1 and kept <= ended, seen + err[-3000:]
+        assert len(kept) <= 1 and kept <= ended, (  # the message is only built on a failure
+            json.dumps([handed, jobs, server.events()[before:]], indent=1) + err[-3000:])
         # The runner finishes them with Blender closed; each was queued on the server once, by Blender.
         assert wait_until(lambda: len(events("completed")) == 3, 90), server.events()[before:][-10:]
         assert sum(e["t"] > closed_at for e in events("completed")) >= 2  # the waiting two ran after the quit

@@ -198,7 +198,7 @@ def test_cancel_while_frozen_returns_at_once_and_stops_the_work_later(emulator_v
 
 def test_cancel_through_a_slow_link_stops_the_work(make_emulator, proxy_to, out_dir):
     # private: each call crosses the slow link, so a shared server's model switch or queue left by another test
-    # could use up the 5 s a call gets
+    # could use up the bound a call gets (FAULT_TIMEOUTS.call)
     server = make_emulator("v12")
     proxy = proxy_to(server.url)
     proxy.latency = 0.1
