@@ -122,12 +122,15 @@ def test_a_client_killed_mid_shot_leaves_a_status_loop_that_blocks_every_later_s
 
         later = shot(server, "a later shot", 4)
         healed: list[float] = []
+        log: list[tuple[float, str, dict]] = []
 
         def heal() -> None:
-            while not any(e["event"] == "completed" and e["session"] == later.client.session_hash
-                          for e in server.events()):
-                time.sleep(0.05)
-            time.sleep(0.5)
+            # Once the later shot's process_tasks has completed, its whole generation has passed without a word
+            # on its status stream: no more waiting is needed to show that the stream is blocked.
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and not any(
+                    name == "process_tasks" and message["msg"] == "process_completed" for _t, name, message in log):
+                time.sleep(0.02)
             revived = Client(server.url, verbose=False)
             revived.session_hash = dead  # the dead client's session: its queue is empty now
             healed.append(time.monotonic())
@@ -136,7 +139,7 @@ def test_a_client_killed_mid_shot_leaves_a_status_loop_that_blocks_every_later_s
 
         healer = threading.Thread(target=heal)
         healer.start()
-        log = later.stream("refresh_status_async", "process_tasks", timeout=30)
+        later.stream("refresh_status_async", "process_tasks", timeout=30, log=log)
         healer.join(30)
         assert kinds(log, "process_tasks")[-1] == "process_completed"  # the later shot itself generated
         assert healed and first(log, "process_tasks", "process_completed") < healed[0]

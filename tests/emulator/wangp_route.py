@@ -168,14 +168,16 @@ class Route:
                         return message, logs
         raise RuntimeError("stream ended before completion")
 
-    def stream(self, *api_names: str, timeout: float = 30) -> list[tuple[float, str, dict]]:
+    def stream(self, *api_names: str, timeout: float = 30,
+               log: list[tuple[float, str, dict]] | None = None) -> list[tuple[float, str, dict]]:
         """Join several events of this session over raw HTTP and keep every SSE message of the session, in order,
         as (time.monotonic(), api name, message), until all completed or ``timeout`` passed (then a last
-        ``(t, "", {"msg": "timeout"})``). Heartbeats and estimations are kept too (gradio_client hides them)."""
+        ``(t, "", {"msg": "timeout"})``). Heartbeats and estimations are kept too (gradio_client hides them).
+        ``log``: a list to fill as the messages come (another thread may watch it); it is also returned."""
         base = self.client.src.rstrip("/") + "/gradio_api"
         session = self.client.session_hash
         names: dict[str, str] = {}
-        log: list[tuple[float, str, dict]] = []
+        log = [] if log is None else log
         deadline = time.monotonic() + timeout
         with httpx.Client(timeout=timeout) as http:
             for api_name in api_names:
