@@ -753,6 +753,16 @@ def _let_go(st: State, *, quitting: bool = False) -> None:
         handed = [(key, job, st.conns[key]) for key, job in list(st.jobs.items())
                   if key in st.keep_running and key in st.conns and not job.done()]
         records = {key: record_of(job) for key, job, _conn in handed}  # before the let-go: the live status
+        # Said in Blender's log: a shot the artist wanted kept running that stays here (it is collected, from
+        # its record in the .blend, when the file is opened again).
+        for key in sorted((st.keep_running & (set(st.jobs) | st.pending)) - {k for k, r in records.items() if r}):
+            job = st.jobs.get(key)
+            status = str(getattr(job, "status", ""))
+            if status == "completed":
+                continue  # it ended as the artist quit: its result is collected on the next load
+            why = ("it was still being sent" if job is None else "it has no connection" if key not in st.conns
+                   else f"it has ended ({status})" if job.done() else "it has no record")
+            log.warning("shot %s is not handed to a background runner: %s", key, why)
         for process in list(st.renders.values()):
             process.kill()
     for key, job in list(st.jobs.items()):

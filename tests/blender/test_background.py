@@ -456,3 +456,39 @@ def test_a_run_handed_over_at_quit_and_cancelled_at_once_stops_every_shot_on_the
     items = list(bpy.context.scene.movie_director.jobs)
     pump_until(lambda: all(j.status in storyboard.FINISHED for j in items), timeout=30)
     assert {j.status for j in items} == {"cancelled"}, [(j.status, j.error) for j in items]
+
+
+class _HeldJob:
+    """What the pump reads of a client job at the quit (an in-memory stand-in behind the pump's seam)."""
+
+    def __init__(self, status: str, record: dict | None = None) -> None:
+        self.status, self.record, self.detached = status, record, False
+
+    def done(self) -> bool:
+        return self.status in ("completed", "failed", "cancelled")
+
+    def to_record(self) -> dict | None:
+        return self.record
+
+    def detach(self) -> None:
+        self.detached = True
+
+
+def test_the_quit_says_why_a_shot_kept_running_stays_in_blender(tmp_path, caplog):
+    from blender_movie_director.ui import pump
+
+    conn = pump.Connection(url="http://127.0.0.1:9/", output_dir=str(tmp_path))
+    st = pump.State()
+    st.jobs = {"failed": _HeldJob("failed"), "unrecorded": _HeldJob("running"), "ended": _HeldJob("completed"),
+               "not-kept": _HeldJob("running", record={"job_id": "x"})}
+    st.conns = dict.fromkeys(st.jobs, conn)
+    st.pending = {"sending"}
+    st.keep_running = {"failed", "unrecorded", "ended", "sending", "collected-before"}
+    with caplog.at_level("WARNING", logger="blender_movie_director.ui.pump"):
+        pump._let_go(st, quitting=True)
+    said = sorted(r.getMessage() for r in caplog.records if "background runner" in r.getMessage())
+    assert said == ["shot failed is not handed to a background runner: it has ended (failed)",
+                    "shot sending is not handed to a background runner: it was still being sent",
+                    "shot unrecorded is not handed to a background runner: it has no record"]
+    assert [k for k, j in st.jobs.items() if j.detached] == ["unrecorded", "not-kept"]  # let go, left running
+    assert st.closed and st.handed
