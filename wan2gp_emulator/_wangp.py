@@ -1041,6 +1041,7 @@ class WanGP:
 
         while not self.gpu_lock.acquire(timeout=0.1):  # another session is generating: wait for the GPU
             if self.stopping.is_set():
+                self.emit(state, "worker_ended", None)  # the server stops: this session's run ends unrun
                 cmd("worker_exit")
                 return
         last: dict | None = None
