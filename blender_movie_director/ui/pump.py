@@ -757,7 +757,7 @@ def _let_go(st: State, *, quitting: bool = False) -> None:
         # its record in the .blend, when the file is opened again).
         for key in sorted((st.keep_running & (set(st.jobs) | st.pending)) - {k for k, r in records.items() if r}):
             job = st.jobs.get(key)
-            status = str(getattr(job, "status", ""))
+            status = job.status().value if job is not None else ""
             if status == "completed":
                 continue  # it ended as the artist quit: its result is collected on the next load
             why = ("it was still being sent" if job is None else "it has no connection" if key not in st.conns

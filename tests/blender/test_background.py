@@ -13,6 +13,7 @@ import time
 import pytest
 
 from blender_movie_director import handoff, storyboard
+from blender_movie_director.backend.wan2gp import JobStatus
 from blender_movie_director.ui import vse
 
 from .conftest import bpy, pump_until, wait_until
@@ -462,10 +463,13 @@ class _HeldJob:
     """What the pump reads of a client job at the quit (an in-memory stand-in behind the pump's seam)."""
 
     def __init__(self, status: str, record: dict | None = None) -> None:
-        self.status, self.record, self.detached = status, record, False
+        self._status, self.record, self.detached = JobStatus(status), record, False
+
+    def status(self) -> JobStatus:
+        return self._status
 
     def done(self) -> bool:
-        return self.status in ("completed", "failed", "cancelled")
+        return self._status.finished
 
     def to_record(self) -> dict | None:
         return self.record
