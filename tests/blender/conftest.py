@@ -194,7 +194,19 @@ def connect(blend: SimpleNamespace) -> None:
     # render on the main thread while that thread decoded the answer crashed the test process (a segmentation
     # fault in its json.loads: once in test_from_camera, session 12; once before). Tests that render after
     # Connect wait for it to end; whether Blender itself is at risk is not known (docs/blender.md).
-    deadline = time.monotonic() + 30
+    before_render(blend)
+
+
+def before_render(blend: SimpleNamespace, timeout: float = 30.0) -> None:
+    """Let the add-on's workers finish reading the chosen model's rules (asked when the model changes) before
+    an operator renders on the main thread: with bpy 5.0.1 a render while a worker decoded a server's answer
+    crashed the test process (a segmentation fault; From Frame, in a fresh-clone run of session 12)."""
+    from blender_movie_director.ui import pump
+
+    st = pump.state()
+    key = (blend.url, blend.shot.model)
+    pump.pump(timeout, until=lambda: key in st.rules or key not in st.rules_asked)
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and any(t.name == "wan2gp-describe" for t in threading.enumerate()):
         time.sleep(0.02)
 

@@ -10,7 +10,7 @@ import numpy as np
 from blender_movie_director import storyboard
 from blender_movie_director.ui import pump, vse
 
-from .conftest import bpy, connect, pump_until, wait_done
+from .conftest import before_render, bpy, connect, pump_until, wait_done
 
 
 def _frames(path: str | Path) -> list[np.ndarray]:
@@ -51,6 +51,7 @@ def test_from_frame_on_a_generated_shot_is_that_shots_frame_at_the_playhead_at_o
     assert len(frames) == 33
 
     blend.shot.model, blend.shot.prompt = "i2v", "the fox turns its head"
+    before_render(blend)  # the new model's rules are read first (see there)
     scene.frame_current = 21
     started = time.perf_counter()
     assert bpy.ops.movie_director.generate_from_frame() == {"FINISHED"}
@@ -87,6 +88,7 @@ def test_from_frame_over_text_on_a_shot_takes_the_sequencers_picture_at_once(ble
     title.text = "TITLE"
     assert vse.frame_picture(scene, 10).kind == "sequencer"
     blend.shot.model = "i2v"
+    before_render(blend)  # the new model's rules are read first (see there)
     scene.frame_current = 10
     started = time.perf_counter()
     assert bpy.ops.movie_director.generate_from_frame() == {"FINISHED"}
@@ -138,6 +140,7 @@ def test_from_frame_of_a_3d_scene_renders_in_another_process_with_progress_and_c
     scene.frame_current = 3
     assert vse.frame_picture(scene, 3).kind == "engine"
     blend.shot.model = "i2v"
+    before_render(blend)  # the new model's rules are read first (see there)
     before = len(blend.server.events())
 
     # Cancelled while it renders: the render process is stopped, nothing reaches the server.

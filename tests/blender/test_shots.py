@@ -9,7 +9,7 @@ import pytest
 from blender_movie_director import storyboard
 from blender_movie_director.ui import vse
 
-from .conftest import bpy, close_to, connect, prefs, select, video_frames, wait_done, write_clip
+from .conftest import before_render, bpy, close_to, connect, prefs, select, video_frames, wait_done, write_clip
 
 
 def _strip(scene, item):
@@ -117,6 +117,7 @@ def test_image_to_video_from_a_rendered_frame(blend):
     blend.scene.view_settings.view_transform = "Standard"
     blend.scene.frame_current = 5
     blend.shot.model = "i2v"
+    before_render(blend)  # the new model's rules are read first (see there)
     assert bpy.ops.movie_director.generate_from_frame() == {"FINISHED"}
     item = wait_done(blend.scene)
     assert item.status == "completed", item.error
@@ -154,6 +155,7 @@ def test_extend_starts_from_the_last_frame_and_goes_right_after(blend):
     source = vse.top_strips(blend.scene).new_movie(name="source", filepath=str(clip), channel=3, frame_start=20)
     select(blend.scene, source)
     blend.shot.model = "i2v"
+    before_render(blend)  # the new model's rules are read first (see there)
     blend.shot.prompt = ""  # nothing typed and no stored prompt: refused with a message
     with pytest.raises(RuntimeError, match="The prompt is empty"):  # operators' errors are reported
         bpy.ops.movie_director.extend()
