@@ -206,9 +206,7 @@ def before_render(blend: SimpleNamespace, timeout: float = 30.0) -> None:
     st = pump.state()
     key = (blend.url, blend.shot.model)
     pump.pump(timeout, until=lambda: key in st.rules or key not in st.rules_asked)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and any(t.name == "wan2gp-describe" for t in threading.enumerate()):
-        time.sleep(0.02)
+    wait_until(lambda: not any(t.name == "wan2gp-describe" for t in threading.enumerate()), timeout)
 
 
 def finished(scene: Any, index: int = -1) -> Callable[[], bool]:

@@ -140,7 +140,6 @@ def test_from_frame_of_a_3d_scene_renders_in_another_process_with_progress_and_c
     scene.frame_current = 3
     assert vse.frame_picture(scene, 3).kind == "engine"
     blend.shot.model = "i2v"
-    before_render(blend)  # the new model's rules are read first (see there)
     before = len(blend.server.events())
 
     # Cancelled while it renders: the render process is stopped, nothing reaches the server.
