@@ -1,14 +1,29 @@
-"""Negative checks ("nothing more runs on the server") without sleeping: wait for the emulator's own word.
+"""Waiting in tests: for a condition, and for the emulator's own word in negative checks.
 
-The emulator records ``worker_ended`` when a session's queue worker returns (``wan2gp_emulator/README.md``).
-After it, nothing more runs in that session until the client starts a new run; so a test that cancelled a job
-waits for it, then asserts that no step or completion followed, instead of sleeping and hoping.
+:func:`wait_until` polls a condition (every 20 ms) until it holds or a timeout passes: the one poll loop of the
+tests, where no event can be waited on.
+
+Negative checks ("nothing more runs on the server") do not sleep. The emulator records ``worker_ended`` when a
+session's queue worker returns (``wan2gp_emulator/README.md``). After it, nothing more runs in that session
+until the client starts a new run; so a test that cancelled a job waits for it, then asserts that no step or
+completion followed, instead of sleeping and hoping.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
+
+
+def wait_until(condition: Callable[[], object], timeout: float = 30.0) -> bool:
+    """Whether ``condition()`` became true within ``timeout`` seconds (it is asked a last time at the end)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return bool(condition())
 
 
 def worker_ended(server: Any, session: str, after: float) -> bool:

@@ -1,4 +1,5 @@
-"""Server addresses, said once: how a URL is written, whether it is this machine, where Gradio's app id is.
+"""Server addresses, said once: how a URL is written, whether it is this machine, where Gradio's app id is,
+and the certificates an ``https://`` one is checked against.
 
 Every module that compares, prints or checks a server's URL uses these (discovery, health, the pool, the CLI,
 the add-on), so that "http://127.0.0.1:7860", "127.0.0.1:7860/" and "http://127.0.0.1:7860" are one server.
@@ -6,10 +7,12 @@ the add-on), so that "http://127.0.0.1:7860", "127.0.0.1:7860/" and "http://127.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
+import ssl
 import urllib.parse
 
-__all__ = ["app_id_url", "is_loopback", "is_mcp_url", "normalise_url", "server_key"]
+__all__ = ["app_id_url", "is_loopback", "is_mcp_url", "normalise_url", "server_key", "tls_context"]
 
 
 def normalise_url(url: str) -> str:
@@ -48,3 +51,13 @@ def app_id_url(url: str, api_prefix: str | None = "/gradio_api") -> str:
 def is_mcp_url(url: str) -> bool:
     """True for an MCP endpoint (a path ending in ``/mcp``), as ``wgp.py --mcp`` serves it: ``http://host:7866/mcp``."""
     return urllib.parse.urlsplit(normalise_url(url)).path.rstrip("/").endswith("/mcp")
+
+
+@functools.cache
+def tls_context() -> ssl.SSLContext:
+    """The one certificate check of the process, for every HTTP client's ``verify=``: httpx's default (certifi's
+    store, or ``SSL_CERT_FILE`` / ``SSL_CERT_DIR``), built once. An httpx client left to build its own loads the
+    store again: 50 ms of CPU for each client, and clients are made per status poll, health check and session."""
+    import httpx
+
+    return httpx.create_ssl_context()

@@ -40,7 +40,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from ._urls import is_loopback, normalise_url
+from ._urls import is_loopback, normalise_url, tls_context
 from .wan2gp._errors import redact
 from .wan2gp._webui.fingerprint import gradio_version, is_wangp, wangp_version
 
@@ -260,7 +260,7 @@ def probe(
     url = normalise_url(url)
 
     def own_client() -> httpx.Client:
-        clients.append(_http_client(connect_timeout, read_timeout, tls=url.startswith("https:")))
+        clients.append(_http_client(connect_timeout, read_timeout))
         return clients[-1]
 
     try:
@@ -284,11 +284,10 @@ def _probe(url: str, source: str, connect_timeout: float, get_client: Callable[[
         return ServiceInfo(shown, ServiceKind.HTTP, source, error=f"{type(exc).__name__}: {redact(str(exc))}")
 
 
-def _http_client(connect_timeout: float, read_timeout: float, *, tls: bool) -> httpx.Client:
+def _http_client(connect_timeout: float, read_timeout: float) -> httpx.Client:
     # trust_env=False: a proxy from the environment must not see (or answer for) loopback probes.
-    # verify only matters for https; loading the CA bundle costs ~17 ms per client, so plain-http probes skip it.
     return httpx.Client(timeout=httpx.Timeout(read_timeout, connect=connect_timeout), trust_env=False,
-                        verify=tls, follow_redirects=False,
+                        verify=tls_context(), follow_redirects=False,
                         headers={"User-Agent": "blender-movie-director-discovery"})
 
 
@@ -395,12 +394,11 @@ def _probe_all(targets: list[tuple[str, str]], connect_timeout: float, read_time
     client_lock = threading.Lock()
 
     def shared_client() -> httpx.Client:
-        # one HTTP client (one TLS context) for the whole scan, built only if some port is open
+        # one HTTP client (one connection pool) for the whole scan, built only if some port is open
         nonlocal client
         with client_lock:
             if client is None:
-                tls = any(url.startswith("https:") for url, _source in targets)
-                client = _http_client(connect_timeout, read_timeout, tls=tls)
+                client = _http_client(connect_timeout, read_timeout)
             return client
 
     def run(target: tuple[str, str]) -> ServiceInfo:

@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from ._urls import app_id_url, normalise_url
+from ._urls import app_id_url, normalise_url, tls_context
 from .discovery import ServiceKind, probe
 from .wan2gp._errors import redact
 from .wan2gp._webui.fingerprint import gradio_version, is_wangp, startup_model, wangp_version
@@ -148,9 +148,8 @@ def check_health(
     connect = min(timeout, 1.0)
     started = time.perf_counter()
     try:
-        # verify matters only for https (and loading the CA bundle costs ~17 ms per check)
         with httpx.Client(timeout=httpx.Timeout(timeout, connect=connect), trust_env=False,
-                          verify=base.startswith("https:")) as http:
+                          verify=tls_context()) as http:
             response = http.get(app_id_url(base))
             latency = (time.perf_counter() - started) * 1000
             app_id = None
@@ -210,7 +209,7 @@ def _config(base: str, timeout: float) -> dict[str, Any] | None:
     """The server's ``/config`` (2.6 MB on WanGP 12.60, once per server process), or None."""
     try:
         with httpx.Client(timeout=httpx.Timeout(timeout, connect=min(timeout, 1.0)), trust_env=False,
-                          verify=base.startswith("https:")) as http:
+                          verify=tls_context()) as http:
             response = http.get(base + "config")
             config = response.json() if response.status_code == 200 else None
     except (httpx.HTTPError, ValueError):

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from quiet import wait_until
 
 from blender_movie_director.backend.batch import (
     Journal,
@@ -35,15 +36,6 @@ def _pool(urls, tmp_path: Path, **options) -> ServerPool:
     return ServerPool(urls, output_dir=tmp_path / "out", cache_dir=tmp_path / "cache", timeouts=FAST, **options)
 
 
-def _wait_for(predicate, timeout=30.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    return bool(predicate())
-
-
-def _wait(predicate, timeout=30.0) -> None:
-    assert _wait_for(predicate, timeout)
 
 
 def _events(servers, kind: str) -> Counter:
@@ -57,7 +49,7 @@ def test_batch_over_three_servers_accounts_for_every_shot_when_one_stops_halfway
     with _pool([s.url for s in servers], tmp_path) as pool:
         assert pool.wait_for_servers(3, timeout=10)
         batch = submit_batch(pool, shots, journal=journal, retries=1, max_in_flight=5)
-        _wait(lambda: batch.progress.done >= 4, timeout=60)
+        assert wait_until(lambda: batch.progress.done >= 4, timeout=60)
         victim = servers[0]
         victim_url = victim.url
         victim.stop()  # halfway: whatever it was running is lost, its queue moves on
@@ -107,7 +99,7 @@ def test_a_killed_batch_resumes_without_doing_any_work_twice(make_emulator, tmp_
                 return Counter()
 
         # kill it once two shots are done and two others are generating on the servers
-        _wait(lambda: states()["done"] >= 2 and states()["running"] >= 2, timeout=60)
+        assert wait_until(lambda: states()["done"] >= 2 and states()["running"] >= 2, timeout=60)
     finally:
         program.kill()
         program.wait(10)
@@ -183,7 +175,7 @@ def test_cancel_all_and_resume_runs_only_what_is_unfinished(make_emulator, tmp_p
         batch = submit_batch(pool, [{"prompt": "quick 0", "frames": 5, "steps": 2},
                                     {"prompt": "long 1 [[slow]]", "frames": 5, "steps": 12},
                                     {"prompt": "quick 2", "frames": 5, "steps": 2}], journal=journal, max_in_flight=2)
-        _wait(lambda: batch.progress.done == 1 and any(e["event"] == "started" and "long" in e["detail"]
+        assert wait_until(lambda: batch.progress.done == 1 and any(e["event"] == "started" and "long" in e["detail"]
                                                        for e in server.events()), timeout=60)
         # The long shot runs 6 s: 30 fast steps (1.5 s) could end before a loaded machine got here to cancel it.
         assert batch.cancel() == 2  # the running long shot (stopped on the server) and the queued one
@@ -192,7 +184,7 @@ def test_cancel_all_and_resume_runs_only_what_is_unfinished(make_emulator, tmp_p
         assert (p.done, p.cancelled, p.running, p.pending) == (1, 2, 0, 0)
         # The abort lands at the end of the step running then (0.5 s; longer on a loaded machine), and the job's
         # cancel gives the server only a bounded time before it goes on trying in the background: wait for it.
-        aborted = _wait_for(lambda: any(e["event"] == "aborted" for e in server.events()), timeout=30)
+        aborted = wait_until(lambda: any(e["event"] == "aborted" for e in server.events()), timeout=30)
         assert aborted, ([(e["event"], e.get("detail")) for e in server.events()],
                          [(s.to_dict(), s.job.history if s.job else None) for s in batch.shots])
         resumed = resume_batch(pool, journal)

@@ -5,10 +5,11 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from quiet import wait_until
 
 from blender_movie_director.backend.health import (
     HealthEvent,
@@ -33,14 +34,6 @@ def _free_port() -> int:
 def _port(url: str) -> int:
     return int(url.rstrip("/").rsplit(":", 1)[1])
 
-
-def _wait(condition: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.01)
-    return condition()
 
 
 class _Recorder:
@@ -115,11 +108,11 @@ def test_monitor_sees_a_server_stop_and_come_back_within_two_periods(make_emulat
     recorder = _Recorder()
     monitor = HealthMonitor([server.url], period=period, history=100, on_event=recorder)
     with monitor:
-        assert _wait(lambda: "up" in recorder.kinds(), 5), recorder.kinds()
+        assert wait_until(lambda: "up" in recorder.kinds(), 5), recorder.kinds()
         stopping_at = time.monotonic()  # a check may see it gone before stop() returns
         server.stop()
         stopped_at = time.monotonic()
-        assert _wait(lambda: recorder.first("down", stopping_at) is not None, 4 * period)
+        assert wait_until(lambda: recorder.first("down", stopping_at) is not None, 4 * period)
         down_at = recorder.first("down", stopping_at)
         assert down_at - stopped_at <= 2 * period
         again = EmulatorServer(flavour="v12", host="127.0.0.1", port=port, output_dir=tmp_path / "again",
@@ -127,7 +120,7 @@ def test_monitor_sees_a_server_stop_and_come_back_within_two_periods(make_emulat
         again.start()  # it listens before start() returns: the monitor may see it up even before that
         started_at = time.monotonic()
         try:
-            assert _wait(lambda: recorder.first("up", down_at + 1e-6) is not None, 4 * period), [
+            assert wait_until(lambda: recorder.first("up", down_at + 1e-6) is not None, 4 * period), [
                 (round(r.checked_at - time.time(), 2), r.reachable, r.error) for r in monitor.history()[-6:]]
             assert recorder.first("up", down_at + 1e-6) - started_at <= 2 * period
             monitor.stop()  # before the server: the last report is then "up"
@@ -148,13 +141,13 @@ def test_monitor_reports_busy_and_idle_with_a_client(emulator_v12, out_dir) -> N
         monitor = HealthMonitor([emulator_v12.url], period=0.2, timeout=2.0, clients={emulator_v12.url: client},
                                 on_event=recorder)
         with monitor:
-            assert _wait(lambda: monitor.latest() is not None, 5)
+            assert wait_until(lambda: monitor.latest() is not None, 5)
             assert monitor.latest().busy is None
             job = client.submit(prompt="busy for a while", frames=9, steps=20)
-            assert _wait(lambda: "busy" in recorder.kinds(), 10), recorder.kinds()
+            assert wait_until(lambda: "busy" in recorder.kinds(), 10), recorder.kinds()
             busy_report = next(e.report for _, e in recorder.events if e.kind is HealthEventKind.BUSY)
-            assert _wait(job.done, 60)
-            assert _wait(lambda: "idle" in recorder.kinds(), 5), recorder.kinds()
+            assert wait_until(job.done, 60)
+            assert wait_until(lambda: "idle" in recorder.kinds(), 5), recorder.kinds()
     assert busy_report.current_model == "t2v_1.3B" and busy_report.queue_length == 1
     kinds = recorder.kinds()
     assert kinds.index("busy") < kinds.index("idle")
@@ -185,7 +178,7 @@ def test_monitor_is_safe_to_use_from_threads(emulator_v12) -> None:
         t.start()
     for t in threads:
         t.join(10)
-    assert _wait(lambda: monitor.rounds >= 5, 5)
+    assert wait_until(lambda: monitor.rounds >= 5, 5)
     remove()
     monitor.stop()
     assert not monitor.running and not errors
@@ -209,7 +202,7 @@ def test_status_never_says_idle_while_another_session_generates(make_emulator, o
     server = make_emulator("v12")
     with Wan2GPClient(server.url, output_dir=out_dir, timeouts=FAST) as someone:
         job = someone.submit(prompt="someone else's shot [[slow]]", frames=5, steps=10)
-        assert _wait(lambda: any(e["event"] == "step" for e in server.events()), 20)
+        assert wait_until(lambda: any(e["event"] == "step" for e in server.events()), 20)
         report = check_health(server.url)  # a stranger: it can't see that session
         assert report.reachable and report.state != "idle" and report.busy is not False
         job.result(timeout=60)

@@ -6,6 +6,7 @@ import time
 from collections import Counter
 
 import pytest
+from quiet import wait_until
 
 from blender_movie_director.backend.health import HealthReport
 from blender_movie_director.backend.pool import ServerPool, _Server
@@ -21,11 +22,9 @@ def _pool(urls, tmp_path, **options) -> ServerPool:
     return ServerPool(urls, output_dir=tmp_path / "out", cache_dir=tmp_path / "cache", timeouts=FAST, **options)
 
 
-def _wait(predicate, timeout=30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert predicate()
+
+def _state(pool: ServerPool, url: str) -> str:
+    return next(s for s in pool.view().servers if s.url == url).state
 
 
 def _started(server: EmulatorServer) -> Counter:
@@ -113,7 +112,7 @@ def test_pool_spreads_jobs_and_shows_its_view(make_emulator, tmp_path):
     with _pool([s.url for s in servers], tmp_path) as pool:
         assert pool.wait_for_servers(2, timeout=10)
         jobs = [pool.submit(prompt=f"spread {i} [[slow]]", frames=5, steps=4) for i in range(4)]  # ~2 s each
-        _wait(lambda: sum(len(v.running) for v in pool.view().servers) == 2, timeout=10)
+        assert wait_until(lambda: sum(len(v.running) for v in pool.view().servers) == 2, timeout=10)
         view = pool.view()
         assert {s.state for s in view.servers} == {"busy"}
         assert sum(len(s.queued) for s in view.servers) + sum(len(s.running) for s in view.servers) + len(
@@ -140,8 +139,7 @@ def test_a_server_busy_for_someone_else_is_avoided(make_emulator, tmp_path):
             # Two of theirs: one generates, the other waits in Gradio's queue, which is what a stranger sees.
             theirs = [someone.submit(prompt=f"someone else's shot {i} [[slow]]", frames=5, steps=20)
                       for i in range(2)]
-            _wait(lambda: next(s for s in pool.view().servers if s.url == shared.url).state == "busy",
-                  timeout=15)
+            assert wait_until(lambda: _state(pool, shared.url) == "busy", timeout=15)
             job = pool.submit(prompt="ours, while they generate", frames=5, steps=1)
             job.result(timeout=60)
             assert job.server == free.url
@@ -169,12 +167,12 @@ def test_server_stopped_mid_run_its_queue_moves_and_it_rejoins(make_emulator, tm
     with _pool([a.url, b.url], tmp_path) as pool:
         assert pool.wait_for_servers(2, timeout=10)
         lost = pool.submit(prompt="lost on a [[slow]]", frames=5, steps=20)  # 10 s on a, unless stopped
-        _wait(lambda: lost.server is not None)
+        assert wait_until(lambda: lost.server is not None)
         victim = a if lost.server == a.url else b
         survivor = b if victim is a else a
-        _wait(lambda: any(e["event"] == "step" for e in victim.events()))
+        assert wait_until(lambda: any(e["event"] == "step" for e in victim.events()))
         others = [pool.submit(prompt=f"after {i}", frames=5, steps=4) for i in range(4)]
-        _wait(lambda: any(pool._servers[victim.url].queue), timeout=10)  # some wait in the victim's queue
+        assert wait_until(lambda: any(pool._servers[victim.url].queue), timeout=10)  # some wait in the victim's queue
         port, victim_url = victim.port, victim.url
         victim.stop()
         with pytest.raises(JobLostError) as info:
@@ -182,12 +180,12 @@ def test_server_stopped_mid_run_its_queue_moves_and_it_rejoins(make_emulator, tm
         assert victim_url in info.value.reason and info.value.server == victim_url and "lost" in str(info.value)
         assert all(j.result(timeout=60).video_path.exists() for j in others)  # moved to the survivor
         assert {j.server for j in others} == {survivor.url}
-        _wait(lambda: next(s for s in pool.view().servers if s.url == victim_url).state == "down", timeout=5)
+        assert wait_until(lambda: _state(pool, victim_url) == "down", timeout=5)
 
         back = EmulatorServer("v12", port=port, output_dir=tmp_path / "back", step_seconds=0.05)
         back.start()
         try:
-            _wait(lambda: next(s for s in pool.view().servers if s.url == victim_url).state == "idle", timeout=10)
+            assert wait_until(lambda: _state(pool, victim_url) == "idle", timeout=10)
             jobs = [pool.submit(prompt=f"rejoined {i}", frames=5, steps=4) for i in range(2)]
             assert all(j.result(timeout=60).video_path.exists() for j in jobs)
             assert {j.server for j in jobs} == {victim_url, survivor.url}  # the returning server took work again
@@ -200,10 +198,10 @@ def test_lost_job_runs_elsewhere_when_retries_were_asked(make_emulator, tmp_path
     with _pool([a.url, b.url], tmp_path) as pool:
         assert pool.wait_for_servers(2, timeout=10)
         job = pool.submit(prompt="retry me [[slow]]", frames=5, steps=4, retries=1)
-        _wait(lambda: job.server is not None)
+        assert wait_until(lambda: job.server is not None)
         victim = a if job.server == a.url else b
         survivor_url, victim_url = (b if victim is a else a).url, victim.url
-        _wait(lambda: any(e["event"] == "step" for e in victim.events()))
+        assert wait_until(lambda: any(e["event"] == "step" for e in victim.events()))
         victim.stop()
         result = job.result(timeout=60)
         assert result.video_path.exists()

@@ -3,9 +3,8 @@ generated, cancelled and resumed, whatever group the server's model dropdown sho
 
 from __future__ import annotations
 
-import time
-
 import pytest
+from quiet import wait_until
 
 from blender_movie_director.backend.wan2gp import JobCancelledError, Wan2GPClient, Wan2GPValidationError
 from blender_movie_director.backend.wan2gp._config import Timeouts
@@ -27,11 +26,9 @@ def release(request, make_emulator):
     return request.param, make_emulator(request.param)
 
 
-def _wait(predicate, timeout=30.0):
-    deadline = time.monotonic() + timeout
-    while not predicate() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert predicate()
+
+def _seen(server, event: str, job) -> bool:
+    return any(e["event"] == event and e["session"] == job.session_hash for e in server.events())
 
 
 def test_any_model_is_listed_selected_generated_cancelled_and_resumed(release, out_dir):
@@ -62,16 +59,16 @@ def test_any_model_is_listed_selected_generated_cancelled_and_resumed(release, o
 
         # Cancel while running: WanGP's abort from the job's own session; nothing is left in its queue.
         job = client.submit(prompt="cancel me [[slow]]", model=model, frames=9, steps=20, image_start=start_image)
-        _wait(lambda: any(e["event"] == "step" and e["session"] == job.session_hash for e in server.events()))
+        assert wait_until(lambda: _seen(server, "step", job))
         assert job.cancel()
         with pytest.raises(JobCancelledError):
             job.result(timeout=30)
-        _wait(lambda: any(e["event"] == "aborted" and e["session"] == job.session_hash for e in server.events()))
+        assert wait_until(lambda: _seen(server, "aborted", job))
         assert not server.sessions()[job.session_hash]["queue"]
 
         # Resume: detached mid-run (the program closing), collected by another client afterwards.
         job = client.submit(prompt="resume me [[slow]]", model=model, frames=9, steps=6, image_start=start_image)
-        _wait(lambda: any(e["event"] == "step" and e["session"] == job.session_hash for e in server.events()))
+        assert wait_until(lambda: _seen(server, "step", job))
         record = job.to_record()
         assert job.detach()
     with Wan2GPClient(server.url, output_dir=out_dir, timeouts=FAST) as again:

@@ -8,18 +8,13 @@ import sys
 import time
 
 import pytest
+from quiet import wait_until
 
 from blender_movie_director.backend.wan2gp import JobFailedError, JobStatus, Wan2GPClient, Wan2GPError
 from blender_movie_director.backend.wan2gp._config import Timeouts
 
 FAST = Timeouts(connect=5, call=30, job=120, stall=60, download=30, resume_wait=30)
 
-
-def _wait(predicate, timeout=30.0):
-    deadline = time.monotonic() + timeout
-    while not predicate() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert predicate()
 
 
 _FIRST_PROGRAM = """
@@ -95,7 +90,7 @@ def test_resume_a_job_the_server_no_longer_has(emulator_v12, out_dir):
 def test_detach_lets_go_at_once_and_the_job_goes_on_on_the_server(emulator_v12, out_dir):
     with Wan2GPClient(emulator_v12.url, output_dir=out_dir, timeouts=FAST) as first:
         job = first.submit(prompt="detach me [[slow]]", frames=9, steps=6)
-        _wait(lambda: job.status() == JobStatus.RUNNING)
+        assert wait_until(lambda: job.status() == JobStatus.RUNNING)
         record = job.to_record()
         started = time.monotonic()
         assert job.detach()

@@ -14,7 +14,6 @@ import os
 import shutil
 import tempfile
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -28,6 +27,7 @@ os.environ["BLENDER_USER_RESOURCES"] = _USER_RESOURCES
 bpy = pytest.importorskip("bpy", reason="bpy (Blender as a Python module) is not installed: pip install bpy==5.0.1")
 
 import addon_utils  # noqa: E402  (Blender's module: importable once bpy is)
+from quiet import wait_until  # noqa: E402
 
 from wan2gp_emulator.process import EmulatorProcess  # noqa: E402
 
@@ -256,15 +256,6 @@ def write_clip(path: Path, colours: list[tuple[int, int, int]], fps: int = 16, s
 
 def close_to(pixel_mean: Any, colour: tuple[int, int, int], tolerance: float = 30) -> bool:
     return all(abs(float(a) - b) < tolerance for a, b in zip(pixel_mean, colour, strict=True))
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return condition()
 
 
 # --- panels: drawn with a recording layout (background mode has no UI) -----------------------------------

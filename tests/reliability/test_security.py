@@ -161,3 +161,85 @@ def _echo_password_in_errors(line: bytes) -> bytes:
 def test_settings_never_show_the_password(monkeypatch, tmp_path: Path):
     settings = ClientSettings(url="http://127.0.0.1:7860", username="director", password=SECRET, output_dir=tmp_path)
     assert SECRET not in repr(settings) + str(settings) + settings.model_dump_json()
+
+
+@pytest.fixture
+def self_signed_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """An https server on loopback whose certificate nobody signed (as a studio's own WanGP behind TLS may have).
+    It answers every GET with a small JSON; yields its URL and the certificate's file."""
+    import datetime
+    import ipaddress
+    import ssl
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                           critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+
+    class Answer(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            body = b'{"app_id": "not-wangp"}'
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Answer)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert_file, key_file)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"https://127.0.0.1:{server.server_address[1]}", cert_file
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_an_https_server_is_checked_against_the_trusted_certificates_and_only_those(self_signed_server, tmp_path,
+                                                                                    monkeypatch):
+    """Every client of the project shares one certificate check (``_urls.tls_context``, built once for speed):
+    it must still refuse a certificate nobody signed, through each way in, and trust one that
+    ``SSL_CERT_FILE`` names, as httpx's own default does."""
+    from blender_movie_director.backend._urls import tls_context
+    from blender_movie_director.backend.health import check_health
+
+    url, cert_file = self_signed_server
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+    tls_context.cache_clear()
+    try:
+        report = check_health(url, timeout=5)
+        assert not report.reachable and "CERTIFICATE_VERIFY_FAILED" in (report.error or ""), report
+        for address in (url, url + "/mcp"):  # the web UI's transport and the MCP one
+            with pytest.raises(Wan2GPConnectionError, match="CERTIFICATE_VERIFY_FAILED|certificate"):
+                Wan2GPClient(address, output_dir=tmp_path, timeouts={"connect": 5, "call": 5}).connect()
+
+        monkeypatch.setenv("SSL_CERT_FILE", str(cert_file))  # the studio trusts its own certificate
+        tls_context.cache_clear()
+        report = check_health(url, timeout=5)
+        assert report.reachable and report.kind != "wangp", report
+    finally:
+        tls_context.cache_clear()  # the next test builds it again from the real environment

@@ -32,6 +32,7 @@ from typing import Any, TypeVar
 
 import httpx
 
+from ..._urls import tls_context
 from .._config import Retries, Timeouts, first_warning, normalize_url, security_warnings
 from .._enums import DEFAULT_RULE, FrameRule
 from .._errors import (
@@ -181,7 +182,7 @@ class McpConnection:
                 log.warning("WanGP MCP at %s: %s", self.server, warning)
         self._thread.start()
         headers = {"Authorization": f"Bearer {self._token}"} if self._token else {}
-        self._http = httpx.Client(headers=headers, follow_redirects=False,
+        self._http = httpx.Client(headers=headers, follow_redirects=False, verify=tls_context(),
                                   timeout=httpx.Timeout(self.timeouts.download, connect=self.timeouts.connect))
         self._sdk = self._run(self._new_session(), self.timeouts.connect + 5)
         info = self._sdk.init.serverInfo
@@ -945,7 +946,7 @@ class _Session:
         # Reads wait longer than any call's own deadline: the SDK's deadline answers first, the session lives.
         timeout = httpx.Timeout(owner.timeouts.connect, read=max(owner.timeouts.call, owner.request_deadline) + 30)
         try:
-            async with httpx.AsyncClient(headers=headers, timeout=timeout, follow_redirects=True,
+            async with httpx.AsyncClient(headers=headers, timeout=timeout, follow_redirects=True, verify=tls_context(),
                                          event_hooks={"response": [on_response]}) as http:
                 async with streamable_http_client(self.url, http_client=http, terminate_on_close=False) as streams:
                     async with ClientSession(streams[0], streams[1], message_handler=self._on_message) as session:

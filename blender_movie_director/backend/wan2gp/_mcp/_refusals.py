@@ -104,6 +104,11 @@ def transport_error(exc: BaseException, *, server: str | None, job_id: str | Non
                 hint="start WanGP with --mcp --mcp-transport streamable-http and give its /mcp URL")
         return Wan2GPConnectionError(f"HTTP {code} from the WanGP MCP server during {what}", server=server,
                                      job_id=job_id)
+    if isinstance(exc, httpx.ConnectError) and "CERTIFICATE_VERIFY_FAILED" in str(exc):
+        return Wan2GPConnectionError(f"the WanGP MCP server's TLS certificate is not trusted during {what}: {exc}",
+                                     server=server, job_id=job_id,
+                                     hint="if the server has a certificate of its own, set SSL_CERT_FILE to it (or "
+                                          "to the authority that signed it)")
     if isinstance(exc, httpx.ConnectError):
         return Wan2GPConnectionError(f"cannot reach the WanGP MCP server during {what}", server=server,
                                      job_id=job_id, hint="check that WanGP runs with --mcp and the URL is right")

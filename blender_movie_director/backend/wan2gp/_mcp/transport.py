@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from ..._urls import tls_context
 from .._config import ClientSettings
 from .._enums import JobStatus, ModelCategory, catalog, categories_of
 from .._errors import (
@@ -117,7 +118,8 @@ class McpTransport:
         return (f"mcp:{conn.url}", None, None)
 
     def ping(self) -> None:
-        response = httpx.get(self.settings.url, timeout=self.settings.timeouts.connect, follow_redirects=False)
+        response = httpx.get(self.settings.url, timeout=self.settings.timeouts.connect, follow_redirects=False,
+                             verify=tls_context())
         if response.status_code >= 500:
             response.raise_for_status()
 

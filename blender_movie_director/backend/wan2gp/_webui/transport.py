@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from ..._urls import tls_context
 from .._config import ClientSettings, Retries
 from .._enums import ModelCategory, catalog, categories_of
 from .._errors import (
@@ -216,7 +217,7 @@ class WebUiTransport:
         """One small request (the app id), for a status's latency; raises when the server does not answer."""
         prefix = str(self.api.config.get("api_prefix") or "/gradio_api").strip("/") if self.api else "gradio_api"
         response = httpx.get(f"{self.settings.url.rstrip('/')}/{prefix + '/' if prefix else ''}app_id",
-                             timeout=self.settings.timeouts.connect)
+                             timeout=self.settings.timeouts.connect, verify=tls_context())
         response.raise_for_status()
 
     def fill_status(self, status: ServerStatus) -> None:
