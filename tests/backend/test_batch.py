@@ -36,8 +36,6 @@ def _pool(urls, tmp_path: Path, **options) -> ServerPool:
     return ServerPool(urls, output_dir=tmp_path / "out", cache_dir=tmp_path / "cache", timeouts=FAST, **options)
 
 
-
-
 def _events(servers, kind: str) -> Counter:
     return Counter(e["client_id"] for s in servers for e in s.events() if e["event"] == kind)
 

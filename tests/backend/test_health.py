@@ -35,7 +35,6 @@ def _port(url: str) -> int:
     return int(url.rstrip("/").rsplit(":", 1)[1])
 
 
-
 class _Recorder:
     """Collects events with the monotonic time they arrived."""
 

@@ -22,7 +22,6 @@ def _pool(urls, tmp_path, **options) -> ServerPool:
     return ServerPool(urls, output_dir=tmp_path / "out", cache_dir=tmp_path / "cache", timeouts=FAST, **options)
 
 
-
 def _state(pool: ServerPool, url: str) -> str:
     return next(s for s in pool.view().servers if s.url == url).state
 

@@ -26,7 +26,6 @@ def release(request, make_emulator):
     return request.param, make_emulator(request.param)
 
 
-
 def _seen(server, event: str, job) -> bool:
     return any(e["event"] == event and e["session"] == job.session_hash for e in server.events())
 

@@ -16,7 +16,6 @@ from blender_movie_director.backend.wan2gp._config import Timeouts
 FAST = Timeouts(connect=5, call=30, job=120, stall=60, download=30, resume_wait=30)
 
 
-
 _FIRST_PROGRAM = """
 import json, sys, time
 from blender_movie_director.backend.wan2gp import Wan2GPClient, JobStatus
