@@ -258,6 +258,8 @@ class HealthMonitor:
         max_rounds: stop the background checks after this many rounds (default: run until :meth:`stop`).
         api_cache: where clients recorded the servers' processes (see :func:`check_health`): a program's first
             check of a server a client of another program connected to does not read ``/config`` again.
+        check: what one check is, called as :func:`check_health` is (its keywords included); the default is
+            :func:`check_health`. Tests give a function that reads an in-memory server's state instead.
 
     Thread-safe: ``latest()``, ``history()``, ``add_listener()`` may be called from any thread. Listeners
     run on the monitor's thread, one event at a time; an exception in one is logged and ignored.
@@ -274,6 +276,7 @@ class HealthMonitor:
         on_event: Listener | None = None,
         max_rounds: int | None = None,
         api_cache: ApiCache | None = None,
+        check: Callable[..., HealthReport] | None = None,
     ) -> None:
         if period <= 0:
             raise ValueError("period must be positive")
@@ -297,6 +300,7 @@ class HealthMonitor:
         self.max_rounds = max_rounds  # the background checks end by themselves after this many rounds
         # where clients recorded the servers' processes: a new program's first check skips /config (2.6 MB on 12.60)
         self.api_cache = api_cache
+        self._check = check or check_health
 
     # --- public ---------------------------------------------------------------------------------------
 
@@ -341,13 +345,13 @@ class HealthMonitor:
                 previous = {s.url: (s.history[-1] if s.history else None) for s in servers}
             if len(servers) == 1:
                 s = servers[0]
-                reports = [check_health(s.url, client=s.client, timeout=self.timeout, previous=previous[s.url],
-                                        api_cache=self.api_cache)]
+                reports = [self._check(s.url, client=s.client, timeout=self.timeout, previous=previous[s.url],
+                                       api_cache=self.api_cache)]
             else:
                 with ThreadPoolExecutor(len(servers), thread_name_prefix="health-check") as pool:
                     reports = list(pool.map(
-                        lambda s: check_health(s.url, client=s.client, timeout=self.timeout,
-                                               previous=previous[s.url], api_cache=self.api_cache), servers))
+                        lambda s: self._check(s.url, client=s.client, timeout=self.timeout,
+                                              previous=previous[s.url], api_cache=self.api_cache), servers))
             events: list[HealthEvent] = []
             with self._lock:
                 for server, report in zip(servers, reports, strict=True):

@@ -294,6 +294,8 @@ class ServerPool:
         api_cache, result_cache: True (a cache in ``cache_dir``), False (none), or a cache to share.
         discover: also use the WanGP servers :func:`..discovery.discover` finds on this machine at start.
         client_factory: ``factory(url) -> Wan2GPClient`` to build clients yourself.
+        health_check: one health check, called as :func:`..health.check_health` (default); with
+            ``client_factory``, what lets the pool run on clients of another transport (the tests' in-memory one).
 
     Nothing happens on construction; :meth:`start` (or the context manager, or the first submit) checks the
     servers and starts the scheduler. :meth:`close` cancels what is unfinished and closes every client.
@@ -317,6 +319,7 @@ class ServerPool:
         result_cache: ResultCache | bool = True,
         discover: bool = False,
         client_factory: Callable[[str], Wan2GPClient] | None = None,
+        health_check: Callable[..., HealthReport] | None = None,
     ) -> None:
         if per_server_limit < 1:
             raise ValueError("per_server_limit must be at least 1")
@@ -337,6 +340,7 @@ class ServerPool:
                                                  else ResultCache(cache_root) if result_cache else None)
         self.model_lists = ModelListCache()
         self._factory = client_factory or self._default_client
+        self._health_check = health_check
         self._seq = itertools.count()
         self._lock = threading.RLock()
         self._wake = threading.Condition(self._lock)
@@ -603,7 +607,8 @@ class ServerPool:
         """Check these servers once, in parallel, then monitor them in the background."""
         for server in servers:
             server.monitor = HealthMonitor(server.url, period=self.health_period, timeout=self.health_timeout,
-                                           on_event=self._on_health, api_cache=self.api_cache)
+                                           on_event=self._on_health, api_cache=self.api_cache,
+                                           check=self._health_check)
         if len(servers) > 1:
             with ThreadPoolExecutor(len(servers), thread_name_prefix="pool-check") as pool:
                 list(pool.map(lambda s: s.monitor.check_now(), servers))

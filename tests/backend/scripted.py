@@ -9,16 +9,24 @@ shot plays a script of steps:
 * ``("slow", seconds)``: the server says nothing for a while (a stop ends the wait at once);
 * ``("fail", message)``: the generation fails with the server's message;
 * ``("restart",)``: the server restarts: its jobs are gone.
+* ``("die",)``: the server stops (:meth:`ScriptedTransport.stop_server`); the run's connection drops.
+* ``("gate", event)``: waits until the ``threading.Event`` is set (a stop, or the server stopping, ends it).
 
-What the server did is in :attr:`ScriptedTransport.events`, as ``(what, remote job id)``.
+What the server did is in :attr:`ScriptedTransport.events`, as ``(what, remote job id)``. :meth:`health` is the
+server's health check, for a :class:`~blender_movie_director.backend.pool.ServerPool` of scripted servers
+(:func:`scripted_pool`).
 """
 
 from __future__ import annotations
 
 import itertools
 import threading
+import time
+from pathlib import Path
 from typing import Any
 
+from blender_movie_director.backend.health import HealthReport
+from blender_movie_director.backend.pool import ServerPool
 from blender_movie_director.backend.wan2gp import (
     GenerationResult,
     GenerationSettings,
@@ -29,6 +37,9 @@ from blender_movie_director.backend.wan2gp import (
     ModelInfo,
     ServerRestartedError,
     ServerStatus,
+    Timeouts,
+    Wan2GPClient,
+    Wan2GPConnectionError,
     Wan2GPValidationError,
 )
 
@@ -42,9 +53,12 @@ class ScriptedTransport:
         self.models = models
         self.scripts: list[tuple[Any, ...]] = []  # one per submitted shot, in order; DEFAULT_SCRIPT when none is left
         self.events: list[tuple[str, str]] = []
+        self.collected: list[str | None] = []  # the client id of each shot whose video was fetched, in order
         self.remote: dict[str, dict[str, Any]] = {}  # the server's jobs: {"steps": [...], "done": bool}
         self.instance = 1
         self.opened = 0
+        self.up = True  # False: stopped; it refuses connections and its health check says down
+        self.busy_for_others = False  # another program's shot generates here (its health check says busy)
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
         self._connected = False
@@ -56,6 +70,7 @@ class ScriptedTransport:
         return self._connected
 
     def open(self) -> None:
+        self._refuse_if_down()
         self.opened += 1
         self._connected = True
 
@@ -109,6 +124,27 @@ class ScriptedTransport:
             self.remote.clear()
             self.events.append(("restarted", ""))
 
+    def stop_server(self) -> None:
+        """The server process ends: connections are refused until :meth:`come_back` (a new process)."""
+        with self._lock:
+            self.up = False
+            self.events.append(("stopped", ""))
+
+    def come_back(self) -> None:
+        self.restart()
+        self.up = True
+
+    def health(self, url: str, **_options: Any) -> HealthReport:
+        """Its health check, as :func:`~blender_movie_director.backend.health.check_health` reports it."""
+        if not self.up:
+            return HealthReport(url, False, time.time(), kind="closed", error="connection refused")
+        return HealthReport(url, True, time.time(), latency_ms=0.1, kind="wangp", wangp_version="scripted",
+                            busy=True if self.busy_for_others else None, app_id=f"app-{self.instance}")
+
+    def _refuse_if_down(self) -> None:
+        if not self.up:
+            raise Wan2GPConnectionError("the scripted server is down (connection refused)")
+
     def take_script(self) -> tuple[Any, ...]:
         with self._lock:
             return tuple(self.scripts.pop(0)) if self.scripts else DEFAULT_SCRIPT
@@ -123,6 +159,7 @@ class ScriptedRun:
 
     def run(self, started: float) -> GenerationResult:
         job, state, server = self.job, self.job.state, self.server
+        server._refuse_if_down()
         if state.resume:
             if state.app_id != f"app-{server.instance}" or state.remote_job_id not in server.remote:
                 raise JobLostError(f"lost: the scripted server no longer has job {job.id}",
@@ -146,6 +183,7 @@ class ScriptedRun:
             if job.stopping:
                 self._stop_on_server(remote_id)
             job.check_stop()
+            self._drop_if_stopped()
             step = remote["steps"].pop(0)
             if step[0] == "queued":
                 job.enter(JobPhase.QUEUED)
@@ -169,9 +207,16 @@ class ScriptedRun:
             elif step[0] == "restart":
                 server.restart()
                 raise ServerRestartedError("the scripted server restarted", job_id=job.id)
+            elif step[0] == "die":
+                server.stop_server()
+                self._drop_if_stopped()
+            elif step[0] == "gate":
+                while not step[1].wait(0.01) and not job.stopping:
+                    self._drop_if_stopped()
         if job.stopping:
             self._stop_on_server(remote_id)
             job.check_stop()
+        self._drop_if_stopped()
         remote["done"] = True
         job.enter(JobPhase.DOWNLOADING)
         job.report(status=JobStatus.DOWNLOADING, phase="Downloading")
@@ -179,8 +224,13 @@ class ScriptedRun:
         path = job.output_dir / f"{job.id}.mp4"
         path.write_bytes(b"scripted " + remote_id.encode())
         server.events.append(("collected", remote_id))
+        server.collected.append(job.settings.client_id)
         return GenerationResult(job_id=job.id, video_path=path, files=[path], settings=job.settings,
                                 model=str(job.settings.model), server=job.server)
+
+    def _drop_if_stopped(self) -> None:
+        if not self.server.up:  # the server stopped: the run's connection drops
+            raise Wan2GPConnectionError(f"the connection to the scripted server dropped during job {self.job.id}")
 
     def _stop_on_server(self, remote_id: str) -> None:
         if self.job.stop_reason is not None and self.job.stop_reason.value != "detach":
@@ -192,3 +242,26 @@ class ScriptedRun:
 
     def release(self) -> None:
         pass
+
+
+# --- a pool of scripted servers --------------------------------------------------------------------------------
+
+FAST = Timeouts(connect=5, call=30, job=60, stall=30, download=30, resume_wait=5)
+
+
+def scripted_pool(servers: dict[str, ScriptedTransport], tmp_path: Path, **options: Any) -> ServerPool:
+    """A :class:`ServerPool` over these scripted servers (by URL): their clients speak to them through the seam,
+    and its health checks ask them. Checks every 20 ms, a down server's running jobs are given up after 0.2 s."""
+    options.setdefault("health_period", 0.02)
+    options.setdefault("lost_after", 0.2)
+    options.setdefault("result_cache", False)
+
+    def client(url: str) -> Wan2GPClient:
+        return Wan2GPClient(url, output_dir=tmp_path / "out", transport=servers[url.rstrip("/")], timeouts=FAST,
+                            max_jobs=4)
+
+    def health(url: str, **_options: Any) -> HealthReport:
+        return servers[url.rstrip("/")].health(url)
+
+    return ServerPool(list(servers), output_dir=tmp_path / "out", cache_dir=tmp_path / "cache", api_cache=False,
+                      client_factory=client, health_check=health, **options)

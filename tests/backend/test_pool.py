@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import Counter
 
@@ -12,6 +13,8 @@ from blender_movie_director.backend.health import HealthReport
 from blender_movie_director.backend.pool import ServerPool, _Server
 from blender_movie_director.backend.wan2gp import GenerationSettings, JobLostError, Timeouts, Wan2GPConnectionError
 from wan2gp_emulator import EmulatorServer
+
+from .scripted import ScriptedTransport, scripted_pool
 
 FAST = Timeouts(connect=5, call=30, job=120, stall=60, download=30, resume_wait=30)
 
@@ -103,6 +106,93 @@ def test_a_running_job_whose_stream_still_brings_progress_is_not_given_up_on_fai
     assert expired is job and given_up is attempt and "has been down for" in reason
 
 
+# --- scripted servers: the pool's clients and health checks behind the seam (milliseconds) --------------------
+
+
+def _scripted(tmp_path, count: int, **options):
+    """``count`` scripted servers by URL (loopback ports 1, 2...: no HTTP is spoken to them) and their pool."""
+    servers = {f"http://127.0.0.1:{port}": ScriptedTransport() for port in range(1, count + 1)}
+    return servers, scripted_pool(servers, tmp_path, **options)
+
+
+def _gated(gate: threading.Event):
+    return (("queued", 0), ("step", 1, 3), ("gate", gate), ("step", 3, 3))
+
+
+def test_scripted_jobs_spread_one_per_server_and_the_rest_wait_in_the_pool(tmp_path):
+    gate = threading.Event()
+    servers, pool = _scripted(tmp_path, 2)
+    for server in servers.values():
+        server.scripts = [_gated(gate)] * 4
+    with pool:
+        assert pool.wait_for_servers(2, timeout=5)
+        jobs = [pool.submit(prompt=f"spread {i}") for i in range(4)]
+        assert wait_until(lambda: sum(len(s.events) for s in servers.values()) == 2, timeout=5)  # one sent each
+        view = pool.view()
+        assert {s.state for s in view.servers} == {"busy"} and sum(len(s.running) for s in view.servers) == 2
+        assert sum(len(s.queued) for s in view.servers) + len(view.waiting) == 2  # one at a time per server
+        assert [len(s.events) for s in servers.values()] == [1, 1]  # the gate holds: the others never left the pool
+        gate.set()
+        assert all(j.result(timeout=5).video_path.exists() for j in jobs)
+        assert {j.server for j in jobs} == {f"{url}/" for url in servers}
+        assert all(s.completed >= 1 for s in pool.view().servers)
+
+
+def test_scripted_a_server_busy_for_someone_else_is_avoided(tmp_path):
+    servers, pool = _scripted(tmp_path, 2)
+    shared, free = servers.values()
+    shared.busy_for_others = True
+    with pool:
+        assert pool.wait_for_servers(2, timeout=5)
+        assert wait_until(lambda: _state(pool, "http://127.0.0.1:1/") == "busy", timeout=5)
+        for i in range(3):  # one after the other: the free server is idle each time
+            job = pool.submit(prompt=f"ours {i}")
+            assert job.result(timeout=5).video_path.exists() and job.server == "http://127.0.0.1:2/"
+        assert shared.events == [] and len(free.collected) == 3
+        shared.busy_for_others = False  # their shot is done: the next check says so, and it takes work again
+        assert wait_until(lambda: _state(pool, "http://127.0.0.1:1/") == "idle", timeout=5)
+
+
+def test_scripted_a_lost_job_runs_elsewhere_only_when_retries_were_asked(tmp_path):
+    gate = threading.Event()
+    servers, pool = _scripted(tmp_path, 3)
+    for server in servers.values():
+        server.scripts = [_gated(gate)]
+    with pool:
+        assert pool.wait_for_servers(3, timeout=5)
+        again = pool.submit(prompt="retry me", retries=1)
+        once = pool.submit(prompt="do not retry me")
+        assert wait_until(lambda: again.progress.step == 1 and once.progress.step == 1, timeout=5)
+        assert again.server != once.server
+        first = again.server
+        for job in (again, once):  # their servers stop: the runs' connections drop, the health checks say down
+            servers[job.server.rstrip("/")].stop_server()
+        with pytest.raises(JobLostError) as lost:
+            once.result(timeout=5)
+        assert once.server in lost.value.reason and lost.value.server == once.server
+        gate.set()
+        assert again.result(timeout=5).video_path.exists()
+        third = next(f"{url}/" for url in servers if f"{url}/" not in (first, once.server))
+        assert [h["server"] for h in again.history] == [first, third]
+        assert again.history[0]["outcome"].startswith("lost")
+
+
+def test_scripted_a_server_that_restarts_mid_run_loses_the_job_and_keeps_serving(tmp_path):
+    servers, pool = _scripted(tmp_path, 1)
+    (server,) = servers.values()
+    gate = threading.Event()
+    server.scripts = [(("step", 1, 3), ("gate", gate), ("restart",))]
+    with pool:
+        job = pool.submit(prompt="lost to a restart")
+        assert wait_until(lambda: job.progress.step == 1, timeout=5)  # the pool follows the run: it reached WanGP
+        gate.set()
+        with pytest.raises(JobLostError, match="restarted"):
+            job.result(timeout=5)
+        after = pool.submit(prompt="after the restart")  # the new process takes work (a new client session)
+        assert after.result(timeout=5).video_path.exists()
+        assert server.instance == 2 and server.opened == 2
+
+
 # --- real servers -----------------------------------------------------------------------------------------------
 
 
@@ -190,22 +280,6 @@ def test_server_stopped_mid_run_its_queue_moves_and_it_rejoins(make_emulator, tm
             assert {j.server for j in jobs} == {victim_url, survivor.url}  # the returning server took work again
         finally:
             back.stop()
-
-
-def test_lost_job_runs_elsewhere_when_retries_were_asked(make_emulator, tmp_path):
-    a, b = make_emulator("v12"), make_emulator("v12")
-    with _pool([a.url, b.url], tmp_path) as pool:
-        assert pool.wait_for_servers(2, timeout=10)
-        job = pool.submit(prompt="retry me [[slow]]", frames=5, steps=4, retries=1)
-        assert wait_until(lambda: job.server is not None)
-        victim = a if job.server == a.url else b
-        survivor_url, victim_url = (b if victim is a else a).url, victim.url
-        assert wait_until(lambda: any(e["event"] == "step" for e in victim.events()))
-        victim.stop()
-        result = job.result(timeout=60)
-        assert result.video_path.exists()
-        assert [h["server"] for h in job.history] == [victim_url, survivor_url]
-        assert job.history[0]["outcome"].startswith("lost")
 
 
 def test_unreachable_servers_fail_waiting_jobs_after_the_wait(tmp_path):

@@ -10,6 +10,7 @@ import json
 import threading
 
 import pytest
+from quiet import wait_until
 
 from blender_movie_director.backend.wan2gp import (
     JobCancelledError,
@@ -55,6 +56,22 @@ def test_a_shot_reports_its_way_in_order_and_ends_completed(client, server):
     assert steps == sorted(steps) and steps[-1] == 3  # never out of order, the last step seen
     assert seen[-1][0] is JobStatus.COMPLETED
     assert server.events == [("sent", "r1"), ("collected", "r1")]
+
+
+def test_a_callback_added_while_the_job_waits_silently_hears_where_it_stands(client, server):
+    gate = threading.Event()  # the shot then waits in WanGP's queue, which says nothing more for an hour
+    server.scripts = [(("queued", 3), ("gate", gate), ("step", 1, 1))]
+    job = client.submit(prompt="late listener", model="t2v_1.3B")
+    first: list = []
+    job.add_progress_callback(lambda j, p: first.append(p.queue_position))
+    assert wait_until(lambda: job.progress.queue_position == 3, timeout=5)
+    late: list = []
+    job.add_progress_callback(lambda j, p: late.append((p.status, p.queue_position)))
+    assert late == [(JobStatus.QUEUED, 3)]  # at once, on this thread: not only at the next change
+    assert first[-1] == 3  # the first callback did not get the snapshot twice or out of order
+    gate.set()
+    job.result(timeout=5)
+    assert late[-1][0] is JobStatus.COMPLETED and first.count(3) == 1
 
 
 def test_shots_are_sent_in_the_order_they_were_submitted(client, server):

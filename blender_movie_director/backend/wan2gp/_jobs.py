@@ -184,8 +184,22 @@ class JobHandle:
         return self._error if self.done() else None
 
     def add_progress_callback(self, callback: Callable[[Any, JobProgress], None]) -> None:
-        """``callback(job, progress)`` on every change; runs on a background thread."""
-        self._progress_callbacks.append(callback)
+        """``callback(job, progress)`` on every change; runs on a background thread. A job that has progressed
+        already (it started when it was submitted) calls it at once with its current progress, on the caller's
+        thread: a callback added late does not miss the news of a job that then says nothing for a while (a long
+        wait in WanGP's queue)."""
+        with self._delivering:  # between deliveries: none can come after this one with an older snapshot
+            self._progress_callbacks.append(callback)
+            with self._lock:
+                snapshot, version = self._progress, self._version
+            if not version:
+                return
+            if version > self._delivered:  # news the others have not had yet either: it goes to all, in turn
+                self._delivered = version
+                callbacks = list(self._progress_callbacks)
+            else:
+                callbacks = [callback]
+            self._call_each(callbacks, snapshot)
 
     def add_done_callback(self, callback: Callable[[Any], None]) -> None:
         """``callback(job)`` once finished (at once if it already is); runs on a background thread."""
@@ -209,11 +223,14 @@ class JobHandle:
             if version <= self._delivered:
                 return
             self._delivered = version
-            for callback in list(self._progress_callbacks):
-                try:
-                    callback(self, snapshot)
-                except Exception:
-                    log.exception("progress callback failed for %s %s", self._label, self.id)
+            self._call_each(list(self._progress_callbacks), snapshot)
+
+    def _call_each(self, callbacks: list[Callable[[Any, JobProgress], None]], snapshot: JobProgress) -> None:
+        for callback in callbacks:
+            try:
+                callback(self, snapshot)
+            except Exception:
+                log.exception("progress callback failed for %s %s", self._label, self.id)
 
     def _finish(self, *, result: GenerationResult | None = None, error: Wan2GPError | None = None,
                 keep_status: bool = False) -> None:
