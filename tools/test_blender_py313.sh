@@ -25,5 +25,6 @@ if [ ! -x .venv313/bin/python ]; then
 fi
 # What the Blender tests need: the add-on's dependencies, the emulator, bpy, pytest (not the dev extra:
 # it pins bpy 5.0.1, which is for Python 3.11).
-.venv313/bin/python -m pip install --quiet -e ".[emulator]" "bpy==$BPY313" "pytest>=8" "pytest-timeout>=2.3"
-timeout 900 .venv313/bin/python -m pytest tests/addon tests/blender -q "$@"
+.venv313/bin/python -m pip install --quiet -e ".[emulator]" "bpy==$BPY313" "pytest>=8" "pytest-timeout>=2.3" \
+    "pytest-xdist>=3.5"
+timeout 900 .venv313/bin/python -m pytest tests/addon tests/blender -q -n 4 "$@"
