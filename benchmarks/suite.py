@@ -57,7 +57,8 @@ def main(argv: list[str]) -> int:
     print(f"{'wall, in all':<22} {sum(counts.values()):>6} {wall:>9.1f}   (CPU {cpu:.0f} s; pytest exit code {code})")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps({
-        "wall_seconds": round(wall, 1), "cpu_seconds": round(cpu, 1), "tests": sum(counts.values()), "exit_code": code, "cpu_count": os.cpu_count(),
+        "wall_seconds": round(wall, 1), "cpu_seconds": round(cpu, 1), "tests": sum(counts.values()),
+        "exit_code": code, "cpu_count": os.cpu_count(),
         "per_folder": {f: {"tests": counts[f], "seconds": round(s, 1)} for f, s in rows},
         "pytest_arguments": extra, "target_wall_seconds": 240,
     }, indent=2) + "\n")
