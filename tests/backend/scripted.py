@@ -9,7 +9,6 @@ shot plays a script of steps:
 * ``("slow", seconds)``: the server says nothing for a while (a stop ends the wait at once);
 * ``("fail", message)``: the generation fails with the server's message;
 * ``("restart",)``: the server restarts: its jobs are gone.
-* ``("die",)``: the server stops (:meth:`ScriptedTransport.stop_server`); the run's connection drops.
 * ``("gate", event)``: waits until the ``threading.Event`` is set (a stop, or the server stopping, ends it).
 
 What the server did is in :attr:`ScriptedTransport.events`, as ``(what, remote job id)``. :meth:`health` is the
@@ -53,7 +52,6 @@ class ScriptedTransport:
         self.models = models
         self.scripts: list[tuple[Any, ...]] = []  # one per submitted shot, in order; DEFAULT_SCRIPT when none is left
         self.events: list[tuple[str, str]] = []
-        self.collected: list[str | None] = []  # the client id of each shot whose video was fetched, in order
         self.remote: dict[str, dict[str, Any]] = {}  # the server's jobs: {"steps": [...], "done": bool}
         self.instance = 1
         self.opened = 0
@@ -125,14 +123,10 @@ class ScriptedTransport:
             self.events.append(("restarted", ""))
 
     def stop_server(self) -> None:
-        """The server process ends: connections are refused until :meth:`come_back` (a new process)."""
+        """The server process ends: connections are refused, and a run's connection drops at its next step."""
         with self._lock:
             self.up = False
             self.events.append(("stopped", ""))
-
-    def come_back(self) -> None:
-        self.restart()
-        self.up = True
 
     def health(self, url: str, **_options: Any) -> HealthReport:
         """Its health check, as :func:`~blender_movie_director.backend.health.check_health` reports it."""
@@ -207,9 +201,6 @@ class ScriptedRun:
             elif step[0] == "restart":
                 server.restart()
                 raise ServerRestartedError("the scripted server restarted", job_id=job.id)
-            elif step[0] == "die":
-                server.stop_server()
-                self._drop_if_stopped()
             elif step[0] == "gate":
                 while not step[1].wait(0.01) and not job.stopping:
                     self._drop_if_stopped()
@@ -224,7 +215,6 @@ class ScriptedRun:
         path = job.output_dir / f"{job.id}.mp4"
         path.write_bytes(b"scripted " + remote_id.encode())
         server.events.append(("collected", remote_id))
-        server.collected.append(job.settings.client_id)
         return GenerationResult(job_id=job.id, video_path=path, files=[path], settings=job.settings,
                                 model=str(job.settings.model), server=job.server)
 
